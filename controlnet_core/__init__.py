@@ -1,0 +1,23 @@
+"""ControlNet Refine core: pure-torch ControlNet residuals, refinement math and crop geometry.
+
+Imports nothing from ComfyUI; usable from plain PyTorch or diffusers code.
+"""
+from .config import ControlNetConfig
+from .convert import diffusers_to_original, original_to_diffusers
+from .files import WeightFileError, read_state_dict
+from .loading import ControlNetFormatError, detect_config, load_controlnet
+from .model import ControlNet, ControlNetInputError, ControlResiduals
+
+__all__ = [
+    "ControlNet",
+    "ControlNetConfig",
+    "ControlNetFormatError",
+    "ControlNetInputError",
+    "ControlResiduals",
+    "WeightFileError",
+    "detect_config",
+    "diffusers_to_original",
+    "load_controlnet",
+    "original_to_diffusers",
+    "read_state_dict",
+]

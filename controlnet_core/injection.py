@@ -1,0 +1,147 @@
+"""How residuals are weighted before they reach the UNet: strength, control modes, masks, sums.
+
+Semantics follow the reference tools (see the README's semantics table):
+
+* ``balanced``: every residual times ``strength`` on cond and uncond rows (ComfyUI, diffusers).
+* ``prompt``: A1111 "My prompt is more important": residual ``i`` of ``n`` times
+  ``soft_base ** (n - i)`` (mid block last, weight 1), on cond and uncond rows.
+* ``controlnet``: A1111 "ControlNet is more important" = diffusers ``guess_mode``: the soft curve,
+  and no residual on the uncond rows. With ``soft_base = 10 ** (-1 / n)`` the curve is exactly
+  diffusers' ``logspace(-1, 0, n + 1)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .model import ControlResiduals
+
+__all__ = [
+    "CONTROL_MODES",
+    "A1111_SOFT_BASE",
+    "DIFFUSERS_SOFT_BASE",
+    "soft_weights",
+    "guess_mode_weights",
+    "block_scales",
+    "uncond_multiplier_for",
+    "scale_residuals",
+    "scale_rows",
+    "mask_residuals",
+    "sum_residuals",
+]
+
+CONTROL_MODES = ("balanced", "prompt", "controlnet")
+A1111_SOFT_BASE = 0.825
+DIFFUSERS_SOFT_BASE = 10 ** (-1 / 12)
+
+
+def soft_weights(num_down: int, base: float = A1111_SOFT_BASE) -> Tuple[float, ...]:
+    """Soft-injection curve ``base ** (n - i)`` for i = 0..n (n down residuals, then mid at 1.0).
+
+    Example:
+        >>> [round(w, 4) for w in soft_weights(12)][:2], soft_weights(12)[-1]
+        ([0.0994, 0.1205], 1.0)
+    """
+    return tuple(float(base ** (num_down - i)) for i in range(num_down + 1))
+
+
+def guess_mode_weights(num_down: int) -> Tuple[float, ...]:
+    """diffusers' guess-mode curve ``logspace(-1, 0, n + 1)``, bit-for-bit as diffusers computes it."""
+    return tuple(torch.logspace(-1, 0, num_down + 1).tolist())
+
+
+def block_scales(
+    num_down: int,
+    strength: float = 1.0,
+    mode: str = "balanced",
+    soft_base: float = A1111_SOFT_BASE,
+    block_weights: Optional[Sequence[float]] = None,
+) -> Tuple[float, ...]:
+    """Multiplier per residual (down residuals shallow to deep, then mid).
+
+    Args:
+        num_down: number of down residuals (12 SD1.x/2.x, 9 SDXL).
+        strength: global conditioning scale.
+        mode: one of :data:`CONTROL_MODES`.
+        soft_base: base of the soft curve for ``prompt`` and ``controlnet`` modes.
+        block_weights: optional extra multiplier per residual, ``num_down + 1`` values.
+
+    Returns:
+        ``num_down + 1`` floats.
+    """
+    if mode not in CONTROL_MODES:
+        raise ValueError(f"control mode {mode!r} is not one of {CONTROL_MODES}")
+    curve = (1.0,) * (num_down + 1) if mode == "balanced" else soft_weights(num_down, soft_base)
+    if block_weights is None:
+        block_weights = (1.0,) * (num_down + 1)
+    if len(block_weights) != num_down + 1:
+        raise ValueError(f"block weights need {num_down + 1} values ({num_down} down + 1 mid), got {len(block_weights)}")
+    return tuple(strength * c * w for c, w in zip(curve, block_weights))
+
+
+def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
+    """Multiplier for uncond rows: 0 in ``controlnet`` mode, else ``uncond_multiplier``."""
+    return 0.0 if mode == "controlnet" else float(uncond_multiplier)
+
+
+def scale_residuals(residuals: ControlResiduals, scales: Sequence[float]) -> ControlResiduals:
+    """Multiply residual ``k`` by ``scales[k]`` (down then mid)."""
+    tensors = residuals.tensors
+    if len(scales) != len(tensors):
+        raise ValueError(f"{len(scales)} scales for {len(tensors)} residuals")
+    return ControlResiduals.from_tensors(t * s for t, s in zip(tensors, scales))
+
+
+def scale_rows(residuals: ControlResiduals, row_scale: Tensor) -> ControlResiduals:
+    """Multiply each batch row by its own factor (e.g. the uncond multiplier).
+
+    Args:
+        residuals: batch of B.
+        row_scale: shape :math:`(B,)`.
+    """
+    return ControlResiduals.from_tensors(
+        t * row_scale.to(t.dtype).view(-1, *([1] * (t.ndim - 1))) for t in residuals.tensors
+    )
+
+
+def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    if mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(mask, size)
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def mask_residuals(residuals: ControlResiduals, mask: Tensor) -> ControlResiduals:
+    """Confine the control to a region.
+
+    The mask is averaged down (or bilinearly enlarged) to each residual's resolution, so a
+    residual cell is weighted by the fraction of its pixels the mask covers. A mask of ones
+    leaves every residual unchanged; a mask of zeros removes them.
+
+    Args:
+        residuals: batch of B.
+        mask: :math:`(B \\text{ or } 1, 1, H, W)` in 0..1, any resolution.
+    """
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be (B, 1, H, W); got {tuple(mask.shape)}")
+    out = []
+    for t in residuals.tensors:
+        m = _resample_mask(mask.to(device=t.device, dtype=torch.float32), tuple(t.shape[-2:]))
+        out.append(t * m.to(t.dtype))
+    return ControlResiduals.from_tensors(out)
+
+
+def sum_residuals(items: Sequence[ControlResiduals]) -> ControlResiduals:
+    """Add several ControlNets' (already scaled) residuals, as multi-ControlNet does."""
+    if not items:
+        raise ValueError("nothing to sum")
+    lengths = {len(r.tensors) for r in items}
+    if len(lengths) != 1:
+        raise ValueError(f"residual counts differ: {sorted(lengths)}")
+    return ControlResiduals.from_tensors(
+        torch.stack(ts).sum(0) if len(ts) > 1 else ts[0] for ts in zip(*(r.tensors for r in items))
+    )

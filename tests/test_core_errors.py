@@ -1,0 +1,96 @@
+"""Bad inputs give errors that say what is wrong."""
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cnr_pack.controlnet_core import (ControlNetFormatError, ControlNetInputError, WeightFileError,
+                                      diffusers_to_original, load_controlnet)
+from tiny_models import load_tiny, sample_inputs, tiny_sd15_diffusers
+
+
+@pytest.fixture(scope="module")
+def original_sd():
+    return diffusers_to_original(tiny_sd15_diffusers().state_dict())
+
+
+def test_unknown_keys_are_named(original_sd):
+    sd = dict(original_sd, **{"something_else.weight": torch.zeros(3)})
+    with pytest.raises(ControlNetFormatError, match="unknown.*something_else"):
+        load_tiny(sd)
+
+
+def test_weights_without_hint_embedding_are_not_a_controlnet():
+    with pytest.raises(ControlNetFormatError, match="not a ControlNet"):
+        load_controlnet({"foo.weight": torch.zeros(2, 2)})
+
+
+def test_truncated_safetensors_file_is_reported(original_sd, tmp_path):
+    path = tmp_path / "cn.safetensors"
+    save_file(original_sd, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightFileError, match="truncated"):
+        load_tiny(path)
+
+
+def test_corrupt_safetensors_header_is_reported(tmp_path):
+    path = tmp_path / "cn.safetensors"
+    path.write_bytes((20).to_bytes(8, "little") + b"{not json at all!!!}" + b"\0" * 64)
+    with pytest.raises(WeightFileError, match="corrupt"):
+        load_controlnet(path)
+
+
+def test_truncated_pickle_is_reported(original_sd, tmp_path):
+    path = tmp_path / "cn.pth"
+    torch.save(original_sd, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(WeightFileError, match="truncated or corrupt"):
+        load_tiny(path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_pickle_that_weights_only_refuses_is_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _Payload()}, f)
+    with pytest.raises(WeightFileError, match="refused"):
+        load_controlnet(path)
+
+
+def test_unet_checkpoint_given_as_controlnet_is_named_as_such(original_sd):
+    sd = {"model.diffusion_model." + k: v for k, v in original_sd.items()}
+    sd["model.diffusion_model.output_blocks.0.0.in_layers.0.weight"] = torch.zeros(4)
+    with pytest.raises(ControlNetFormatError, match="UNet or a full checkpoint"):
+        load_controlnet(sd)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_controlnet(tmp_path / "nope.safetensors")
+
+
+def test_hint_not_eight_times_the_latent_is_rejected(original_sd):
+    net = load_tiny(original_sd)
+    x, t, context, hint = sample_inputs()
+    with pytest.raises(ControlNetInputError, match="8x the latent size"):
+        net(x, t, context, hint[..., :56, :])
+
+
+def test_wrong_context_width_names_the_expected_width(original_sd):
+    net = load_tiny(original_sd)
+    x, t, context, hint = sample_inputs()
+    with pytest.raises(ControlNetInputError, match="context width 48.*expects 32"):
+        net(x, t, torch.zeros(2, 7, 48), hint)
+
+
+def test_hint_batch_that_neither_matches_nor_broadcasts_is_rejected(original_sd):
+    net = load_tiny(original_sd)
+    x, t, context, hint = sample_inputs()
+    with pytest.raises(ControlNetInputError, match="hint batch 3"):
+        net(x, t, context, torch.cat([hint, hint[:1]]))
