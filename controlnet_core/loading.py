@@ -50,7 +50,8 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
 
     Returns:
         The detected :class:`ControlNetConfig`. Attention heads follow the family: 8 heads for a
-        768-wide context (SD1.x), 64 channels per head otherwise (SD2.x, SDXL).
+        768-wide context (SD1.x), 64 channels per head for SD2.x and SDXL; other widths take 8 heads
+        with convolution projections and 64-channel heads with linear ones.
     """
     keys = list(state_dict)
     _reject_non_controlnet(keys)
@@ -74,10 +75,14 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     if k_proj is None:
         raise ControlNetFormatError("no cross-attention found: not a Stable Diffusion ControlNet")
     context_dim = k_proj.shape[1]
-    family = _FAMILIES.get(context_dim, "custom")
-    proj_in = next(v for k, v in state_dict.items() if k.endswith("proj_in.weight"))
-    middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.") if "middle_block.2.in_layers.0.weight" in state_dict else -1
     label = state_dict.get("label_emb.0.0.weight")
+    # Of the Stable Diffusion families only SDXL conditions on a y vector (label_emb).
+    family = "sdxl" if label is not None else _FAMILIES.get(context_dim, "custom")
+    proj_in = next(v for k, v in state_dict.items() if k.endswith("proj_in.weight"))
+    use_linear = proj_in.ndim == 2
+    # SD1.x fixes the head count, SD2.x/SDXL the head width; other widths follow the projection style.
+    fixed_heads = family == "sd1" or (family == "custom" and not use_linear)
+    middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.") if "middle_block.2.in_layers.0.weight" in state_dict else -1
     hint_blocks = sorted(int(m.group(1)) for k in keys if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     hint_channels = tuple(state_dict[f"input_hint_block.{i}.weight"].shape[0] for i in hint_blocks[:-1:2])
     return ControlNetConfig(
@@ -87,9 +92,9 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
         transformer_depth=tuple(depths),
         transformer_depth_middle=middle,
         context_dim=context_dim,
-        num_heads=8 if family == "sd1" else -1,
-        num_head_channels=-1 if family == "sd1" else 64,
-        use_linear_in_transformer=proj_in.ndim == 2,
+        num_heads=8 if fixed_heads else -1,
+        num_head_channels=-1 if fixed_heads else 64,
+        use_linear_in_transformer=use_linear,
         adm_in_channels=None if label is None else label.shape[1],
         in_channels=conv_in.shape[1],
         hint_channels=hint_in.shape[1],

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import (ControlNetFormatError, ControlNetInputError, WeightFileError,
                                       diffusers_to_original, load_controlnet)
-from tiny_models import load_tiny, sample_inputs, tiny_sd15_diffusers
+from tiny_models import sample_inputs, tiny_sd15_diffusers
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def original_sd():
 def test_unknown_keys_are_named(original_sd):
     sd = dict(original_sd, **{"something_else.weight": torch.zeros(3)})
     with pytest.raises(ControlNetFormatError, match="unknown.*something_else"):
-        load_tiny(sd)
+        load_controlnet(sd)
 
 
 def test_weights_without_hint_embedding_are_not_a_controlnet():
@@ -32,7 +32,7 @@ def test_truncated_safetensors_file_is_reported(original_sd, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightFileError, match="truncated"):
-        load_tiny(path)
+        load_controlnet(path)
 
 
 def test_corrupt_safetensors_header_is_reported(tmp_path):
@@ -47,7 +47,7 @@ def test_truncated_pickle_is_reported(original_sd, tmp_path):
     torch.save(original_sd, path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(WeightFileError, match="truncated or corrupt"):
-        load_tiny(path)
+        load_controlnet(path)
 
 
 class _Payload:
@@ -76,21 +76,21 @@ def test_missing_file_is_reported(tmp_path):
 
 
 def test_hint_not_eight_times_the_latent_is_rejected(original_sd):
-    net = load_tiny(original_sd)
+    net = load_controlnet(original_sd)
     x, t, context, hint = sample_inputs()
     with pytest.raises(ControlNetInputError, match="8x the latent size"):
         net(x, t, context, hint[..., :56, :])
 
 
 def test_wrong_context_width_names_the_expected_width(original_sd):
-    net = load_tiny(original_sd)
+    net = load_controlnet(original_sd)
     x, t, context, hint = sample_inputs()
     with pytest.raises(ControlNetInputError, match="context width 48.*expects 32"):
         net(x, t, torch.zeros(2, 7, 48), hint)
 
 
 def test_hint_batch_that_neither_matches_nor_broadcasts_is_rejected(original_sd):
-    net = load_tiny(original_sd)
+    net = load_controlnet(original_sd)
     x, t, context, hint = sample_inputs()
     with pytest.raises(ControlNetInputError, match="hint batch 3"):
         net(x, t, context, torch.cat([hint, hint[:1]]))

@@ -4,18 +4,19 @@ import torch
 
 from cnr_pack.controlnet_core.injection import (block_scales, mask_residuals, scale_residuals, scale_rows,
                                                 soft_weights, sum_residuals, uncond_multiplier_for)
-from tiny_models import load_tiny, sample_inputs, tiny_sd15_diffusers
+from cnr_pack.controlnet_core import load_controlnet
+from tiny_models import sample_inputs, tiny_sd15_diffusers
 
 
 @pytest.fixture(scope="module")
 def residuals():
-    net = load_tiny(tiny_sd15_diffusers().state_dict())
+    net = load_controlnet(tiny_sd15_diffusers().state_dict())
     with torch.no_grad():
         return net(*sample_inputs())
 
 
 def test_zero_initialised_controlnet_gives_exactly_zero_residuals():
-    net = load_tiny(tiny_sd15_diffusers(randomize=False).state_dict())
+    net = load_controlnet(tiny_sd15_diffusers(randomize=False).state_dict())
     with torch.no_grad():
         res = net(*sample_inputs())
     assert all(torch.count_nonzero(t) == 0 for t in res.tensors)

