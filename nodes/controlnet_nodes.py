@@ -11,7 +11,7 @@ import comfy.model_patcher
 import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
-from ..controlnet_core.hint import RESIZE_MODES
+from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
 from ..controlnet_core.injection import A1111_SOFT_BASE, CONTROL_MODES, block_scales, uncond_multiplier_for
 from ..controlnet_core.window import WINDOW_TIMINGS, check_window
 from .adapter import LoadedControlNet, ResidualInjection
@@ -137,6 +137,8 @@ class ApplyControlResiduals:
                 "uncond_multiplier": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                       "Multiplies the residuals on the unconditional (negative) pass; 0 skips the "
                                       "ControlNet there. Forced to 0 by 'controlnet is more important'."}),
+                "inpaint_mask": ("MASK", {"tooltip": "For inpaint ControlNets (control_v11p_sd15_inpaint): the "
+                                          "image's pixels under this mask become -1, as A1111 feeds them."}),
                 "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip":
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, shallow to deep. Empty = all 1."}),
@@ -144,7 +146,8 @@ class ApplyControlResiduals:
         }
 
     def apply(self, model, controlnet, image, strength, start_percent, end_percent, control_mode, resize_mode,
-              window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, block_weights=""):
+              window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, inpaint_mask=None,
+              block_weights=""):
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         try:
@@ -160,11 +163,15 @@ class ApplyControlResiduals:
             mask = mask_to_b1hw(mask, "CNR_ApplyControlResiduals", "mask")
             if not torch.any(mask):
                 return (model,)  # an all-zero mask means no control anywhere: nothing to run
+        hint = image_to_bchw(image, "CNR_ApplyControlResiduals", "image")
+        if inpaint_mask is not None:
+            hint = inpaint_hint(hint, resize_hint(mask_to_b1hw(inpaint_mask, "CNR_ApplyControlResiduals", "inpaint_mask"),
+                                                  tuple(hint.shape[-2:]), "stretch"))
         sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") \
             else model.model.model_sampling
         model = model.clone()
         injection = ResidualInjection(
-            controlnet, image_to_bchw(image, "CNR_ApplyControlResiduals", "image"), scales,
+            controlnet, hint, scales,
             uncond_multiplier_for(mode, uncond_multiplier), mask, start_percent, end_percent,
             TIMING_LABELS[window_timing], sampling.percent_to_sigma(start_percent),
             sampling.percent_to_sigma(end_percent), sampling, resize_mode,

@@ -117,3 +117,23 @@ def sample(model, positive, negative, steps=6, cfg=7.0, denoise=1.0, seed=0, lat
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
                                denoise=denoise, seed=seed, disable_pbar=True)
+
+
+def tiny_vae(seed: int = 0):
+    """ComfyUI's VAE wrapper around TAESD (8x, 4 latent channels) with seeded random weights."""
+    boot()
+    import comfy.sd
+    import comfy.taesd.taesd
+    gen = torch.Generator().manual_seed(seed)
+    state = comfy.taesd.taesd.TAESD().state_dict()
+    # ComfyUI builds layers without initialising them: give every weight seeded values, keep scale/shift.
+    state = {k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05 for k, v in state.items()}
+    vae = comfy.sd.VAE(sd=state)
+    vae.first_stage_model.requires_grad_(False)
+    return vae
+
+
+def sampler(name: str):
+    """A KSAMPLER object as SamplerCustom takes it."""
+    import comfy.samplers
+    return comfy.samplers.sampler_object(name)

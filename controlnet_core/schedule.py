@@ -1,0 +1,87 @@
+"""img2img strength: which tail of a sigma schedule is executed.
+
+Three rules users meet (steps = N, strength = s):
+
+* ``diffusers``: ``init = min(int(N * s), N)``, ``t_start = max(N - init, 0)``; run the schedule's
+  last ``N - t_start`` steps (``StableDiffusionImg2ImgPipeline.get_timesteps``).
+* ``comfyui_denoise``: ComfyUI's ``denoise``: build a schedule of ``int(N / s)`` steps and run its
+  last ``N`` (so N steps always execute, from a different start).
+* ``round``: ComfyUI's ``SplitSigmasDenoise``: run the last ``round(N * s)`` steps of N.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["STRENGTH_RULES", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
+
+STRENGTH_RULES = ("diffusers", "comfyui_denoise", "round")
+
+
+@dataclass(frozen=True)
+class TruncatedSchedule:
+    """An executed sigma schedule.
+
+    Attributes:
+        sigmas: ``executed_steps + 1`` values, first the noise the init latent gets, last the end.
+        executed_steps: model steps that will run (0: nothing is sampled).
+        start_index: where the executed part starts in the full schedule it was cut from.
+    """
+
+    sigmas: Tensor
+    executed_steps: int
+    start_index: int
+
+    @property
+    def start_sigma(self) -> float:
+        return float(self.sigmas[0])
+
+
+def diffusers_start_index(steps: int, strength: float) -> int:
+    """``t_start`` of diffusers' ``get_timesteps``.
+
+    Example:
+        >>> diffusers_start_index(20, 0.5), diffusers_start_index(10, 0.33)
+        (10, 7)
+    """
+    init_timestep = min(int(steps * strength), steps)
+    return max(steps - init_timestep, 0)
+
+
+def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, strength: float,
+                      rule: str = "diffusers") -> TruncatedSchedule:
+    """Cut the executed tail out of a schedule.
+
+    Args:
+        full_schedule: ``n -> sigmas`` giving the ``n + 1`` sigmas of an ``n``-step schedule
+            (e.g. ComfyUI's ``calculate_sigmas`` for a scheduler).
+        steps: the user's step count.
+        strength: 0..1; 0 executes nothing, 1 the whole schedule.
+        rule: one of :data:`STRENGTH_RULES`.
+
+    Returns:
+        A :class:`TruncatedSchedule`. With 0 executed steps its ``sigmas`` holds only the final
+        sigma, so samplers return the init latent untouched.
+    """
+    if rule not in STRENGTH_RULES:
+        raise ValueError(f"strength rule {rule!r} is not one of {STRENGTH_RULES}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must lie in 0..1, got {strength}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if rule == "comfyui_denoise":
+        if strength == 0.0:
+            sigmas = full_schedule(steps)[-1:]
+            return TruncatedSchedule(sigmas, 0, steps)
+        total = int(steps / strength)
+        sigmas = full_schedule(total)[-(steps + 1):]
+        return TruncatedSchedule(sigmas, steps, total - steps)
+    sigmas = full_schedule(steps)
+    if rule == "diffusers":
+        start = diffusers_start_index(steps, strength)
+    else:
+        start = steps - int(round(steps * strength))
+    return TruncatedSchedule(sigmas[start:].clone(), steps - start, start)

@@ -1,0 +1,147 @@
+"""CNR_PaddedCrop, CNR_PaddedPaste and CNR_ApplyCrop."""
+from __future__ import annotations
+
+import logging
+import torch
+
+from ..controlnet_core import crop as crop_ops
+from ..controlnet_core.crop import long_side_size, plan_crop, snap
+from ..controlnet_core.resample import RESAMPLE_FILTERS
+from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
+
+LOG = logging.getLogger("ControlNetRefine")
+CATEGORY = "ControlNet Refine/inpaint"
+SIZE_MODES = ("width x height", "long side", "native (no resize)")
+
+
+class PaddedCrop:
+    DESCRIPTION = ("Crops around the mask with padding, grown to the target aspect and kept inside the image (as "
+                   "diffusers' padding_mask_crop), resized in float. The CNR_CROP output pastes the result back "
+                   "with CNR_PaddedPaste and crops control images identically with CNR_ApplyCrop.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK", "CNR_CROP")
+    RETURN_NAMES = ("image", "mask", "crop")
+    OUTPUT_TOOLTIPS = ("The crop at the target size.", "The mask, cropped the same way.",
+                       "Where the crop came from, for CNR_PaddedPaste and CNR_ApplyCrop.")
+    FUNCTION = "crop"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The full image (one, or a batch)."}),
+                "mask": ("MASK", {"tooltip": "What to repaint; one mask for all images or one per image."}),
+                "padding": ("INT", {"default": 32, "min": 0, "max": 4096, "tooltip":
+                                    "Context pixels around the mask's bounding box (before aspect growth)."}),
+                "size_mode": (list(SIZE_MODES), {"default": "width x height", "tooltip":
+                              "width x height: a fixed output size; long side: keep the region's aspect; native: "
+                              "no resize, the box snapped to the multiple."}),
+                "width": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8, "tooltip": "Output width."}),
+                "height": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8, "tooltip": "Output height."}),
+                "long_side": ("INT", {"default": 768, "min": 8, "max": 16384, "step": 8, "tooltip":
+                                      "Output long side for 'long side' mode."}),
+                "multiple": ([8, 16, 32, 64], {"default": 8, "tooltip": "Output sizes snap to this multiple."}),
+                "filter": (list(RESAMPLE_FILTERS), {"default": "bicubic", "tooltip":
+                           "Resampling filter, in float (no 8-bit round trip); antialiased when shrinking."}),
+                "paste_mode": (["mask", "box"], {"default": "mask", "tooltip":
+                               "What CNR_PaddedPaste blends back: the mask (feathered inward; nothing outside it "
+                               "changes) or the whole box (edges feathered)."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 512, "tooltip":
+                                    "Blend ramp width in original pixels, always inside the mask or box."}),
+            },
+            "optional": {
+                "context_mask": ("MASK", {"tooltip": "Extra area to include as context (not repainted)."}),
+            },
+        }
+
+    def crop(self, image, mask, padding, size_mode, width, height, long_side, multiple, filter, paste_mode, feather,
+             context_mask=None):
+        node = "CNR_PaddedCrop"
+        pixels = image_to_bchw(image, node, "image")
+        masks = mask_to_b1hw(mask, node, "mask")[:, 0]
+        size = tuple(pixels.shape[-2:])
+        context = None if context_mask is None else mask_to_b1hw(context_mask, node, "context_mask")[:, 0]
+        for name, m in (("mask", masks), ("context_mask", context)):
+            if m is not None and tuple(m.shape[-2:]) != size:
+                raise ValueError(f"{node}: {name} is {m.shape[-1]}x{m.shape[-2]} but image is {size[1]}x{size[0]}; "
+                                 "they must be the same size")
+        if masks.shape[0] not in (1, pixels.shape[0]):
+            raise ValueError(f"{node}: {masks.shape[0]} masks for {pixels.shape[0]} images; give one or one per image")
+        if masks.shape[0] > 1 and size_mode != "width x height":
+            raise ValueError(f"{node}: per-image masks need one output size for the batch: set size_mode to "
+                             "'width x height'")
+        if size_mode == "width x height":
+            out_size = (snap(height, multiple), snap(width, multiple))
+        elif size_mode == "long side":
+            union = masks[0] if context is None else torch.maximum(masks[0], context[0])
+            out_size = long_side_size(union, padding, long_side, multiple)
+        else:
+            out_size = None
+        transform = plan_crop(masks, padding, out_size, multiple, filter, paste_mode, feather, context)
+        for i, empty in enumerate(transform.empty):
+            if empty:
+                LOG.warning("%s: mask %d is empty; the whole image is cropped and paste returns it unchanged", node, i)
+        cropped_mask = crop_ops.crop(masks[:, None], transform)
+        return (bchw_to_image(crop_ops.crop(pixels, transform)), cropped_mask[:, 0], transform)
+
+
+class PaddedPaste:
+    DESCRIPTION = ("Pastes generated crops back into the original image: resized in float, blended with the crop's "
+                   "feathered weights. Every pixel with weight 0 is the original, bit for bit.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The original image with the crop pasted in.",)
+    FUNCTION = "paste"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "original": ("IMAGE", {"tooltip": "The image the crop was taken from."}),
+                "generated": ("IMAGE", {"tooltip": "The refined crop (any size; resized back to the box)."}),
+                "crop": ("CNR_CROP", {"tooltip": "From CNR_PaddedCrop."}),
+            },
+            "optional": {
+                "paste_mask": ("MASK", {"tooltip": "Blend weights at crop resolution (e.g. CNR_InpaintMaskPrep's "
+                                                   "paste_mask), used inside the crop's own weights."}),
+            },
+        }
+
+    def paste(self, original, generated, crop, paste_mask=None):
+        node = "CNR_PaddedPaste"
+        weights = None if paste_mask is None else mask_to_b1hw(paste_mask, node, "paste_mask")
+        try:
+            out = crop_ops.paste(image_to_bchw(original, node, "original"), image_to_bchw(generated, node, "generated"),
+                        crop, weights)
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        return (bchw_to_image(out).to(original.dtype),)
+
+
+class ApplyCrop:
+    DESCRIPTION = ("Crops another image or mask (e.g. the ControlNet hint) exactly as CNR_PaddedCrop cropped the "
+                   "original; images of another size are cropped at the same relative place.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK")
+    OUTPUT_TOOLTIPS = ("The image cropped like the original (empty if not connected).",
+                       "The mask cropped like the original (empty if not connected).")
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"crop": ("CNR_CROP", {"tooltip": "From CNR_PaddedCrop."})},
+                "optional": {"image": ("IMAGE", {"tooltip": "E.g. the control image for the full picture."}),
+                             "mask": ("MASK", {"tooltip": "Any mask for the full picture."})}}
+
+    def apply(self, crop, image=None, mask=None):
+        node = "CNR_ApplyCrop"
+        out_image = torch.zeros(1, crop.output_size[0], crop.output_size[1], 3)
+        out_mask = torch.zeros(1, crop.output_size[0], crop.output_size[1])
+        try:
+            if image is not None:
+                out_image = bchw_to_image(crop_ops.crop(image_to_bchw(image, node, "image"), crop))
+            if mask is not None:
+                out_mask = crop_ops.crop(mask_to_b1hw(mask, node, "mask"), crop)[:, 0]
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        return (out_image, out_mask)

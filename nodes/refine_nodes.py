@@ -1,0 +1,141 @@
+"""CNR_Img2ImgStrength and CNR_InpaintMaskPrep."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.samplers
+
+from ..controlnet_core import masks as mask_ops
+from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
+from ..controlnet_core.schedule import STRENGTH_RULES, truncate_schedule
+from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
+
+LOG = logging.getLogger("ControlNetRefine")
+STRENGTH_RULE_LABELS = {
+    "diffusers (strength)": "diffusers",
+    "comfyui (denoise)": "comfyui_denoise",
+    "round (SplitSigmasDenoise)": "round",
+}
+
+
+def full_schedule(model, scheduler: str):
+    """``n -> sigmas`` for this model and scheduler, in either ComfyUI era."""
+    if hasattr(comfy.samplers, "calculate_sigmas"):
+        sampling = model.get_model_object("model_sampling")
+        return lambda n: comfy.samplers.calculate_sigmas(sampling, scheduler, n).cpu()
+    return lambda n: comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, n).cpu()
+
+
+class Img2ImgStrength:
+    DESCRIPTION = ("Sigmas for img2img at a given strength, for SamplerCustom / SamplerCustomAdvanced: the tail of "
+                   "the schedule, cut as diffusers does (int(steps * strength) steps run), or by ComfyUI's denoise "
+                   "rule. Strength 0 samples nothing; 1 runs the whole schedule.")
+    CATEGORY = "ControlNet Refine/sampling"
+    RETURN_TYPES = ("SIGMAS", "INT", "FLOAT")
+    RETURN_NAMES = ("sigmas", "executed_steps", "start_sigma")
+    OUTPUT_TOOLTIPS = ("The executed part of the schedule; connect to SamplerCustom's sigmas.",
+                       "How many model steps will run.",
+                       "The noise level the init latent gets (the first sigma).")
+    FUNCTION = "sigmas"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model whose noise schedule is used."}),
+            "scheduler": (comfy.samplers.SCHEDULER_NAMES, {"default": "normal", "tooltip": "The sigma schedule."}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip":
+                              "Steps of the full schedule (diffusers' num_inference_steps)."}),
+            "strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                                   "How much of the image is re-noised: 0 keeps it, 1 starts from pure noise level."}),
+            "rule": (list(STRENGTH_RULE_LABELS), {"default": "diffusers (strength)", "tooltip":
+                     "diffusers: run the last int(steps*strength) of steps; comfyui: build int(steps/strength) "
+                     "steps and run the last steps (KSampler's denoise); round: run round(steps*strength)."}),
+        }}
+
+    def sigmas(self, model, scheduler, steps, strength, rule):
+        schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        if schedule.executed_steps == 0:
+            LOG.info("CNR_Img2ImgStrength: strength %s runs no step; the sampler returns the latent unchanged", strength)
+        return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
+
+
+def _set_conditioning(conditioning, values):
+    return [[t[0], dict(t[1], **values)] for t in conditioning]
+
+
+class InpaintMaskPrep:
+    DESCRIPTION = ("Prepares inpainting: the latent of the image with a noise mask (only the mask is sampled), the "
+                   "processed sampling mask, a separate feathered paste mask that stays inside it, the masked image, "
+                   "and conditioning for 9-channel inpaint checkpoints (as InpaintModelConditioning).")
+    CATEGORY = "ControlNet Refine/inpaint"
+    RETURN_TYPES = ("LATENT", "MASK", "MASK", "IMAGE", "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("latent", "sample_mask", "paste_mask", "masked_image", "positive", "negative")
+    OUTPUT_TOOLTIPS = (
+        "The encoded image with noise_mask: the sampler changes only the masked part.",
+        "The mask that is sampled (after threshold, invert, grow).",
+        "The mask to paste with: feathered inward, 0 wherever sample_mask is 0.",
+        "The image with masked pixels filled (grey or original).",
+        "Positive conditioning with the inpaint-model concat latent and mask (empty if not connected).",
+        "Negative conditioning, likewise.",
+    )
+    FUNCTION = "prepare"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The image to inpaint; width and height multiples of 8."}),
+                "mask": ("MASK", {"tooltip": "1 = repaint. The image's size; one mask or one per image."}),
+                "vae": ("VAE", {"tooltip": "Encodes the image and the masked image."}),
+                "grow": ("INT", {"default": 0, "min": -256, "max": 256, "tooltip":
+                                 "Pixels to dilate (or erode, negative) the mask before sampling."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 256, "tooltip":
+                                    "Width of the paste mask's inward ramp in pixels. Never widens what is sampled."}),
+                "threshold": ("FLOAT", {"default": 0.5, "min": -1.0, "max": 1.0, "step": 0.01, "tooltip":
+                                        "Mask values above it count as masked; negative keeps a soft mask."}),
+                "invert": ("BOOLEAN", {"default": False, "tooltip": "Repaint where the mask is 0 instead."}),
+                "fill": (list(FILLS), {"default": "grey", "tooltip":
+                         "Masked pixels of masked_image: grey (ComfyUI, diffusers; for 9-channel models at full "
+                         "strength) or original."}),
+                "latent_downscale": (list(LATENT_DOWNSCALES), {"default": "nearest", "tooltip":
+                                     "Mask to latent grid: nearest (diffusers), bilinear_round (ComfyUI), "
+                                     "any_pixel (A1111: a cell is masked if any of its 8x8 pixels is)."}),
+                "feather_sampling": ("BOOLEAN", {"default": False, "tooltip":
+                                     "Also soften the sampling mask with the feather (a soft noise mask)."}),
+            },
+            "optional": {
+                "positive": ("CONDITIONING", {"tooltip": "Gets the inpaint-model concat latent and mask."}),
+                "negative": ("CONDITIONING", {"tooltip": "Gets the inpaint-model concat latent and mask."}),
+            },
+        }
+
+    def prepare(self, image, mask, vae, grow, feather, threshold, invert, fill, latent_downscale, feather_sampling,
+                positive=None, negative=None):
+        node = "CNR_InpaintMaskPrep"
+        pixels = image_to_bchw(image, node, "image")
+        m = mask_to_b1hw(mask, node, "mask")
+        h, w = pixels.shape[-2:]
+        if tuple(m.shape[-2:]) != (h, w):
+            raise ValueError(f"{node}: mask is {m.shape[-1]}x{m.shape[-2]} but image is {w}x{h}; "
+                             "resize the mask to the image first")
+        if h % 8 or w % 8:
+            raise ValueError(f"{node}: image is {w}x{h}; width and height must be multiples of 8 for the VAE "
+                             "(crop with CNR_PaddedCrop, which snaps sizes)")
+        if m.shape[0] not in (1, pixels.shape[0]):
+            raise ValueError(f"{node}: {m.shape[0]} masks for {pixels.shape[0]} images; give one or one per image")
+        grown = mask_ops.grow(mask_ops.binarize(1.0 - m if invert else m, threshold), grow)
+        paste = mask_ops.feather_inside(grown, feather)
+        sample = paste if feather_sampling else grown
+        if not torch.any(sample):
+            LOG.warning("%s: the mask is empty; nothing will be sampled", node)
+        filled = mask_ops.masked_image(pixels, sample, fill)
+        samples = vae.encode(bchw_to_image(pixels)[..., :3])
+        noise_mask = mask_ops.latent_mask(sample, tuple(samples.shape[-2:]), latent_downscale)
+        grey = mask_ops.masked_image(pixels, sample, "grey")
+        values = {"concat_latent_image": vae.encode(bchw_to_image(grey)[..., :3]),
+                  "concat_mask": sample}
+        outputs = [_set_conditioning(c, values) if c is not None else [] for c in (positive, negative)]
+        return ({"samples": samples, "noise_mask": noise_mask}, sample[:, 0], paste[:, 0], bchw_to_image(filled),
+                *outputs)
