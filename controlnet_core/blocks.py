@@ -197,7 +197,8 @@ class SpatialTransformer(nn.Module):
             x = block(x, context)
         if self.use_linear:
             x = self.proj_out(x)
-        x = x.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        # Back to contiguous NCHW once: convolutions on permuted views take slow paths on the CPU.
+        x = x.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
         if not self.use_linear:
             x = self.proj_out(x)
         return x + x_in

@@ -1,6 +1,7 @@
 """Float resampling with a choice of filter, as separable weight matrices (no 8-bit round trip)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -32,7 +33,8 @@ RESAMPLE_FILTERS = ("bicubic", "bilinear", "lanczos", "area", "nearest")
 """``area`` averages exactly when shrinking and repeats pixels (nearest) when enlarging."""
 
 
-def _weights(size_in: int, size_out: int, name: str, device, dtype=torch.float64) -> Tensor:
+@lru_cache(maxsize=64)
+def _weights(size_in: int, size_out: int, name: str, device: torch.device, dtype=torch.float64) -> Tensor:
     """``(size_out, size_in)`` matrix mapping a row of source pixels to output pixels.
 
     Pixel centres map as in PIL: ``src = (dst + 0.5) * size_in / size_out - 0.5``; when shrinking,

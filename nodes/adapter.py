@@ -87,7 +87,7 @@ class ResidualInjection:
         self.model_sampling = model_sampling
         self.resize_mode = resize_mode
         self.previous = previous
-        self._resized = None  # (key, tensor): the hint at the last latent size, resized once per shape
+        self._hint_cache = None  # (key, hint, embedding) at the last latent size: resized and embedded once
         self._warned_timing = False
 
     def __deepcopy__(self, memo: dict) -> "ResidualInjection":
@@ -109,6 +109,8 @@ class ResidualInjection:
         return apply_model(args["input"], args["timestep"], **c)
 
     def is_active(self, sigma: float, transformer_options: dict) -> bool:
+        if self.start <= 0.0 and self.end >= 1.0:
+            return True
         if self.timing == "executed_steps":
             sample_sigmas = transformer_options.get("sample_sigmas")
             if sample_sigmas is not None:
@@ -125,12 +127,14 @@ class ResidualInjection:
         values = [1.0 if kind == 0 else self.uncond_multiplier for kind in cond_or_uncond]
         return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
 
-    def hint_for(self, x: Tensor) -> Tensor:
-        size = (x.shape[-2] * self.control.net.hint_downscale, x.shape[-1] * self.control.net.hint_downscale)
-        key = (size, x.device)
-        if self._resized is None or self._resized[0] != key:
-            self._resized = (key, resize_hint(self.hint, size, self.resize_mode).to(x.device))
-        return self._resized[1]
+    def hint_for(self, x: Tensor, net: ControlNet):
+        """The hint resized to ``x``'s grid and its embedding, computed once per size and device."""
+        size = (x.shape[-2] * net.hint_downscale, x.shape[-1] * net.hint_downscale)
+        key = (size, x.device, next(net.parameters()).dtype)
+        if self._hint_cache is None or self._hint_cache[0] != key:
+            hint = resize_hint(self.hint, size, self.resize_mode).to(x.device)
+            self._hint_cache = (key, hint, net.embed_hint(hint))
+        return self._hint_cache[1], self._hint_cache[2]
 
     def ensure_loaded(self, device: torch.device) -> ControlNet:
         net = self.control.net
@@ -150,11 +154,13 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
-        hint = _tile_rows(self.hint_for(x), per_chunk, chunks, "control image")
+        hint, embedding = self.hint_for(x, net)
+        hint = _tile_rows(hint, per_chunk, chunks, "control image")
+        embedding = _tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), pick(hint),
-                  None if y is None else pick(y))
+                  None if y is None else pick(y), hint_embedding=pick(embedding))
         res = scale_residuals(res, self.scales)
         res = scale_rows(res, row_scale[rows])
         if self.mask is not None:

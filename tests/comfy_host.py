@@ -17,13 +17,13 @@ from conftest import REPO_ROOT
 
 PACK_FOLDER_NAME = "comfyui-controlnet-refine"
 
-# Output blocks use attention on every level but the deepest, like SD1.5's (0 on the 3 deepest).
+# Like SD1.5: attention on every level but the deepest (ComfyUI pops this list from the end).
 TINY_UNET_CONFIG = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
     "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32, "num_res_blocks": 2,
     "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 2, 2], "transformer_depth_middle": 1,
     "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
-    "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
 }
 
 

@@ -77,3 +77,15 @@ def test_sum_of_two_controlnets_adds_their_residuals(residuals):
     half = scale_residuals(residuals, [0.5] * 13)
     total = sum_residuals([half, half])
     assert all(torch.allclose(a, b) for a, b in zip(total.tensors, residuals.tensors))
+
+
+def test_precomputed_hint_embedding_gives_the_same_residuals():
+    net = load_controlnet(tiny_sd15_diffusers().state_dict())
+    x, t, context, hint = sample_inputs()
+    with torch.no_grad():
+        direct = net(x, t, context, hint)
+        cached = net(x, t, context, hint, hint_embedding=net.embed_hint(hint[:1]).expand(2, -1, -1, -1)[:1])
+        reference = net(x, t, context, hint[:1])
+    assert all(torch.equal(a, b) for a, b in zip(cached.tensors, reference.tensors))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(direct.tensors, net(x, t, context, hint,
+               hint_embedding=net.embed_hint(hint)).tensors))
