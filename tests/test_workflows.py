@@ -1,0 +1,101 @@
+"""The shipped workflows: well-formed against the nodes' INPUT_TYPES, and they run in ComfyUI's executor."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import comfy_host
+import workflow_runner
+from conftest import REPO_ROOT
+from example_images import INPAINT, hole, write_examples
+
+WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
+USER_FILE_INPUTS = {"ckpt_name", "control_net_name", "image"}  # lists of the user's own files
+# Tiny stand-in models run the graphs as shipped but smaller: attention over a 512 px latent costs
+# minutes on a CPU. Inputs are IMAGE_SIZE px; latents and crops GENERATED px; STEPS steps.
+IMAGE_SIZE, GENERATED, STEPS = 192, 128, 4
+
+
+@pytest.fixture(scope="module")
+def classes():
+    nodes = comfy_host.boot()
+    comfy_host.init_builtin_extras(nodes)
+    return nodes.NODE_CLASS_MAPPINGS
+
+
+def test_the_four_promised_workflows_ship_with_previews():
+    names = {p.stem for p in WORKFLOW_FILES}
+    assert names == {"controlnet_txt2img", "controlnet_img2img", "controlnet_inpaint", "controlnet_stacked_windows"}
+    for path in WORKFLOW_FILES:
+        assert path.with_suffix(".png").is_file(), f"{path.name} has no preview PNG"
+
+
+def _check_widget(node, name, spec, value):
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    where = f"node {node['id']} ({node['type']}) widget {name}"
+    if isinstance(spec[0], (list, tuple)):
+        if name not in USER_FILE_INPUTS:
+            assert value in spec[0], f"{where}: {value!r} is not one of {spec[0]}"
+    elif spec[0] in ("INT", "FLOAT"):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+        assert options.get("min", -np.inf) <= value <= options.get("max", np.inf), f"{where}: {value} out of range"
+    elif spec[0] == "BOOLEAN":
+        assert isinstance(value, bool), where
+    else:
+        assert isinstance(value, str), where
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+def test_workflow_nodes_links_and_widgets_match_input_types(path, classes):
+    workflow = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for node in workflow["nodes"]:
+        assert node["type"] in classes, f"unknown node type {node['type']}"
+        cls = classes[node["type"]]
+        specs = workflow_runner.ordered_inputs(cls)
+        widgets = [(n, s) for n, s in specs if workflow_runner.is_widget(s)]
+        expected = sum(1 + workflow_runner.extra_widget_values(n, s) for n, s in widgets)
+        assert len(node["widgets_values"]) == expected, f"node {node['id']} ({node['type']}) widget count"
+        for name, value in workflow_runner.widget_values_by_name(node, cls).items():
+            _check_widget(node, name, dict(specs)[name], value)
+        required = cls.INPUT_TYPES()["required"]
+        linked = {slot["name"] for slot in node["inputs"] if slot["link"] is not None}
+        for name, spec in required.items():
+            if not workflow_runner.is_widget(spec):
+                assert name in linked, f"node {node['id']} ({node['type']}) input {name} is not connected"
+    for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        assert classes[nodes[src]["type"]].RETURN_TYPES[src_slot] == kind, f"link {link_id} output type"
+        target = nodes[dst]["inputs"][dst_slot]
+        assert target["link"] == link_id and target["type"] == kind, f"link {link_id} input type"
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+
+
+@pytest.fixture(scope="module")
+def tiny_comfy(classes, tmp_path_factory):
+    import folder_paths
+    root = tmp_path_factory.mktemp("workflow_run")
+    comfy_host.install_tiny_models([json.loads(p.read_text()) for p in WORKFLOW_FILES], root / "models")
+    write_examples(root / "input", IMAGE_SIZE)
+    folder_paths.set_input_directory(str(root / "input"))
+    folder_paths.set_output_directory(str(root / "output"))
+    return root
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+def test_workflow_runs_headless_in_comfyui_executor(path, classes, tiny_comfy):
+    prompt = workflow_runner.to_api_prompt(json.loads(path.read_text()), classes)
+    outputs = workflow_runner.execute(workflow_runner.shrink(prompt, GENERATED, STEPS))
+    saved = [img for out in outputs.values() for img in out.get("images", [])]
+    assert len(saved) == 1
+    result = np.asarray(Image.open(tiny_comfy / "output" / saved[0]["subfolder"] / saved[0]["filename"]))
+    expected = IMAGE_SIZE if path.stem in ("controlnet_img2img", "controlnet_inpaint") else GENERATED
+    assert result.shape == (expected, expected, 3) and result.std() > 0
+    if path.stem == "controlnet_inpaint":
+        source = np.asarray(Image.open(tiny_comfy / "input" / INPAINT).convert("RGB"))
+        outside = np.ones(result.shape[:2], dtype=bool)
+        left, top, right, bottom = hole(IMAGE_SIZE)
+        outside[top:bottom + 1, left:right + 1] = False
+        assert np.array_equal(result[outside], source[outside])
+        assert not np.array_equal(result[~outside], source[~outside])

@@ -1,0 +1,161 @@
+"""Write the shipped UI-format workflows in workflows/ from compact descriptions.
+
+Widget values are laid out from each node's INPUT_TYPES in the running ComfyUI (defaults where a
+description gives none), so the files match what the frontend itself saves.
+
+    python tools/make_workflows.py
+"""
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import comfy_host  # noqa: E402
+from example_images import INPAINT, PHOTO  # noqa: E402
+from workflow_runner import extra_widget_values, is_widget, ordered_inputs  # noqa: E402
+
+CKPT = "v1-5-pruned-emaonly.safetensors"
+POSITIVE = "a cozy wooden cabin on a green hill at sunset, detailed, warm light"
+NEGATIVE = "blurry, low quality, deformed"
+APPLY = "CNR_ApplyControlResiduals"
+
+
+def common(first_id=1):
+    return [
+        dict(id=1, type="CheckpointLoaderSimple", col=0, row=0, widgets={"ckpt_name": CKPT}),
+        dict(id=2, type="CLIPTextEncode", col=1, row=0, widgets={"text": POSITIVE}, links={"clip": (1, 1)}),
+        dict(id=3, type="CLIPTextEncode", col=1, row=1, widgets={"text": NEGATIVE}, links={"clip": (1, 1)}),
+    ]
+
+
+WORKFLOWS = {
+    "controlnet_txt2img": common() + [
+        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
+        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
+        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
+             widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+        dict(id=7, type=APPLY, col=2, row=0, links={"model": (1, 0), "controlnet": (6, 0), "image": (5, 0)}),
+        dict(id=8, type="EmptyLatentImage", col=2, row=2, widgets={"width": 512, "height": 512}),
+        dict(id=9, type="KSampler", col=3, row=0, widgets={"seed": 42, "steps": 20, "cfg": 7.0},
+             links={"model": (7, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (8, 0)}),
+        dict(id=10, type="VAEDecode", col=4, row=0, links={"samples": (9, 0), "vae": (1, 2)}),
+        dict(id=11, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_txt2img"},
+             links={"images": (10, 0)}),
+    ],
+    "controlnet_img2img": common() + [
+        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
+        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
+        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
+             widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+        dict(id=7, type=APPLY, col=2, row=0, widgets={"strength": 0.8},
+             links={"model": (1, 0), "controlnet": (6, 0), "image": (5, 0)}),
+        dict(id=8, type="VAEEncode", col=2, row=2, links={"pixels": (4, 0), "vae": (1, 2)}),
+        dict(id=9, type="CNR_Img2ImgStrength", col=3, row=1, widgets={"steps": 20, "strength": 0.6},
+             links={"model": (7, 0)}),
+        dict(id=10, type="KSamplerSelect", col=3, row=2, widgets={"sampler_name": "euler"}),
+        dict(id=11, type="SamplerCustom", col=4, row=0, widgets={"noise_seed": 42, "cfg": 7.0},
+             links={"model": (7, 0), "positive": (2, 0), "negative": (3, 0), "sampler": (10, 0),
+                    "sigmas": (9, 0), "latent_image": (8, 0)}),
+        dict(id=12, type="VAEDecode", col=5, row=0, links={"samples": (11, 0), "vae": (1, 2)}),
+        dict(id=13, type="SaveImage", col=6, row=0, widgets={"filename_prefix": "cnr_img2img"},
+             links={"images": (12, 0)}),
+    ],
+    "controlnet_inpaint": common() + [
+        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": INPAINT}),
+        dict(id=5, type="CNR_PaddedCrop", col=1, row=2, links={"image": (4, 0), "mask": (4, 1)}),
+        dict(id=6, type="CNR_InpaintMaskPrep", col=2, row=1, widgets={"grow": 4, "feather": 12},
+             links={"image": (5, 0), "mask": (5, 1), "vae": (1, 2), "positive": (2, 0), "negative": (3, 0)}),
+        dict(id=7, type="CNR_ControlNetLoader", col=2, row=3,
+             widgets={"control_net_name": "control_v11p_sd15_inpaint.safetensors"}),
+        dict(id=8, type=APPLY, col=3, row=2,
+             links={"model": (1, 0), "controlnet": (7, 0), "image": (5, 0), "inpaint_mask": (6, 1)}),
+        dict(id=9, type="KSampler", col=4, row=0, widgets={"seed": 42, "steps": 20, "cfg": 7.0},
+             links={"model": (8, 0), "positive": (6, 4), "negative": (6, 5), "latent_image": (6, 0)}),
+        dict(id=10, type="VAEDecode", col=5, row=0, links={"samples": (9, 0), "vae": (1, 2)}),
+        dict(id=11, type="CNR_PaddedPaste", col=6, row=0,
+             links={"original": (4, 0), "generated": (10, 0), "crop": (5, 2), "paste_mask": (6, 2)}),
+        dict(id=12, type="SaveImage", col=7, row=0, widgets={"filename_prefix": "cnr_inpaint"},
+             links={"images": (11, 0)}),
+    ],
+    "controlnet_stacked_windows": common() + [
+        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
+        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
+        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
+             widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+        dict(id=7, type="CNR_ControlNetLoader", col=1, row=4,
+             widgets={"control_net_name": "control_v11f1p_sd15_depth.safetensors"}),
+        dict(id=8, type=APPLY, col=2, row=0, widgets={"end_percent": 0.6},
+             links={"model": (1, 0), "controlnet": (6, 0), "image": (5, 0)}),
+        dict(id=9, type=APPLY, col=3, row=0, widgets={"strength": 0.7, "start_percent": 0.3},
+             links={"model": (8, 0), "controlnet": (7, 0), "image": (4, 0)}),
+        dict(id=10, type="EmptyLatentImage", col=3, row=2, widgets={"width": 512, "height": 512}),
+        dict(id=11, type="KSampler", col=4, row=0, widgets={"seed": 42, "steps": 20, "cfg": 7.0},
+             links={"model": (9, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (10, 0)}),
+        dict(id=12, type="VAEDecode", col=5, row=0, links={"samples": (11, 0), "vae": (1, 2)}),
+        dict(id=13, type="SaveImage", col=6, row=0, widgets={"filename_prefix": "cnr_stacked"},
+             links={"images": (12, 0)}),
+    ],
+}
+
+
+def default_value(name, spec):
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in options:
+        return options["default"]
+    if isinstance(spec[0], (list, tuple)):
+        return spec[0][0] if spec[0] else ""
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[spec[0]]
+
+
+def build(description, classes) -> dict:
+    links, nodes_out = [], []
+    by_id = {d["id"]: d for d in description}
+    outputs = {d["id"]: [[] for _ in classes[d["type"]].RETURN_TYPES] for d in description}
+    for d in description:
+        for name, (src, slot) in d.get("links", {}).items():
+            link_id = len(links) + 1
+            kind = classes[by_id[src]["type"]].RETURN_TYPES[slot]
+            links.append([link_id, src, slot, d["id"], name, kind])
+            outputs[src][slot].append(link_id)
+    for order, d in enumerate(description):
+        cls = classes[d["type"]]
+        inputs, values = [], []
+        for name, spec in ordered_inputs(cls):
+            if is_widget(spec):
+                values.append(d.get("widgets", {}).get(name, default_value(name, spec)))
+                if extra_widget_values(name, spec):
+                    values.append("image" if (spec[1] or {}).get("image_upload") else "fixed")
+                continue
+            link = next((l for l in links if l[3] == d["id"] and l[4] == name), None)
+            inputs.append({"name": name, "type": spec[0], "link": None if link is None else link[0]})
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        nodes_out.append({
+            "id": d["id"], "type": d["type"], "pos": [40 + 360 * d["col"], 40 + 260 * d["row"]],
+            "size": [320, 220], "flags": {}, "order": order, "mode": 0,
+            "inputs": inputs,
+            "outputs": [{"name": n, "type": t, "links": outputs[d["id"]][i], "slot_index": i}
+                        for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))],
+            "properties": {"Node name for S&R": d["type"]},
+            "widgets_values": values,
+        })
+    # The UI format stores the target slot index, not the input name.
+    for link in links:
+        target = next(n for n in nodes_out if n["id"] == link[3])
+        link[4] = next(i for i, slot in enumerate(target["inputs"]) if slot["name"] == link[4])
+    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": nodes_out, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def main() -> None:
+    nodes = comfy_host.boot()
+    comfy_host.init_builtin_extras(nodes)
+    out_dir = HERE.parent / "workflows"
+    out_dir.mkdir(exist_ok=True)
+    for name, description in WORKFLOWS.items():
+        workflow = build(description, nodes.NODE_CLASS_MAPPINGS)
+        (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
