@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
+
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
+
+import folder_paths
 
 from ..controlnet_core import crop as crop_ops
 from ..controlnet_core.crop import long_side_size, plan_crop, snap
-from ..controlnet_core.resample import RESAMPLE_FILTERS
+from ..controlnet_core.resample import RESAMPLE_FILTERS, resize
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 
 LOG = logging.getLogger("ControlNetRefine")
@@ -17,7 +24,8 @@ SIZE_MODES = ("width x height", "long side", "native (no resize)")
 class PaddedCrop:
     DESCRIPTION = ("Crops around the mask with padding, grown to the target aspect and kept inside the image (as "
                    "diffusers' padding_mask_crop), resized in float. The CNR_CROP output pastes the result back "
-                   "with CNR_PaddedPaste and crops control images identically with CNR_ApplyCrop.")
+                   "with CNR_PaddedPaste and crops control images identically with CNR_ApplyCrop. The node shows "
+                   "the input with the mask tinted and the crop box drawn.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "CNR_CROP")
     RETURN_NAMES = ("image", "mask", "crop")
@@ -82,7 +90,27 @@ class PaddedCrop:
             if empty:
                 LOG.warning("%s: mask %d is empty; the whole image is cropped and paste returns it unchanged", node, i)
         cropped_mask = crop_ops.crop(masks[:, None], transform)
-        return (bchw_to_image(crop_ops.crop(pixels, transform)), cropped_mask[:, 0], transform)
+        result = (bchw_to_image(crop_ops.crop(pixels, transform)), cropped_mask[:, 0], transform)
+        return {"ui": {"images": [save_crop_preview(pixels[0], masks[0], transform.boxes[0])]}, "result": result}
+
+
+def save_crop_preview(image, mask, box, max_side: int = 256) -> dict:
+    """A small PNG of the input with the mask tinted and the crop box drawn, in ComfyUI's temp folder."""
+    h, w = image.shape[-2:]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = resize(image[None], size, "area")[0].clamp(0, 1)
+    tint = resize(mask[None, None], size, "area")[0, 0].clamp(0, 1) * 0.45
+    small = small * (1 - tint) + torch.tensor([1.0, 0.1, 0.1])[:, None, None] * tint
+    picture = Image.fromarray((small.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    x0, y0 = box.x * scale, box.y * scale
+    ImageDraw.Draw(picture).rectangle((x0, y0, x0 + box.w * scale - 1, y0 + box.h * scale - 1),
+                                      outline=(40, 255, 80), width=2)
+    name = f"cnr_crop_{uuid.uuid4().hex[:12]}.png"
+    folder = folder_paths.get_temp_directory()
+    os.makedirs(folder, exist_ok=True)
+    picture.save(os.path.join(folder, name))
+    return {"filename": name, "subfolder": "", "type": "temp"}
 
 
 class PaddedPaste:

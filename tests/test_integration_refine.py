@@ -16,7 +16,22 @@ def nodes():
 
 @pytest.fixture(scope="module")
 def node(nodes):
-    return lambda node_id: nodes.NODE_CLASS_MAPPINGS[node_id]()
+    return lambda node_id: NodeCall(nodes.NODE_CLASS_MAPPINGS[node_id]())
+
+
+class NodeCall:
+    """Calls a node's method and returns its result tuple, as the executor would take it from a ui dict."""
+
+    def __init__(self, instance):
+        self.instance = instance
+
+    def __getattr__(self, name):
+        method = getattr(self.instance, name)
+        return lambda *args, **kwargs: _result(method(*args, **kwargs))
+
+
+def _result(out):
+    return out["result"] if isinstance(out, dict) else out
 
 
 @pytest.fixture(scope="module")

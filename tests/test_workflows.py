@@ -87,7 +87,7 @@ def tiny_comfy(classes, tmp_path_factory):
 def test_workflow_runs_headless_in_comfyui_executor(path, classes, tiny_comfy):
     prompt = workflow_runner.to_api_prompt(json.loads(path.read_text()), classes)
     outputs = workflow_runner.execute(workflow_runner.shrink(prompt, GENERATED, STEPS))
-    saved = [img for out in outputs.values() for img in out.get("images", [])]
+    saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
     assert len(saved) == 1
     result = np.asarray(Image.open(tiny_comfy / "output" / saved[0]["subfolder"] / saved[0]["filename"]))
     expected = IMAGE_SIZE if path.stem in ("controlnet_img2img", "controlnet_inpaint") else GENERATED

