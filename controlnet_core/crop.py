@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -178,23 +178,27 @@ def _batch(n_images: int, transform: CropTransform) -> int:
     return n_images
 
 
-def crop(image: Tensor, transform: CropTransform, clamp: bool = True) -> Tensor:
+def crop(image: Tensor, transform: CropTransform, clamp: bool = True,
+         on_item: Optional[Callable[[int], None]] = None) -> Tensor:
     """Cut each box out of ``image`` and resize it to the output size.
 
     Args:
         image: :math:`(B, C, H, W)`; a size other than the transform's scales the boxes.
         clamp: clamp to 0..1 after resampling (images and masks; bicubic/lanczos overshoot).
+        on_item: called with each finished image's index (progress reporting).
     """
     out = []
     for i in range(_batch(image.shape[0], transform)):
         b = transform.scaled_box(i, tuple(image.shape[-2:]))
         piece = resize(image[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w], transform.output_size, transform.filter)
         out.append(piece.clamp(0.0, 1.0) if clamp else piece)
+        if on_item is not None:
+            on_item(i)
     return torch.cat(out)
 
 
 def paste(original: Tensor, generated: Tensor, transform: CropTransform,
-          weights: Optional[Tensor] = None) -> Tensor:
+          weights: Optional[Tensor] = None, on_item: Optional[Callable[[int], None]] = None) -> Tensor:
     """Put generated crops back into the original image.
 
     Args:
@@ -202,6 +206,7 @@ def paste(original: Tensor, generated: Tensor, transform: CropTransform,
         generated: :math:`(N, C, h, w)` at the transform's output size (other sizes are resized).
         weights: optional blend weights :math:`(1 \\text{ or } N, 1, h, w)` at crop resolution,
             replacing the transform's own (they are resized to each box).
+        on_item: called with each finished image's index (progress reporting).
 
     Returns:
         :math:`(N, C, H, W)`; every pixel whose weight is 0 equals ``original`` exactly, and a
@@ -217,23 +222,29 @@ def paste(original: Tensor, generated: Tensor, transform: CropTransform,
     _batch(n, transform)
     out = original.expand(n, *original.shape[1:]).clone()
     for i in range(n):
-        k = transform.box_for(i)
-        if transform.empty[k]:
-            continue
-        b = transform.boxes[k]
-        if tuple(generated.shape[-2:]) == tuple(transform.output_size) and torch.equal(
-                generated[i:i + 1].to(out.dtype), crop(out[i:i + 1], _single(transform, k))):
-            continue
-        gen = resize(generated[i:i + 1].to(out.dtype), (b.h, b.w), transform.filter).clamp(0.0, 1.0)
-        if weights is None:
-            w = transform.paste_weights[k]
-        else:
-            w = resize(weights[i if weights.shape[0] > 1 else 0][None].to(out.dtype), (b.h, b.w), "bilinear")
-            w = w.clamp(0.0, 1.0) * (transform.paste_weights[k] > 0)
-        w = w.to(device=out.device, dtype=out.dtype)
-        region = out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w]
-        out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w] = torch.where(w > 0, region + w * (gen - region), region)
+        _paste_one(out, i, generated, transform, weights)
+        if on_item is not None:
+            on_item(i)
     return out
+
+
+def _paste_one(out: Tensor, i: int, generated: Tensor, transform: CropTransform, weights: Optional[Tensor]) -> None:
+    k = transform.box_for(i)
+    if transform.empty[k]:
+        return
+    b = transform.boxes[k]
+    if tuple(generated.shape[-2:]) == tuple(transform.output_size) and torch.equal(
+            generated[i:i + 1].to(out.dtype), crop(out[i:i + 1], _single(transform, k))):
+        return
+    gen = resize(generated[i:i + 1].to(out.dtype), (b.h, b.w), transform.filter).clamp(0.0, 1.0)
+    if weights is None:
+        w = transform.paste_weights[k]
+    else:
+        w = resize(weights[i if weights.shape[0] > 1 else 0][None].to(out.dtype), (b.h, b.w), "bilinear")
+        w = w.clamp(0.0, 1.0) * (transform.paste_weights[k] > 0)
+    w = w.to(device=out.device, dtype=out.dtype)
+    region = out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w]
+    out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w] = torch.where(w > 0, region + w * (gen - region), region)
 
 
 def _single(transform: CropTransform, k: int) -> CropTransform:

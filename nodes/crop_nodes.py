@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import comfy.utils
 import folder_paths
 
 from ..controlnet_core import crop as crop_ops
@@ -90,7 +91,9 @@ class PaddedCrop:
             if empty:
                 LOG.warning("%s: mask %d is empty; the whole image is cropped and paste returns it unchanged", node, i)
         cropped_mask = crop_ops.crop(masks[:, None], transform)
-        result = (bchw_to_image(crop_ops.crop(pixels, transform)), cropped_mask[:, 0], transform)
+        progress = comfy.utils.ProgressBar(pixels.shape[0])
+        cropped = crop_ops.crop(pixels, transform, on_item=lambda i: progress.update(1))
+        result = (bchw_to_image(cropped), cropped_mask[:, 0], transform)
         return {"ui": {"images": [save_crop_preview(pixels[0], masks[0], transform.boxes[0])]}, "result": result}
 
 
@@ -138,9 +141,10 @@ class PaddedPaste:
     def paste(self, original, generated, crop, paste_mask=None):
         node = "CNR_PaddedPaste"
         weights = None if paste_mask is None else mask_to_b1hw(paste_mask, node, "paste_mask")
+        progress = comfy.utils.ProgressBar(generated.shape[0])
         try:
             out = crop_ops.paste(image_to_bchw(original, node, "original"), image_to_bchw(generated, node, "generated"),
-                        crop, weights)
+                                 crop, weights, on_item=lambda i: progress.update(1))
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
         return (bchw_to_image(out).to(original.dtype),)

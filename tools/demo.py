@@ -1,0 +1,115 @@
+"""Run the shipped workflows headless and write their images plus a contact sheet.
+
+By default every model is a tiny seeded stand-in (nothing to download) and each graph runs smaller
+and shorter, so the demo finishes in minutes on a CPU; the pixels are then noise from random
+weights, but every node, the executor and the samplers are ComfyUI's and the pack's real code.
+Point ``--models`` at a ComfyUI models folder holding the files the workflows name to run them
+as shipped with real weights.
+
+    python tools/demo.py [--out demo_out] [--models /path/to/ComfyUI/models] [--size 256] [--steps 8]
+"""
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import comfy_host  # noqa: E402
+import workflow_runner  # noqa: E402
+from example_images import write_examples  # noqa: E402
+
+CELL = 192
+COLUMNS = ("input", "control", "mask", "output")
+
+
+def add_previews(prompt: dict) -> dict:
+    """Preview the control image and the inpaint mask so the contact sheet can show them."""
+    out = dict(prompt)
+    for node_id, node in prompt.items():
+        if node["class_type"] == "CNR_ApplyControlResiduals":
+            out[f"{node_id}_control"] = {"class_type": "PreviewImage", "inputs": {"images": node["inputs"]["image"]}}
+            if "inpaint_mask" in node["inputs"]:
+                out[f"{node_id}_mask_image"] = {"class_type": "MaskToImage",
+                                                "inputs": {"mask": node["inputs"]["inpaint_mask"]}}
+                out[f"{node_id}_mask"] = {"class_type": "PreviewImage",
+                                          "inputs": {"images": [f"{node_id}_mask_image", 0]}}
+    return out
+
+
+def image_file(entry: dict) -> Path:
+    import folder_paths
+    base = folder_paths.get_output_directory() if entry["type"] == "output" else folder_paths.get_temp_directory()
+    return Path(base) / entry["subfolder"] / entry["filename"]
+
+
+def contact_sheet(rows, path: Path) -> None:
+    sheet = Image.new("RGB", (160 + CELL * len(COLUMNS), 24 + CELL * len(rows)), (30, 30, 30))
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(COLUMNS):
+        draw.text((160 + c * CELL + 6, 6), name, fill=(220, 220, 220))
+    for r, (name, cells) in enumerate(rows):
+        y = 24 + r * CELL
+        draw.text((6, y + CELL // 2), name.replace("controlnet_", ""), fill=(220, 220, 220))
+        for c, column in enumerate(COLUMNS):
+            if cells.get(column):
+                picture = Image.open(cells[column]).convert("RGB")
+                picture.thumbnail((CELL - 4, CELL - 4))
+                sheet.paste(picture, (160 + c * CELL + 2, y + 2))
+    sheet.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo_out", help="where images and the contact sheet go")
+    parser.add_argument("--models", help="a ComfyUI models folder with the checkpoints and ControlNets the "
+                                         "workflows name (default: tiny seeded stand-ins)")
+    parser.add_argument("--size", type=int, default=256, help="image size with stand-in models")
+    parser.add_argument("--steps", type=int, default=8, help="sampling steps with stand-in models")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    nodes = comfy_host.boot()
+    comfy_host.init_builtin_extras(nodes)
+    import folder_paths
+    folder_paths.set_output_directory(str(out / "comfy_output"))
+    folder_paths.set_input_directory(str(out / "input"))
+    paths = sorted((HERE.parent / "workflows").glob("*.json"))
+    workflows = {p.stem: json.loads(p.read_text()) for p in paths}
+    real = args.models is not None
+    inputs = write_examples(out / "input", 512 if real else args.size)
+    if real:
+        for kind in ("checkpoints", "controlnet"):
+            folder_paths.add_model_folder_path(kind, str(Path(args.models) / kind))
+    else:
+        comfy_host.install_tiny_models(list(workflows.values()), out / "tiny_models")
+    rows = []
+    for index, (name, workflow) in enumerate(workflows.items(), 1):
+        print(f"[{index}/{len(workflows)}] {name} ...", flush=True)
+        start = time.perf_counter()
+        prompt = add_previews(workflow_runner.to_api_prompt(workflow, nodes.NODE_CLASS_MAPPINGS))
+        if not real:
+            prompt = workflow_runner.shrink(prompt, args.size // 2 if name == "controlnet_inpaint" else args.size,
+                                            args.steps)
+        outputs = workflow_runner.execute(prompt)
+        cells = {"input": next(p for n, p in inputs.items() if n in json.dumps(workflow))}
+        for node_id, ui in outputs.items():
+            for entry in ui.get("images", []):
+                column = ("mask" if node_id.endswith("_mask") else "control" if node_id.endswith("_control")
+                          else "output" if entry["type"] == "output" else None)
+                if column:
+                    cells[column] = image_file(entry)
+        shutil.copy(cells["output"], out / f"{name}.png")
+        rows.append((name, cells))
+        print(f"    done in {time.perf_counter() - start:.1f} s -> {out / (name + '.png')}", flush=True)
+    contact_sheet(rows, out / "contact_sheet.png")
+    print(f"contact sheet: {out / 'contact_sheet.png'}"
+          + ("" if real else " (tiny random stand-in models: the outputs are noise by design)"))
+
+
+if __name__ == "__main__":
+    main()
