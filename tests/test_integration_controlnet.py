@@ -270,3 +270,20 @@ def test_apply_does_not_mutate_its_inputs(nodes, base_model, load_cn):
     options_before = repr(base_model.model_options)
     apply(nodes, base_model, load_cn(), image=image, mask=mask)
     assert torch.equal(image, HINT) and repr(base_model.model_options) == options_before
+
+
+def _live_tensors():
+    import gc
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if torch.is_tensor(o))
+
+
+def test_nothing_accumulates_over_twenty_runs(nodes, base_model, load_cn):
+    import comfy.model_management
+    model = apply(nodes, base_model, load_cn(), mask=torch.ones(1, 64, 64))
+    comfy_host.sample(model, POS, NEG, steps=2)
+    tensors, loaded = _live_tensors(), len(comfy.model_management.current_loaded_models)
+    for seed in range(20):
+        comfy_host.sample(model, POS, NEG, steps=2, seed=seed)
+    assert _live_tensors() <= tensors
+    assert len(comfy.model_management.current_loaded_models) <= loaded

@@ -21,7 +21,8 @@ NEGATIVE = "blurry, low quality, deformed"
 APPLY = "CNR_ApplyControlResiduals"
 
 
-def common(first_id=1):
+def common():
+    """Nodes 1-3: checkpoint and the two prompts."""
     return [
         dict(id=1, type="CheckpointLoaderSimple", col=0, row=0, widgets={"ckpt_name": CKPT}),
         dict(id=2, type="CLIPTextEncode", col=1, row=0, widgets={"text": POSITIVE}, links={"clip": (1, 1)}),
@@ -29,12 +30,18 @@ def common(first_id=1):
     ]
 
 
-WORKFLOWS = {
-    "controlnet_txt2img": common() + [
+def canny_control():
+    """Nodes 4-6: the example photo, its Canny edges and a canny ControlNet."""
+    return [
         dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
         dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
         dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
              widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+    ]
+
+
+WORKFLOWS = {
+    "controlnet_txt2img": common() + canny_control() + [
         dict(id=7, type=APPLY, col=2, row=0, links={"model": (1, 0), "controlnet": (6, 0), "image": (5, 0)}),
         dict(id=8, type="EmptyLatentImage", col=2, row=2, widgets={"width": 512, "height": 512}),
         dict(id=9, type="KSampler", col=3, row=0, widgets={"seed": 42, "steps": 20, "cfg": 7.0},
@@ -43,11 +50,7 @@ WORKFLOWS = {
         dict(id=11, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_txt2img"},
              links={"images": (10, 0)}),
     ],
-    "controlnet_img2img": common() + [
-        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
-        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
-        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
-             widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+    "controlnet_img2img": common() + canny_control() + [
         dict(id=7, type=APPLY, col=2, row=0, widgets={"strength": 0.8},
              links={"model": (1, 0), "controlnet": (6, 0), "image": (5, 0)}),
         dict(id=8, type="VAEEncode", col=2, row=2, links={"pixels": (4, 0), "vae": (1, 2)}),
@@ -78,11 +81,7 @@ WORKFLOWS = {
         dict(id=12, type="SaveImage", col=7, row=0, widgets={"filename_prefix": "cnr_inpaint"},
              links={"images": (11, 0)}),
     ],
-    "controlnet_stacked_windows": common() + [
-        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
-        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
-        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
-             widgets={"control_net_name": "control_v11p_sd15_canny.safetensors"}),
+    "controlnet_stacked_windows": common() + canny_control() + [
         dict(id=7, type="CNR_ControlNetLoader", col=1, row=4,
              widgets={"control_net_name": "control_v11f1p_sd15_depth.safetensors"}),
         dict(id=8, type=APPLY, col=2, row=0, widgets={"end_percent": 0.6},
