@@ -80,3 +80,8 @@ def test_hidden_widgets_keep_their_values_in_the_saved_workflow(page):
     page.evaluate(SET, ["control_mode", "balanced"])
     saved = page.evaluate("() => window.cnrNode.serialize().widgets_values")
     assert 0.8254 in saved
+
+
+def test_extension_script_is_served_once(page):
+    scripts = page.evaluate("async () => (await (await fetch('/extensions')).json())")
+    assert len([s for s in scripts if s.endswith("/controlnet_refine.js")]) == 1
