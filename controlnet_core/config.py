@@ -69,4 +69,4 @@ class ControlNetConfig:
         """Attention heads used by a transformer of ``channels`` width."""
         if self.num_heads != -1:
             return self.num_heads
-        return channels // self.num_head_channels
+        return max(1, channels // self.num_head_channels)

@@ -146,7 +146,7 @@ class ResidualInjection:
     def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
         row_scale = self.row_scales(x.shape[0], cond_or_uncond)
         rows = torch.nonzero(row_scale).flatten()
-        if rows.numel() == 0:
+        if rows.numel() == 0 or not any(self.scales):
             return None
         per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
         net = self.ensure_loaded(x.device)

@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, original_to_diffusers
 from cnr_pack.controlnet_core.injection import block_scales, guess_mode_weights, scale_residuals
-from tiny_models import (sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sdxl_diffusers,
+from tiny_models import (sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sd2_diffusers, tiny_sdxl_diffusers,
                          TEXT_EMBED_DIM)
 
 TOL = 1e-5
@@ -71,6 +71,18 @@ def test_sdxl_residuals_equal_diffusers(fmt, tmp_path):
                               return_dict=False)
         res = ours(x, t, context, hint, y=sdxl_y(text, time_ids))
     assert len(res.down) == 9
+    assert _max_diff(res, down, mid) <= TOL
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "original"])
+def test_sd2_residuals_with_linear_projections_equal_diffusers(fmt, tmp_path):
+    reference = tiny_sd2_diffusers()
+    ours = load_controlnet(_sources(reference, tmp_path, fmt), dtype=torch.float32)
+    x, t, context, hint = sample_inputs()
+    with torch.no_grad():
+        down, mid = reference(x, t, context, hint, return_dict=False)
+        res = ours(x, t, context, hint)
+    assert ours.config.use_linear_in_transformer and ours.config.adm_in_channels is None
     assert _max_diff(res, down, mid) <= TOL
 
 

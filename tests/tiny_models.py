@@ -21,6 +21,16 @@ def tiny_sd15_diffusers(seed: int = 0, randomize: bool = True) -> ControlNetMode
     return randomize_all(model, seed) if randomize else model.eval()
 
 
+def tiny_sd2_diffusers(seed: int = 0) -> ControlNetModel:
+    """12 + 1 residuals like SD2.x: linear transformer projections, no y vector, 64-channel heads."""
+    torch.manual_seed(seed)
+    model = ControlNetModel(
+        block_out_channels=(64, 64, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
+        attention_head_dim=1, norm_num_groups=32, use_linear_projection=True,
+    )
+    return randomize_all(model, seed)
+
+
 def tiny_sdxl_diffusers(seed: int = 0, randomize: bool = True) -> ControlNetModel:
     """9 + 1 residuals like SDXL: 3 levels, no attention on the first, 1 and 2 transformer blocks after."""
     torch.manual_seed(seed)
