@@ -287,3 +287,12 @@ def test_nothing_accumulates_over_twenty_runs(nodes, base_model, load_cn):
         comfy_host.sample(model, POS, NEG, steps=2, seed=seed)
     assert _live_tensors() <= tensors
     assert len(comfy.model_management.current_loaded_models) <= loaded
+
+
+def test_inpaint_mask_turns_masked_hint_pixels_to_minus_one(nodes, base_model, load_cn):
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:16, 8:24] = 1.0  # half the hint's size: resampled to it
+    model = apply(nodes, base_model, load_cn(), inpaint_mask=mask)
+    hint = model.model_options["model_function_wrapper"].hint
+    assert torch.all(hint[..., 16:32, 16:48] == -1)
+    assert torch.equal(hint[..., :16, :], HINT.movedim(-1, 1)[..., :16, :])
