@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import Tensor
 
 __all__ = ["STRENGTH_RULES", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]

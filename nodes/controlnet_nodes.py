@@ -12,8 +12,8 @@ import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
 from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
-from ..controlnet_core.injection import A1111_SOFT_BASE, CONTROL_MODES, block_scales, uncond_multiplier_for
-from ..controlnet_core.window import WINDOW_TIMINGS, check_window
+from ..controlnet_core.injection import A1111_SOFT_BASE, block_scales, uncond_multiplier_for
+from ..controlnet_core.window import check_window
 from .adapter import LoadedControlNet, ResidualInjection
 from .conversions import image_to_bchw, mask_to_b1hw
 

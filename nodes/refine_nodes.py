@@ -9,7 +9,7 @@ import comfy.samplers
 
 from ..controlnet_core import masks as mask_ops
 from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
-from ..controlnet_core.schedule import STRENGTH_RULES, truncate_schedule
+from ..controlnet_core.schedule import truncate_schedule
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 
 LOG = logging.getLogger("ControlNetRefine")

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from cnr_pack.controlnet_core.crop import (crop, crop_box, diffusers_crop_region, mask_bbox, paste, plan_crop)
+from cnr_pack.controlnet_core.resample import resize
 
 
 def _random_mask(rng, h, w):
@@ -147,6 +148,7 @@ def test_another_image_of_other_size_is_cropped_at_the_same_relative_place():
     mask = torch.zeros(1, 64, 64)
     mask[0, 16:32, 16:32] = 1.0
     transform = plan_crop(mask, 0, None)
-    hint = torch.arange(128 * 128, dtype=torch.float32).reshape(1, 1, 128, 128)
+    hint = torch.rand(1, 3, 128, 128)
     b = transform.scaled_box(0, (128, 128))
     assert (b.x, b.y, b.w, b.h) == (32, 32, 32, 32)
+    assert torch.equal(crop(hint, transform), resize(hint[..., 32:64, 32:64], (16, 16), "bicubic").clamp(0, 1))

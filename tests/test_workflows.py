@@ -1,6 +1,5 @@
 """The shipped workflows: well-formed against the nodes' INPUT_TYPES, and they run in ComfyUI's executor."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
