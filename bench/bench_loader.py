@@ -25,7 +25,7 @@ def write_weights(folder: Path) -> int:
     from diffusers import ControlNetModel
     torch.manual_seed(0)
     with torch.device("meta"):
-        model = ControlNetModel()  # SD1.5 defaults: 320..1280 channels, 768 context
+        model = ControlNetModel(cross_attention_dim=768)  # SD1.5: 320..1280 channels, 8 heads, 768 context
     model = model.to_empty(device="cpu").to(torch.float16)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
