@@ -49,14 +49,16 @@ FORMATS = ["diffusers", "original", "original-bare.safetensors", "diffusers.safe
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_sd15_residuals_equal_diffusers(fmt, tmp_path):
-    reference = tiny_sd15_diffusers()
+@pytest.mark.parametrize("factory", [tiny_sd15_diffusers, tiny_sd2_diffusers], ids=["sd15", "sd2"])
+def test_twelve_residual_controlnets_equal_diffusers(factory, fmt, tmp_path):
+    reference = factory()
     ours = load_controlnet(_sources(reference, tmp_path, fmt), dtype=torch.float32)
     x, t, context, hint = sample_inputs()
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, return_dict=False)
         res = ours(x, t, context, hint)
     assert len(res.down) == 12
+    assert ours.config.use_linear_in_transformer == (factory is tiny_sd2_diffusers)
     assert mid.abs().max() > 1e-3, "random weights must give non-zero residuals"
     assert _max_diff(res, down, mid) <= TOL
 
@@ -71,18 +73,6 @@ def test_sdxl_residuals_equal_diffusers(fmt, tmp_path):
                               return_dict=False)
         res = ours(x, t, context, hint, y=sdxl_y(text, time_ids))
     assert len(res.down) == 9
-    assert _max_diff(res, down, mid) <= TOL
-
-
-@pytest.mark.parametrize("fmt", ["diffusers", "original"])
-def test_sd2_residuals_with_linear_projections_equal_diffusers(fmt, tmp_path):
-    reference = tiny_sd2_diffusers()
-    ours = load_controlnet(_sources(reference, tmp_path, fmt), dtype=torch.float32)
-    x, t, context, hint = sample_inputs()
-    with torch.no_grad():
-        down, mid = reference(x, t, context, hint, return_dict=False)
-        res = ours(x, t, context, hint)
-    assert ours.config.use_linear_in_transformer and ours.config.adm_in_channels is None
     assert _max_diff(res, down, mid) <= TOL
 
 
