@@ -1,18 +1,10 @@
-"""Shared benchmark helpers: importing the pack without its root ``__init__``, peak memory."""
+"""Shared benchmark helpers: importing the pack without its root ``__init__``, memory readings."""
 import resource
 import sys
-import types
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def import_pack() -> None:
-    """Make ``cnr_pack`` importable without executing the root ``__init__`` (which needs ComfyUI)."""
-    if "cnr_pack" not in sys.modules:
-        pack = types.ModuleType("cnr_pack")
-        pack.__path__ = [str(REPO_ROOT)]
-        sys.modules["cnr_pack"] = pack
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from comfy_host import import_pack  # noqa: E402,F401  (re-exported for the benchmarks)
 
 
 def peak_rss_mib() -> float:

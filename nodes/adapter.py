@@ -155,11 +155,11 @@ class ResidualInjection:
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
         hint, embedding = self.hint_for(x, net)
-        hint = _tile_rows(hint, per_chunk, chunks, "control image")
         embedding = _tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
-        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), pick(hint),
+        # With the embedding given, the forward only checks the hint's size: one row is enough.
+        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
                   None if y is None else pick(y), hint_embedding=pick(embedding))
         mask = None if self.mask is None else pick(_tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask"))
         res = weight_residuals(res, self.scales, row_scale[rows], mask, inplace=True)

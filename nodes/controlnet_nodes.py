@@ -1,7 +1,6 @@
 """CNR_ControlNetLoader and CNR_ApplyControlResiduals."""
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
@@ -17,7 +16,6 @@ from ..controlnet_core.window import check_window
 from .adapter import LoadedControlNet, ResidualInjection
 from .conversions import image_to_bchw, mask_to_b1hw
 
-LOG = logging.getLogger("ControlNetRefine")
 CATEGORY = "ControlNet Refine/controlnet"
 CONTROL_MODE_LABELS = {
     "balanced": "balanced",

@@ -133,9 +133,10 @@ class InpaintMaskPrep:
         filled = mask_ops.masked_image(pixels, sample, fill)
         samples = vae.encode(bchw_to_image(pixels)[..., :3])
         noise_mask = mask_ops.latent_mask(sample, tuple(samples.shape[-2:]), latent_downscale)
-        grey = mask_ops.masked_image(pixels, sample, "grey")
-        values = {"concat_latent_image": vae.encode(bchw_to_image(grey)[..., :3]),
-                  "concat_mask": sample}
-        outputs = [_set_conditioning(c, values) if c is not None else [] for c in (positive, negative)]
+        outputs = [[], []]
+        if positive is not None or negative is not None:
+            grey = mask_ops.masked_image(pixels, sample, "grey")
+            values = {"concat_latent_image": vae.encode(bchw_to_image(grey)[..., :3]), "concat_mask": sample}
+            outputs = [_set_conditioning(c, values) if c is not None else [] for c in (positive, negative)]
         return ({"samples": samples, "noise_mask": noise_mask}, sample[:, 0], paste[:, 0], bchw_to_image(filled),
                 *outputs)

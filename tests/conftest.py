@@ -1,16 +1,6 @@
-"""Makes the pack importable as ``cnr_pack`` without running its root ``__init__.py``.
+"""Makes the pack importable as ``cnr_pack`` (see ``comfy_host.import_pack``) before any test imports it."""
+from comfy_host import REPO_ROOT, import_pack
 
-The root ``__init__`` registers nodes and needs ComfyUI; core tests must run without it. A bare
-package object pointing at the repository gives ``cnr_pack.controlnet_core`` etc., and keeps the
-repository root off ``sys.path`` (its ``nodes/`` would shadow ComfyUI's ``nodes.py``).
-"""
-import sys
-import types
-from pathlib import Path
+__all__ = ["REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-if "cnr_pack" not in sys.modules:
-    _pack = types.ModuleType("cnr_pack")
-    _pack.__path__ = [str(REPO_ROOT)]
-    sys.modules["cnr_pack"] = _pack
+import_pack()

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import types
 from functools import lru_cache
 from pathlib import Path
 
@@ -155,13 +156,22 @@ def sampler(name: str):
     return comfy.samplers.sampler_object(name)
 
 
-def tiny_controlnet_state_dict(seed: int = 0):
-    """Original-layout weights of a ControlNet matching the tiny UNet, every layer randomised."""
-    import types
+def import_pack() -> None:
+    """Make the pack importable as ``cnr_pack`` without running its root ``__init__.py``.
+
+    The root ``__init__`` registers nodes and needs ComfyUI; the core must import without it. A bare
+    package object pointing at the repository gives ``cnr_pack.controlnet_core`` etc., and keeps the
+    repository root off ``sys.path`` (its ``nodes/`` would shadow ComfyUI's ``nodes.py``).
+    """
     if "cnr_pack" not in sys.modules:
         pack = types.ModuleType("cnr_pack")
         pack.__path__ = [str(REPO_ROOT)]
         sys.modules["cnr_pack"] = pack
+
+
+def tiny_controlnet_state_dict(seed: int = 0):
+    """Original-layout weights of a ControlNet matching the tiny UNet, every layer randomised."""
+    import_pack()
     from cnr_pack.controlnet_core import ControlNet, ControlNetConfig
     cfg = TINY_UNET_CONFIG
     config = ControlNetConfig(model_channels=cfg["model_channels"], channel_mult=tuple(cfg["channel_mult"]),
