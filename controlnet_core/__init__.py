@@ -6,7 +6,8 @@ from .config import ControlNetConfig
 from .convert import diffusers_to_original, original_to_diffusers
 from .files import WeightFileError, read_state_dict
 from .loading import ControlNetFormatError, detect_config, load_controlnet
-from .model import ControlNet, ControlNetInputError, ControlResiduals
+from .model import ControlNet, ControlNetInputError
+from .residuals import ControlResiduals
 
 __all__ = [
     "ControlNet",

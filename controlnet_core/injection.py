@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import ControlResiduals
+from .residuals import ControlResiduals, check_same_layout
 
 __all__ = [
     "CONTROL_MODES",
@@ -28,9 +28,6 @@ __all__ = [
     "block_scales",
     "uncond_multiplier_for",
     "weight_residuals",
-    "scale_residuals",
-    "scale_rows",
-    "mask_residuals",
     "sum_residuals",
 ]
 
@@ -95,7 +92,7 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
 
     Args:
         residuals: batch of B.
-        scales: one multiplier per residual (down then mid), or None.
+        scales: one multiplier per residual, in :attr:`ControlResiduals.tensors` order, or None.
         row_scale: :math:`(B,)` multiplier per batch row (e.g. the uncond multiplier), or None.
         mask: :math:`(B \text{ or } 1, 1, H, W)` in 0..1 at any resolution, or None. It is
             averaged down (or bilinearly enlarged) to each residual's resolution, so a residual
@@ -121,17 +118,7 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
             out.append(t)
         else:
             out.append(t.mul_(factor) if inplace else t * factor)
-    return ControlResiduals.from_tensors(out)
-
-
-def scale_residuals(residuals: ControlResiduals, scales: Sequence[float]) -> ControlResiduals:
-    """Multiply residual ``k`` by ``scales[k]`` (down then mid)."""
-    return weight_residuals(residuals, scales=scales)
-
-
-def scale_rows(residuals: ControlResiduals, row_scale: Tensor) -> ControlResiduals:
-    """Multiply each batch row by its own factor, ``row_scale`` of shape :math:`(B,)`."""
-    return weight_residuals(residuals, row_scale=row_scale)
+    return residuals.with_tensors(out)
 
 
 def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -142,18 +129,11 @@ def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
 
 
-def mask_residuals(residuals: ControlResiduals, mask: Tensor) -> ControlResiduals:
-    """Confine the control to a region; see :func:`weight_residuals` for how the mask is resampled."""
-    return weight_residuals(residuals, mask=mask)
-
-
 def sum_residuals(items: Sequence[ControlResiduals]) -> ControlResiduals:
     """Add several ControlNets' (already scaled) residuals, as multi-ControlNet does."""
     if not items:
         raise ValueError("nothing to sum")
-    lengths = {len(r.tensors) for r in items}
-    if len(lengths) != 1:
-        raise ValueError(f"residual counts differ: {sorted(lengths)}")
-    return ControlResiduals.from_tensors(
+    check_same_layout(items)
+    return items[0].with_tensors(
         torch.stack(ts).sum(0) if len(ts) > 1 else ts[0] for ts in zip(*(r.tensors for r in items))
     )

@@ -1,45 +1,20 @@
 """The ControlNet module: hint embedding, copied UNet encoder, zero convolutions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from .blocks import Downsample, EmbedSequential, ResBlock, SpatialTransformer, timestep_embedding
 from .config import ControlNetConfig
+from .residuals import ControlResiduals
 
-__all__ = ["ControlNet", "ControlResiduals", "ControlNetInputError"]
+__all__ = ["ControlNet", "ControlNetInputError"]
 
 
 class ControlNetInputError(ValueError):
     """An input to :meth:`ControlNet.forward` does not fit the model."""
-
-
-@dataclass(frozen=True)
-class ControlResiduals:
-    """What a ControlNet adds to a UNet.
-
-    Attributes:
-        down: one tensor per UNet skip connection, shallow to deep, each :math:`(B, C_k, H_k, W_k)`
-            (12 for SD1.x/2.x, 9 for SDXL).
-        mid: added to the middle block's output, :math:`(B, C, H/8, W/8)` of the latent grid's
-            deepest level.
-    """
-
-    down: Tuple[Tensor, ...]
-    mid: Tensor
-
-    @property
-    def tensors(self) -> Tuple[Tensor, ...]:
-        """All residuals in injection-weight order: the down ones, then mid."""
-        return self.down + (self.mid,)
-
-    @classmethod
-    def from_tensors(cls, tensors) -> "ControlResiduals":
-        tensors = tuple(tensors)
-        return cls(down=tensors[:-1], mid=tensors[-1])
 
 
 def _zero_conv(channels: int, dtype, device) -> nn.Sequential:
@@ -61,7 +36,7 @@ class ControlNet(nn.Module):
         >>> net = ControlNet(cfg)
         >>> res = net(torch.zeros(1, 4, 8, 8), torch.tensor([10.0]), torch.zeros(1, 7, 32),
         ...           torch.zeros(1, 3, 64, 64))
-        >>> len(res.down), tuple(res.mid.shape)
+        >>> len(res.output), tuple(res.middle[0].shape)
         (4, (1, 64, 4, 4))
     """
 
@@ -192,4 +167,4 @@ class ControlNet(nn.Module):
         outs.append(self.middle_block_out(h))
         if self.config.global_pool:
             outs = [o.mean(dim=(2, 3), keepdim=True) for o in outs]
-        return ControlResiduals.from_tensors(outs)
+        return ControlResiduals(output=tuple(outs[:-1]), middle=(outs[-1],))

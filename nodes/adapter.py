@@ -19,7 +19,8 @@ import comfy.model_management
 
 from ..controlnet_core.hint import resize_hint
 from ..controlnet_core.injection import weight_residuals
-from ..controlnet_core.model import ControlNet, ControlResiduals
+from ..controlnet_core.model import ControlNet
+from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
 from ..controlnet_core.window import active_at_sigma, active_at_step, step_index
 
 LOG = logging.getLogger("ControlNetRefine")
@@ -32,29 +33,6 @@ class LoadedControlNet:
     net: ControlNet
     patcher: object
     name: str
-
-
-def merge_control(control: Optional[dict], residuals: ControlResiduals) -> dict:
-    """ComfyUI's control dict with ``residuals`` added; the given dict and its lists stay untouched."""
-    merged = {k: list(v) for k, v in (control or {}).items()}
-    for key, new in (("output", residuals.down), ("middle", (residuals.mid,))):
-        old = merged.get(key) or [None] * len(new)
-        if len(old) != len(new):
-            raise RuntimeError(f"cannot add {len(new)} '{key}' residuals to another control's {len(old)}")
-        merged[key] = [n if o is None else o + n.to(o.dtype) for o, n in zip(old, new)]
-    merged.setdefault("input", [])
-    return merged
-
-
-def _tile_rows(t: Tensor, per_chunk: int, chunks: int, what: str) -> Tensor:
-    """Per-latent tensors (batch 1 or ``per_chunk``) repeated for each cond/uncond chunk."""
-    if t.shape[0] == 1:
-        return t.expand(per_chunk * chunks, *t.shape[1:])
-    if t.shape[0] != per_chunk:
-        raise ValueError(
-            f"CNR_ApplyControlResiduals: the {what} batch is {t.shape[0]} but the latent batch is {per_chunk}; "
-            f"give one {what} for all latents or one per latent")
-    return t.repeat(chunks, *([1] * (t.ndim - 1)))
 
 
 class ResidualInjection:
@@ -155,20 +133,16 @@ class ResidualInjection:
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
         hint, embedding = self.hint_for(x, net)
-        embedding = _tile_rows(embedding, per_chunk, chunks, "control image")
+        embedding = tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
                   None if y is None else pick(y), hint_embedding=pick(embedding))
-        mask = None if self.mask is None else pick(_tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask"))
+        mask = None if self.mask is None else pick(tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask"))
         res = weight_residuals(res, self.scales, row_scale[rows], mask, inplace=True)
         if subset:
-            res = ControlResiduals.from_tensors(_scatter_rows(t, rows, x.shape[0]) for t in res.tensors)
-        return ControlResiduals.from_tensors(t.to(x.dtype) for t in res.tensors)
+            res = scatter_residuals(res, rows, x.shape[0])
+        return res.map(lambda t: t.to(x.dtype))
 
 
-def _scatter_rows(t: Tensor, rows: Tensor, batch: int) -> Tensor:
-    out = t.new_zeros((batch,) + tuple(t.shape[1:]))
-    out[rows.to(t.device)] = t
-    return out

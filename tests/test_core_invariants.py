@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from cnr_pack.controlnet_core.injection import (block_scales, mask_residuals, scale_residuals, scale_rows,
-                                                soft_weights, sum_residuals, uncond_multiplier_for)
+from cnr_pack.controlnet_core.injection import (block_scales, soft_weights, sum_residuals, uncond_multiplier_for,
+                                                weight_residuals)
 from cnr_pack.controlnet_core import load_controlnet
 from tiny_models import sample_inputs, tiny_sd15_diffusers
 
@@ -23,24 +23,24 @@ def test_zero_initialised_controlnet_gives_exactly_zero_residuals():
 
 
 def test_strength_zero_gives_zero_residuals(residuals):
-    scaled = scale_residuals(residuals, block_scales(12, strength=0.0))
+    scaled = weight_residuals(residuals, block_scales(12, strength=0.0))
     assert all(torch.count_nonzero(t) == 0 for t in scaled.tensors)
 
 
 def test_all_zero_mask_removes_every_residual(residuals):
-    masked = mask_residuals(residuals, torch.zeros(1, 1, 64, 64))
+    masked = weight_residuals(residuals, mask=torch.zeros(1, 1, 64, 64))
     assert all(torch.count_nonzero(t) == 0 for t in masked.tensors)
 
 
 def test_all_one_mask_leaves_residuals_unchanged(residuals):
-    masked = mask_residuals(residuals, torch.ones(2, 1, 37, 51))
+    masked = weight_residuals(residuals, mask=torch.ones(2, 1, 37, 51))
     assert all(torch.equal(a, b) for a, b in zip(masked.tensors, residuals.tensors))
 
 
 def test_half_mask_confines_residuals_to_its_half(residuals):
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., :, :32] = 1.0
-    masked = mask_residuals(residuals, mask)
+    masked = weight_residuals(residuals, mask=mask)
     for t, r in zip(masked.tensors, residuals.tensors):
         w = t.shape[-1]
         if w == 1:  # one cell covering both halves keeps half its weight
@@ -52,7 +52,7 @@ def test_half_mask_confines_residuals_to_its_half(residuals):
 
 def test_uncond_rows_get_nothing_in_controlnet_mode(residuals):
     row_scale = torch.tensor([1.0, uncond_multiplier_for("controlnet")])
-    scaled = scale_rows(residuals, row_scale)
+    scaled = weight_residuals(residuals, row_scale=row_scale)
     assert all(torch.count_nonzero(t[1]) == 0 and torch.equal(t[0], r[0])
                for t, r in zip(scaled.tensors, residuals.tensors))
 
@@ -74,7 +74,7 @@ def test_block_weights_of_wrong_length_are_rejected():
 
 
 def test_sum_of_two_controlnets_adds_their_residuals(residuals):
-    half = scale_residuals(residuals, [0.5] * 13)
+    half = weight_residuals(residuals, [0.5] * 13)
     total = sum_residuals([half, half])
     assert all(torch.allclose(a, b) for a, b in zip(total.tensors, residuals.tensors))
 

@@ -18,7 +18,7 @@ cfg = ControlNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1
                        transformer_depth=(1, 0), context_dim=32, num_heads=2)
 res = ControlNet(cfg)(torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), torch.zeros(1, 3, 32), torch.zeros(1, 3, 64, 64))
 loaded = [m for m in sys.modules if m.split(".")[0] in {"comfy", "folder_paths", "nodes"}]
-print(len(res.down), loaded)
+print(len(res.output), loaded)
 """
 
 

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, original_to_diffusers
-from cnr_pack.controlnet_core.injection import block_scales, guess_mode_weights, scale_residuals
+from cnr_pack.controlnet_core.injection import block_scales, guess_mode_weights, weight_residuals
 from tiny_models import (sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sd2_diffusers, tiny_sdxl_diffusers,
                          TEXT_EMBED_DIM)
 
@@ -12,8 +12,8 @@ TOL = 1e-5
 
 
 def _max_diff(ours, theirs_down, theirs_mid):
-    diffs = [(a - b).abs().max().item() for a, b in zip(ours.down, theirs_down)]
-    return max(diffs + [(ours.mid - theirs_mid).abs().max().item()])
+    diffs = [(a - b).abs().max().item() for a, b in zip(ours.output, theirs_down)]
+    return max(diffs + [(ours.middle[0] - theirs_mid).abs().max().item()])
 
 
 def _sdxl_inputs():
@@ -57,7 +57,7 @@ def test_twelve_residual_controlnets_equal_diffusers(factory, fmt, tmp_path):
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, return_dict=False)
         res = ours(x, t, context, hint)
-    assert len(res.down) == 12
+    assert len(res.output) == 12
     assert ours.config.use_linear_in_transformer == (factory is tiny_sd2_diffusers)
     assert mid.abs().max() > 1e-3, "random weights must give non-zero residuals"
     assert _max_diff(res, down, mid) <= TOL
@@ -72,7 +72,7 @@ def test_sdxl_residuals_equal_diffusers(fmt, tmp_path):
         down, mid = reference(x, t, context, hint, added_cond_kwargs={"text_embeds": text, "time_ids": time_ids},
                               return_dict=False)
         res = ours(x, t, context, hint, y=sdxl_y(text, time_ids))
-    assert len(res.down) == 9
+    assert len(res.output) == 9
     assert _max_diff(res, down, mid) <= TOL
 
 
@@ -90,7 +90,7 @@ def test_guess_mode_equals_logspace_scaled_residuals():
     scale = 0.7
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, conditioning_scale=scale, guess_mode=True, return_dict=False)
-        res = scale_residuals(ours(x, t, context, hint), [scale * w for w in guess_mode_weights(12)])
+        res = weight_residuals(ours(x, t, context, hint), [scale * w for w in guess_mode_weights(12)])
     assert _max_diff(res, down, mid) <= TOL
 
 
@@ -100,7 +100,7 @@ def test_conditioning_scale_equals_balanced_strength():
     x, t, context, hint = sample_inputs()
     with torch.no_grad():
         down, mid = reference(x, t, context, hint, conditioning_scale=0.35, return_dict=False)
-        res = scale_residuals(ours(x, t, context, hint), block_scales(12, strength=0.35))
+        res = weight_residuals(ours(x, t, context, hint), block_scales(12, strength=0.35))
     assert _max_diff(res, down, mid) <= TOL
 
 
@@ -112,7 +112,7 @@ def test_global_pool_equals_diffusers_global_pool_conditions():
         reference.config.global_pool_conditions = True
         down, mid = reference(x, t, context, hint, return_dict=False)
         res = ours(x, t, context, hint)
-    assert res.mid.shape[-2:] == (1, 1)
+    assert res.middle[0].shape[-2:] == (1, 1)
     assert _max_diff(res, down, mid) <= TOL
 
 
