@@ -148,16 +148,43 @@ class ControlNet(nn.Module):
             :class:`ControlResiduals` in the parameters' dtype.
         """
         self.check_inputs(x, context, hint, y)
+        guided_hint = self.embed_hint(hint) if hint_embedding is None else hint_embedding
+        return self.encode(x, self.embed_time(timesteps, x.shape[0], y), context, guided_hint)
+
+    def embed_time(self, timesteps: Tensor, batch: int, y: Optional[Tensor] = None) -> Tensor:
+        """The embedding every residual block reads: timesteps plus, for SDXL, the ``y`` vector.
+
+        Args:
+            timesteps: model timesteps, :math:`(B,)` or a scalar.
+            batch: rows of the latent, :math:`B`.
+            y: SDXL pooled-text and size vector, :math:`(B, A)`, or None.
+
+        Returns:
+            :math:`(B, 4 C_0)` in the parameters' dtype.
+        """
         dtype = self.time_embed[0].weight.dtype
-        timesteps = timesteps.reshape(-1).expand(x.shape[0]) if timesteps.numel() == 1 else timesteps
+        timesteps = timesteps.reshape(-1).expand(batch) if timesteps.numel() == 1 else timesteps
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         if y is not None:
             emb = emb + self.label_emb(y.to(dtype))
-        x, context = x.to(dtype), context.to(dtype)
-        guided_hint = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
+        return emb
 
+    def encode(self, x: Tensor, emb: Tensor, context: Tensor, guided_hint: Tensor) -> ControlResiduals:
+        """The copied encoder and its zero convolutions, from embeddings computed beforehand.
+
+        Args:
+            x: the scaled latent, :math:`(B, 4, h, w)`.
+            emb: :meth:`embed_time` (plus any family-specific term), :math:`(B, 4 C_0)`.
+            context: cross-attention context, :math:`(B, T, D)`.
+            guided_hint: added after the first input block, :math:`(B \\text{ or } 1, C_0, h, w)`.
+
+        Returns:
+            :class:`ControlResiduals` in the parameters' dtype.
+        """
+        dtype = self.time_embed[0].weight.dtype
+        h, context = x.to(dtype), context.to(dtype)
+        guided_hint = guided_hint.to(dtype)
         outs = []
-        h = x
         for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
             h = block(h, emb, context)
             if i == 0:
