@@ -1,39 +1,14 @@
 """ControlNet Union equals diffusers' ControlNetUnionModel row by row, for one and for several types."""
 import pytest
 import torch
-from diffusers import ControlNetUnionModel
 from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import ControlNetInputError, diffusers_to_original
+from cnr_pack.controlnet_core import diffusers_to_original, read_state_dict
 from cnr_pack.controlnet_core.union import UNION_TYPE_NAMES, UnionControlNet, build, claims
-from tiny_models import CONTEXT_DIM, SDXL_HEADS, TEXT_EMBED_DIM, TIME_EMBED_DIM, randomize_all, sample_inputs, sdxl_y
+from tiny_models import TIME_EMBED_DIM, sdxl_y, tiny_sdxl_diffusers
+from tiny_union import FUSION_PREFIXES, tiny_union_diffusers, union_inputs
 
 TOL = 1e-5
-
-
-def tiny_union_diffusers(num_types: int = 8, seed: int = 0) -> ControlNetUnionModel:
-    """SDXL-like Union: 3 levels, attention from the second, y vector, every weight random."""
-    torch.manual_seed(seed)
-    model = ControlNetUnionModel(
-        block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
-        attention_head_dim=SDXL_HEADS, norm_num_groups=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        transformer_layers_per_block=(0, 1, 2), use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=TEXT_EMBED_DIM + 6 * TIME_EMBED_DIM,
-        conditioning_embedding_out_channels=(16, 32, 48, 64),
-        num_control_type=num_types, num_trans_channel=32, num_trans_head=4, num_proj_channel=32,
-    )
-    return randomize_all(model, seed)
-
-
-def _inputs(batch: int = 2):
-    x, t, context, hint = sample_inputs(batch)
-    gen = torch.Generator().manual_seed(5)
-    text = torch.randn(batch, TEXT_EMBED_DIM, generator=gen)
-    time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0], [96.0, 64.0, 8.0, 0.0, 64.0, 64.0]])[:batch]
-    second_hint = torch.rand(hint.shape, generator=gen)
-    return x, t, context, (hint, second_hint), text, time_ids
 
 
 def _diffusers_row(reference, row, types, x, t, context, hints, text, time_ids):
@@ -54,7 +29,7 @@ def _max_row_diff(ours, theirs, row):
 def test_union_matches_diffusers_row_by_row(types):
     reference = tiny_union_diffusers()
     ours = build(reference.state_dict())
-    x, t, context, hints, text, time_ids = _inputs()
+    x, t, context, hints, text, time_ids = union_inputs()
     hints = hints[:len(types)]
     with torch.no_grad():
         res = ours(x, t, context, list(hints), y=sdxl_y(text, time_ids), control_type=list(types))
@@ -67,7 +42,7 @@ def test_union_matches_diffusers_row_by_row(types):
 
 def test_union_two_types_in_one_pass_differ_from_either_type_alone():
     ours = build(tiny_union_diffusers().state_dict())
-    x, t, context, hints, text, time_ids = _inputs()
+    x, t, context, hints, text, time_ids = union_inputs()
     y = sdxl_y(text, time_ids)
     with torch.no_grad():
         both = ours(x, t, context, list(hints), y=y, control_type=[3, 0]).middle[0]
@@ -77,7 +52,7 @@ def test_union_two_types_in_one_pass_differ_from_either_type_alone():
 
 def test_union_rows_never_mix_across_the_batch():
     ours = build(tiny_union_diffusers().state_dict())
-    x, t, context, hints, text, time_ids = _inputs()
+    x, t, context, hints, text, time_ids = union_inputs()
     y = sdxl_y(text, time_ids)
     with torch.no_grad():
         batched = ours(x, t, context, hints[0], y=y, control_type=1)
@@ -87,7 +62,7 @@ def test_union_rows_never_mix_across_the_batch():
 
 def test_union_cached_hint_embedding_gives_the_same_residuals():
     ours = build(tiny_union_diffusers().state_dict())
-    x, t, context, hints, text, time_ids = _inputs()
+    x, t, context, hints, text, time_ids = union_inputs()
     y = sdxl_y(text, time_ids)
     with torch.no_grad():
         fresh = ours(x, t, context, list(hints), y=y, control_type=(2, 5))
@@ -107,13 +82,11 @@ def test_union_type_count_and_names_come_from_task_embedding_rows(num_types):
 
 
 def test_union_detection_claims_union_and_not_a_plain_controlnet():
-    from tiny_models import tiny_sdxl_diffusers
     assert claims(tiny_union_diffusers().state_dict())
     assert not claims(tiny_sdxl_diffusers().state_dict())
 
 
 def test_union_loads_from_safetensors_in_half_precision_to_the_compute_dtype(tmp_path):
-    from cnr_pack.controlnet_core import read_state_dict
     sd = {k: v.half() for k, v in tiny_union_diffusers().state_dict().items()}
     path = tmp_path / "union.safetensors"
     save_file(sd, str(path))
@@ -124,10 +97,9 @@ def test_union_loads_from_safetensors_in_half_precision_to_the_compute_dtype(tmp
 
 def test_union_encoder_in_the_original_layout_loads_too():
     sd = tiny_union_diffusers().state_dict()
-    fusion = {k: v for k, v in sd.items() if k.startswith(("task_embedding", "transformer_layes.",
-                                                          "spatial_ch_projs.", "control_add_embedding."))}
+    fusion = {k: v for k, v in sd.items() if k.startswith(FUSION_PREFIXES)}
     original = {**diffusers_to_original({k: v for k, v in sd.items() if k not in fusion}), **fusion}
-    x, t, context, hints, text, time_ids = _inputs()
+    x, t, context, hints, text, time_ids = union_inputs()
     y = sdxl_y(text, time_ids)
     with torch.no_grad():
         a = build(sd)(x, t, context, hints[0], y=y, control_type=4)
