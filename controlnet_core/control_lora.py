@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .convert import _level_layout_from_diffusers, _prefix_pairs, _rename
-from .loading import ControlNetFormatError, detect_config
+from .errors import ControlNetFormatError
 from .model import ControlNet
 
 __all__ = ["MARKER", "ControlLora", "ControlLoraConfig", "claims", "build", "unet_encoder_weights"]
@@ -176,6 +176,9 @@ class ControlLora:
             ControlNetFormatError: the base weights are for another family, lack a weight the
                 Control-LoRA adds to, or have shapes that do not fit.
         """
+        # loading.py imports this module for its format table, so its detector is imported here.
+        from .loading import detect_config
+
         base = unet_encoder_weights(base_unet)
         self._check_family(base)
         dtype = dtype or next(v.dtype for v in base.values() if v.is_floating_point())

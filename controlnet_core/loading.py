@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from . import control_lora, union
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
@@ -70,7 +71,9 @@ def _is_lora(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def _refuse_lora(state_dict, **_options) -> nn.Module:
-    raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+    raise ControlNetFormatError(
+        "these weights are a LoRA (keys holding 'lora') without the 'lora_controlnet' marker of a "
+        "Control-LoRA, so not a control model; load it with a LoRA loader")
 
 
 def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
@@ -78,7 +81,9 @@ def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, device=None, global_pool: bool = False,
-                              config: Optional[ControlNetConfig] = None, **config_overrides) -> ControlNet:
+                              config: Optional[ControlNetConfig] = None, base_unet=None,
+                              **config_overrides) -> ControlNet:
+    # base_unet is ignored: a classic ControlNet file carries every weight itself.
     if is_diffusers_layout(state_dict):
         state_dict = diffusers_to_original(state_dict)
     config = config or detect_config(state_dict, global_pool)
@@ -95,8 +100,10 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
 
 
 FORMATS: Tuple[ModelFormat, ...] = (
+    ModelFormat("Control-LoRA", control_lora.claims, control_lora.build),
     ModelFormat("full model", _is_full_model, _refuse_full_model),
     ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("ControlNet Union", union.claims, union.build),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
 )
 
@@ -185,8 +192,10 @@ def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
+    *,
+    base_unet: Optional[Mapping[str, Tensor]] = None,
     **options,
-) -> nn.Module:
+) -> Union[nn.Module, control_lora.ControlLora]:
     """Load a control model from a file or a state dict; the family comes from :data:`FORMATS`.
 
     The module is built on the meta device and takes the loaded tensors as its parameters, so
@@ -196,12 +205,16 @@ def load_controlnet(
         source: path to ``.safetensors`` (preferred) or ``.pth/.pt/.ckpt/.bin``, or a state dict.
         dtype: compute dtype of the parameters; None keeps the stored dtype.
         device: where the parameters live; None keeps the CPU.
+        base_unet: the base model's UNet weights (original layout, as ComfyUI's
+            ``model.diffusion_model.state_dict()``, or diffusers'), which a Control-LoRA is merged
+            with; other families ignore them.
         **options: passed to the family's builder. ControlNets take ``global_pool`` (average
             residuals over space, for shuffle-style models), ``config`` (skip detection) and
             config fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
 
     Returns:
-        The family's module (e.g. a :class:`ControlNet`) in eval mode.
+        The family's module (e.g. a :class:`ControlNet`) in eval mode; for a Control-LoRA given no
+        ``base_unet``, the :class:`~.control_lora.ControlLora` to merge later.
 
     Raises:
         FileNotFoundError, WeightFileError: the file is missing, truncated, corrupt or unsafe.
@@ -218,9 +231,11 @@ def load_controlnet(
         where = os.fspath(source)
     state_dict = strip_original_prefix(state_dict)
     try:
-        net = detect_format(state_dict).build(state_dict, dtype=dtype, device=device, **options)
+        net = detect_format(state_dict).build(state_dict, dtype=dtype, device=device, base_unet=base_unet, **options)
     except (KeyError, ControlNetFormatError) as e:
         raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    if not isinstance(net, nn.Module):
+        return net
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .blocks import timestep_embedding
 from .config import ControlNetConfig
 from .convert import diffusers_to_original, is_diffusers_layout
-from .loading import ControlNetFormatError, detect_config
+from .errors import ControlNetFormatError
 from .model import ControlNet, ControlNetInputError
 from .residuals import ControlResiduals
 
@@ -308,6 +308,9 @@ def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = No
     Raises:
         ControlNetFormatError: incomplete or inconsistent weights.
     """
+    # loading.py imports this module for its format table, so its detector is imported here.
+    from .loading import detect_config
+
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     fusion = {k: v for k, v in state_dict.items() if k.startswith(_UNION_PREFIXES)}

@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import ControlNet, read_state_dict
+from cnr_pack.controlnet_core import ControlNet, load_controlnet, read_state_dict
 from cnr_pack.controlnet_core.control_lora import ControlLora, build, claims
 from tiny_control_lora import RANK, control_lora_for, original_layout_unet, tiny_sd15_unet, tiny_sdxl_unet
 from tiny_models import TEXT_EMBED_DIM, sample_inputs, sdxl_y, tiny_sd15_diffusers
@@ -107,3 +107,20 @@ def test_control_lora_detection_is_the_marker_key():
     file, _ = control_lora_for(tiny_sd15_unet())
     assert claims(file)
     assert not claims(tiny_sd15_diffusers().state_dict())
+
+
+def test_load_controlnet_merges_a_control_lora_file_with_the_base_unet(tmp_path):
+    unet = tiny_sd15_unet()
+    file, oracle = control_lora_for(unet)
+    path = tmp_path / "control-lora-tiny-rank4.safetensors"
+    save_file({k: v.half() for k, v in file.items()}, str(path))
+    ours = load_controlnet(path, dtype=torch.float32, base_unet=original_layout_unet(unet, "model.diffusion_model."))
+    assert isinstance(ours, ControlNet) and not ours.training
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in ours.parameters())
+    merged = build({k: v.half().float() for k, v in file.items()}, base_unet=unet.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), merged.state_dict().values()))
+
+
+def test_load_controlnet_without_base_weights_returns_the_pending_control_lora():
+    file, _ = control_lora_for(tiny_sd15_unet())
+    assert isinstance(load_controlnet(file), ControlLora)

@@ -1,8 +1,9 @@
 """Every refusal of the Union and Control-LoRA families, with the message a user sees."""
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import ControlNetFormatError, ControlNetInputError
+from cnr_pack.controlnet_core import ControlNetFormatError, ControlNetInputError, load_controlnet
 from cnr_pack.controlnet_core import control_lora, union
 from tiny_control_lora import MARKER, control_lora_for, tiny_sd15_unet, tiny_sdxl_unet
 from tiny_models import sdxl_y
@@ -149,3 +150,18 @@ def test_marker_alone_is_claimed_so_the_refusal_names_control_lora():
     assert control_lora.claims({MARKER: torch.tensor([])})
     with pytest.raises(ControlNetFormatError, match="Control-LoRA without a hint embedding"):
         control_lora.build({MARKER: torch.tensor([])})
+
+
+def test_a_plain_lora_is_refused_as_not_a_control_model():
+    sd = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(4, 1)}
+    with pytest.raises(ControlNetFormatError, match="state dict: these weights are a LoRA .* without the "
+                                                    "'lora_controlnet' marker of a Control-LoRA"):
+        load_controlnet(sd)
+
+
+def test_load_controlnet_names_the_file_when_the_base_model_does_not_fit(sdxl_lora, tmp_path):
+    path = tmp_path / "control-lora-sdxl.safetensors"
+    save_file(sdxl_lora, str(path))
+    with pytest.raises(ControlNetFormatError, match=r"control-lora-sdxl\.safetensors: this Control-LoRA was made "
+                                                    r"for sdxl"):
+        load_controlnet(path, base_unet=tiny_sd15_unet().state_dict())

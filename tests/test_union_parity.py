@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import diffusers_to_original, read_state_dict
+from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, read_state_dict
 from cnr_pack.controlnet_core.union import UNION_TYPE_NAMES, UnionControlNet, build, claims
 from tiny_models import TIME_EMBED_DIM, sdxl_y, tiny_sdxl_diffusers
 from tiny_union import FUSION_PREFIXES, tiny_union_diffusers, union_inputs
@@ -105,3 +105,16 @@ def test_union_encoder_in_the_original_layout_loads_too():
         a = build(sd)(x, t, context, hints[0], y=y, control_type=4)
         b = build(original)(x, t, context, hints[0], y=y, control_type=4)
     assert all(torch.equal(p, q) for p, q in zip(a.tensors, b.tensors))
+
+
+def test_load_controlnet_builds_a_union_from_its_file(tmp_path):
+    reference = tiny_union_diffusers(num_types=6)
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file(reference.state_dict(), str(path))
+    ours = load_controlnet(path, dtype=torch.float32)
+    assert isinstance(ours, UnionControlNet) and ours.type_names == UNION_TYPE_NAMES[:6]
+    x, t, context, hints, text, time_ids = union_inputs(batch=1)
+    with torch.no_grad():
+        theirs = _diffusers_row(reference, 0, (5,), x, t, context, hints[:1], text, time_ids)
+        res = ours(x, t, context, hints[0], y=sdxl_y(text, time_ids), control_type=5)
+    assert _max_row_diff(res, theirs, 0) <= TOL
