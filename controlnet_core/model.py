@@ -123,16 +123,18 @@ class ControlNet(nn.Module):
         if y is not None and y.shape[-1] != cfg.adm_in_channels:
             raise ControlNetInputError(f"y width {y.shape[-1]} != {cfg.adm_in_channels}")
 
-    def embed_hint(self, hint: Tensor) -> Tensor:
+    def embed_hint(self, hint: Tensor, *, control_type=None) -> Tensor:
         """The hint embedding added after the first input block, :math:`(B, C_0, H/8, W/8)`.
 
         It depends on the hint alone, so callers sampling many steps with one hint can compute it
-        once and pass it to :meth:`forward` as ``hint_embedding``.
+        once and pass it to :meth:`forward` as ``hint_embedding``. ``control_type`` is ignored (the
+        argument every family takes; ControlNet Union uses it).
         """
         return self.input_hint_block(hint.to(self.time_embed[0].weight.dtype))
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor,
-                y: Optional[Tensor] = None, *, hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
+                y: Optional[Tensor] = None, *, control_type=None,
+                hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
         """Compute the residuals.
 
         Args:
@@ -141,6 +143,7 @@ class ControlNet(nn.Module):
             context: cross-attention context, :math:`(B, T, D)`.
             hint: control image in 0..1, :math:`(B \\text{ or } 1, 3, 8h, 8w)`.
             y: SDXL pooled-text and size vector, :math:`(B, A)`; None for SD1.x/2.x.
+            control_type: ignored (ControlNet Union's type choice; every family takes the argument).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier; then ``hint`` is only
                 checked, not embedded again.
 

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+import comfy.model_management
 import torch
 from torch import Tensor
 
@@ -32,11 +33,30 @@ NODE_ID = "CNR_ApplyControlResiduals"
 
 @dataclass(frozen=True, eq=False)
 class LoadedControlNet:
-    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it."""
+    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it.
 
-    net: torch.nn.Module
+    Attributes:
+        net: the core module; a pending :class:`ControlLora` (patcher None) until the Apply node
+            merges it with the MODEL.
+        patcher: the ComfyUI patcher that loads ``net`` for sampling.
+        name: the file name, for messages.
+        control_type: ControlNet Union types; the first for the Apply node's image, the others
+            for ``extra_hints`` in order. Empty for other families.
+        extra_hints: the control images of the further Union types, each :math:`(N, C, H, W)`.
+    """
+
+    net: object
     patcher: object
     name: str
+    control_type: Tuple[int, ...] = ()
+    extra_hints: Tuple[Tensor, ...] = ()
+
+
+def wrap_controlnet(net: torch.nn.Module, name: str) -> LoadedControlNet:
+    """``net`` with the patcher ComfyUI uses for its own ControlNets."""
+    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
+                                     offload_device=comfy.model_management.unet_offload_device())
+    return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
 class ResidualInjection:
@@ -101,17 +121,23 @@ class ResidualInjection:
         values = [1.0 if kind == 0 else self.spec.uncond_multiplier for kind in cond_or_uncond]
         return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
 
-    def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tensor, object]:
-        """The hint resized to ``x``'s grid and its embedding, computed once per device, size and dtype."""
+    def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
+        """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid, and their
+        embedding, computed once per device, size and dtype."""
         size = (x.shape[-2] * net.hint_downscale, x.shape[-1] * net.hint_downscale)
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
             if cached is None or cached[0] != key:
-                hint = resize_hint(self.spec.hint, size, self.spec.resize_mode).to(x.device)
-                cached = (key, hint, net.embed_hint(hint))
+                hints = tuple(resize_hint(h, size, self.spec.resize_mode).to(x.device)
+                              for h in (self.spec.hint, *self.control.extra_hints))
+                cached = (key, hints, net.embed_hint(_one_or_all(hints), control_type=self._control_type))
                 self._hints[x.device] = cached
         return cached[1], cached[2]
+
+    @property
+    def _control_type(self) -> Optional[Tuple[int, ...]]:
+        return self.control.control_type or None
 
     def ensure_loaded(self, device: torch.device) -> torch.nn.Module:
         net = self.control.net
@@ -136,13 +162,13 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
-        hint, embedding = self.hint_for(x, net)
+        hints, embedding = self.hint_for(x, net)
         embedding = tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
-        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
-                  None if y is None else pick(y), hint_embedding=pick(embedding))
+        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
+                  None if y is None else pick(y), control_type=self._control_type, hint_embedding=pick(embedding))
         mask = None
         if self.spec.mask is not None:
             mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
@@ -150,3 +176,8 @@ class ResidualInjection:
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
         return res.map(lambda t: t.to(x.dtype))
+
+
+def _one_or_all(hints: Sequence[Tensor]):
+    """A single hint as a tensor (every family takes that), several as a list (ControlNet Union)."""
+    return hints[0] if len(hints) == 1 else list(hints)

@@ -15,9 +15,11 @@ from ..controlnet_core.injection import A1111_SOFT_BASE, ControlMode, block_scal
 from ..controlnet_core.spec import InjectionSpec
 from ..controlnet_core.window import ControlWindow, WindowTiming
 from . import compat
-from .adapter import LoadedControlNet, ResidualInjection
+from ..controlnet_core.control_lora import ControlLora
+from .adapter import LoadedControlNet, ResidualInjection, wrap_controlnet
 from .base import category
 from .conversions import image_to_bchw, mask_to_b1hw
+from .family_nodes import prepare_for_model
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
@@ -34,7 +36,9 @@ class ControlNetLoader:
     NODE_ID = "CNR_ControlNetLoader"
     DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
-                   "preferred) for ControlNet Refine's Apply node. Architecture and format come from the weights.")
+                   "preferred), a ControlNet Union (choose its types with CNR_UnionType) or a Control-LoRA (merged "
+                   "with the MODEL by the Apply node) for ControlNet Refine's Apply node. Architecture and format "
+                   "come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -61,13 +65,10 @@ class ControlNetLoader:
                                   global_pool=global_average_pooling)
         except (ControlNetFormatError, WeightFileError) as e:
             raise ValueError(f"{self.NODE_ID}: control_net_name '{control_net_name}': {e}") from None
+        if isinstance(net, ControlLora):
+            # Its weights are completed from the MODEL's UNet by the Apply node.
+            return (LoadedControlNet(net=net, patcher=None, name=control_net_name),)
         return (wrap_controlnet(net, control_net_name),)
-
-
-def wrap_controlnet(net, name: str) -> LoadedControlNet:
-    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
-                                               offload_device=comfy.model_management.unet_offload_device())
-    return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
 def parse_block_weights(text: str, count: int, node_id: str):
@@ -158,6 +159,8 @@ class ApplyControlResiduals:
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         check_model_fits(model, controlnet, node)
+        controlnet = prepare_for_model(model, controlnet, node, compat.model_dtype(model),
+                                       comfy.model_management.unet_offload_device())
         sampling = compat.model_sampling(model)
         try:
             window = ControlWindow(start_percent, end_percent, TIMING_LABELS[window_timing],
