@@ -110,3 +110,45 @@ def test_union_type_node_refuses_a_type_without_its_image_and_back(host, kwargs,
     nodes, _, promax = host[:3]
     with pytest.raises(ValueError, match=f"CNR_UnionType: {missing}: type_\\d and image_\\d go together"):
         _choose(nodes, promax, "openpose", **kwargs)
+
+
+@pytest.mark.skipif(not comfy_host.is_current_host(),
+                    reason="ComfyUI's own Union (2024-07) is newer than the CI host; set COMFYUI_PATH to compare")
+def test_union_single_type_matches_comfyui_core_union(host, tmp_path):
+    """ComfyUI hard-codes the fusion at 320 channels, so this UNet and its Union are 320 wide (and shallow)."""
+    nodes = host[0]
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import folder_paths
+    from comfy_extras.nodes_controlnet import SetUnionControlNetType
+    cfg = dict(comfy_host.TINY_SDXL_CONFIG, model_channels=320, channel_mult=[1, 1], num_res_blocks=1,
+               transformer_depth=[0, 1], transformer_depth_middle=1, transformer_depth_output=[0, 0, 1, 1])
+    unet = comfy.supported_models.SDXL(dict(cfg)).get_model({})
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in unet.diffusion_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    model = comfy.model_patcher.ModelPatcher(unet, load_device=mm.get_torch_device(),
+                                             offload_device=mm.unet_offload_device())
+    cn_cfg = {k: v for k, v in cfg.items() if k not in ("out_channels", "transformer_depth_output")}
+    native_net = comfy.cldm.cldm.ControlNet(hint_channels=3, union_controlnet_num_control_type=8,
+                                            dtype=torch.float32, device="cpu", **cn_cfg)
+    weights = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in native_net.state_dict().items()}
+    native_net.load_state_dict(weights)
+    native = comfy.controlnet.ControlNet(native_net, load_device=mm.get_torch_device(), manual_cast_dtype=None)
+    native = SetUnionControlNetType().set_controlnet_type(native, "depth")[0]
+    # The file names the packed attention projection as nn.MultiheadAttention does; ComfyUI renames it on load.
+    file = {k.replace(".attn.in_proj.", ".attn.in_proj_"): v for k, v in weights.items()}
+    save_file(file, str(tmp_path / "union-320.safetensors"))
+    folder_paths.add_model_folder_path("controlnet", str(tmp_path))
+    ours = _choose(nodes, nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("union-320.safetensors")[0],
+                   "depth")
+    npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(POS, NEG, native, DEPTH, 1.0, 0.0, 1.0)[:2]
+    expected = comfy_host.sample(model, npos, nneg, steps=3)
+    got = _sample(nodes, model, ours, DEPTH)
+    plain = comfy_host.sample(model, POS, NEG, steps=3)
+    assert (expected - plain).abs().max() > 1e-2
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
