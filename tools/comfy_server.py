@@ -20,10 +20,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_server(timeout: float = 180.0):
+def running_server(timeout: float = 180.0, extra_args=()):
     """Yield ``(base_url, scratch_dir)`` of a ComfyUI started with ``main.py --cpu`` on a free loopback port.
 
-    Its input folder is ``scratch_dir / "input"``; the log is ``scratch_dir / "server.log"``.
+    Its input folder is ``scratch_dir / "input"``; the log is ``scratch_dir / "server.log"``. ``extra_args``
+    go to ``main.py`` as they are (e.g. ``--front-end-root``).
     """
     scratch = Path(tempfile.mkdtemp(prefix="cnr-server-"))
     (scratch / "custom_nodes").mkdir()
@@ -39,7 +40,7 @@ def running_server(timeout: float = 180.0):
     command = [sys.executable, str(comfyui_root() / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--disable-auto-launch", "--extra-model-paths-config", str(scratch / "extra_paths.yaml"),
                "--temp-directory", str(scratch), "--output-directory", str(scratch / "output"),
-               "--input-directory", str(scratch / "input")]
+               "--input-directory", str(scratch / "input"), *extra_args]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=str(scratch / "cwd"), stdout=out, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -1,0 +1,138 @@
+"""The ComfyUI frontends the browser tests and previews drive, and a Chromium page on one of them.
+
+Three frontends, each served by a real ComfyUI on 127.0.0.1:
+
+- ``host``: the host's own frontend. The CI host (2024-03) serves its legacy LiteGraph ``web/``;
+  a current host (``COMFYUI_PATH``) serves the ``comfyui-frontend-package`` of its environment.
+- ``newest`` and ``newest-vue``: the pinned ``comfyui-frontend-package`` (tests/requirements.txt),
+  served by a current host through ``--front-end-root``, with Nodes 2.0 (the Vue renderer) off and on.
+
+Where the newest frontend comes from: ``NEWEST_FRONTEND_ROOT`` (its ``static`` folder, or a folder
+that ``pip install --target`` filled), else the installed ``comfyui_frontend_package`` when it is the
+pinned version. A current host's own environment usually pins an older one, hence the variable.
+"""
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from comfy_host import REPO_ROOT, comfyui_root, is_current_host
+
+PACKAGE = "comfyui-frontend-package"
+ENV_VAR = "NEWEST_FRONTEND_ROOT"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    name: str
+    newest: bool
+    vue_nodes: bool
+
+
+FRONTENDS = (Frontend("host", newest=False, vue_nodes=False), Frontend("newest", newest=True, vue_nodes=False),
+             Frontend("newest-vue", newest=True, vue_nodes=True))
+
+
+def pinned_version() -> str:
+    text = (REPO_ROOT / "tests" / "requirements.txt").read_text()
+    match = re.search(rf"^{PACKAGE}==(\S+)", text, flags=re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"tests/requirements.txt does not pin {PACKAGE}")
+    return match.group(1)
+
+
+def _static_dir(folder: Path) -> Optional[Path]:
+    for candidate in (folder, folder / "comfyui_frontend_package" / "static"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None
+
+
+def newest_static_dir() -> Optional[Path]:
+    """The pinned newest frontend's ``static`` folder, or None when it cannot be found (see module doc)."""
+    if os.environ.get(ENV_VAR):
+        found = _static_dir(Path(os.environ[ENV_VAR]))
+        if found is None:
+            raise RuntimeError(f"{ENV_VAR}={os.environ[ENV_VAR]} holds no index.html (nor comfyui_frontend_package/"
+                               "static/index.html)")
+        return found
+    try:
+        installed = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if installed != pinned_version():
+        return None
+    return _static_dir(Path(importlib.util.find_spec("comfyui_frontend_package").submodule_search_locations[0]))
+
+
+def unavailable(frontend: Frontend) -> Optional[str]:
+    """Why ``frontend`` cannot run here (a skip message), or None when it can."""
+    if not frontend.newest:
+        return None
+    if not is_current_host():
+        return (f"the newest frontend needs a current ComfyUI host (--front-end-root): set COMFYUI_PATH "
+                f"(the CI host only serves its legacy frontend)")
+    if newest_static_dir() is None:
+        return (f"{PACKAGE}=={pinned_version()} not found: install it in this environment or run "
+                f"`pip install --no-deps --target DIR {PACKAGE}=={pinned_version()}` and set {ENV_VAR}=DIR")
+    return None
+
+
+def host_supports(flag: str) -> bool:
+    """Whether the host's ``main.py`` takes ``flag`` (read from its argument parser's source)."""
+    return f'"{flag}"' in (comfyui_root() / "comfy" / "cli_args.py").read_text()
+
+
+def server_args(frontend: Frontend, scratch: Path) -> list:
+    """``main.py`` arguments: the frontend, and user data kept in ``scratch`` where the host allows it."""
+    args = []
+    if host_supports("--user-directory"):
+        (scratch / "user").mkdir(exist_ok=True)
+        args += ["--user-directory", str(scratch / "user")]
+    if host_supports("--database-url"):
+        args += ["--database-url", "sqlite:///:memory:"]
+    if frontend.newest:
+        args += ["--front-end-root", str(newest_static_dir())]
+    return args
+
+
+def write_settings(url: str, frontend: Frontend) -> None:
+    """Settings the page reads on load: Nodes 2.0 on or off, and no first-run template browser."""
+    if not host_supports("--user-directory"):
+        return  # the 2024 host keeps settings inside its own folder, and its frontend has neither setting
+    body = json.dumps({"Comfy.VueNodes.Enabled": frontend.vue_nodes, "Comfy.TutorialCompleted": True}).encode()
+    request = urllib.request.Request(url + "/settings", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise RuntimeError(f"POST /settings answered {response.status}")
+
+
+def open_page(browser, url: str, frontend: Frontend, viewport=(1400, 900)):
+    """A page on ``url`` once the app is up; ``page.cnr_errors`` collects console errors and page errors."""
+    write_settings(url, frontend)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    errors = []
+    # Chromium asks every site for /favicon.ico, which ComfyUI does not serve: not ours to fix.
+    page.on("console", lambda m: errors.append(f"{m.text} @ {m.location.get('url')}")
+            if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico") else None)
+    page.on("pageerror", lambda e: errors.append(f"{e} @ {e.stack}"))
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=60000)
+    page.cnr_errors = errors
+    return page
+
+
+def served_version(page) -> str:
+    """The frontend version the page reports ("legacy" for the 2024 frontend, which reports none)."""
+    return page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || 'legacy'")
+
+
+def vue_nodes_active(page) -> bool:
+    return page.evaluate("() => !!document.querySelector('[data-node-id]') || "
+                         "!!window.app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled')")
