@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from comfy_host import REPO_ROOT, comfyui_root, is_current_host
+from comfy_host import REPO_ROOT, is_current_host
+from comfy_server import host_supports
 
 PACKAGE = "comfyui-frontend-package"
 ENV_VAR = "NEWEST_FRONTEND_ROOT"
@@ -83,22 +84,9 @@ def unavailable(frontend: Frontend) -> Optional[str]:
     return None
 
 
-def host_supports(flag: str) -> bool:
-    """Whether the host's ``main.py`` takes ``flag`` (read from its argument parser's source)."""
-    return f'"{flag}"' in (comfyui_root() / "comfy" / "cli_args.py").read_text()
-
-
-def server_args(frontend: Frontend, scratch: Path) -> list:
-    """``main.py`` arguments: the frontend, and user data kept in ``scratch`` where the host allows it."""
-    args = []
-    if host_supports("--user-directory"):
-        (scratch / "user").mkdir(exist_ok=True)
-        args += ["--user-directory", str(scratch / "user")]
-    if host_supports("--database-url"):
-        args += ["--database-url", "sqlite:///:memory:"]
-    if frontend.newest:
-        args += ["--front-end-root", str(newest_static_dir())]
-    return args
+def server_args(frontend: Frontend) -> list:
+    """``main.py`` arguments that serve ``frontend``."""
+    return ["--front-end-root", str(newest_static_dir())] if frontend.newest else []
 
 
 def write_settings(url: str, frontend: Frontend) -> None:
