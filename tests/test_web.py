@@ -34,31 +34,6 @@ def page(request):
             browser.close()
 
 
-def add_node(page, node_type, pos=(60, 60)):
-    """Clears the graph, adds one node; ``window.cnrNode`` is it. Returns its id."""
-    return page.evaluate("""([type, pos]) => {
-        app.graph.clear();
-        const node = LiteGraph.createNode(type);
-        node.pos = pos;
-        app.graph.add(node);
-        app.canvas.ds.scale = 1;
-        app.canvas.ds.offset = [0, 0];
-        app.graph.setDirtyCanvas(true, true);
-        window.cnrNode = node;
-        return node.id;
-    }""", [node_type, list(pos)])
-
-
-def set_widget(page, name, value):
-    """Sets a widget as the frontend does after an edit (value, then its callback); returns the hidden names."""
-    return page.evaluate("""([name, value]) => {
-        const w = window.cnrNode.widgets.find(w => w.name === name);
-        w.value = value;
-        w.callback && w.callback(value);
-        return window.cnrNode.cnrRefresh().hidden;
-    }""", [name, value])
-
-
 def next_frames(page):
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
@@ -83,7 +58,7 @@ def shown_widget_names(page, node_id):
 
 
 def test_the_page_runs_the_frontend_under_test(page):
-    node_id = add_node(page, "CNR_ApplyControlResiduals")
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     version = frontends.served_version(page)
     if page.cnr_frontend.newest:
         assert version == frontends.pinned_version()
@@ -107,12 +82,12 @@ def timeline(page, node_id):
 
 
 def test_timeline_active_steps_follow_start_and_end(page):
-    node_id = add_node(page, "CNR_ApplyControlResiduals")
-    set_widget(page, "end_percent", 0.5)
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
+    frontends.set_widget(page, "end_percent", 0.5)
     shown = timeline(page, node_id)
     playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 10 of 20 executed steps")
     assert shown.locator('.cnr-timeline-step[data-active="true"]').count() == 10
-    set_widget(page, "start_percent", 0.25)
+    frontends.set_widget(page, "start_percent", 0.25)
     playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 5 of 20 executed steps")
     active = shown.locator(".cnr-timeline-step").evaluate_all("cells => cells.map(c => c.dataset.active === 'true')")
     assert active == [5 <= i < 10 for i in range(20)]
@@ -120,65 +95,61 @@ def test_timeline_active_steps_follow_start_and_end(page):
 
 
 def test_timeline_is_shown_inside_the_node(page):
-    node_id = add_node(page, "CNR_ApplyControlResiduals")
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     label = timeline(page, node_id).locator(".cnr-timeline-label")
     playwright_api.expect(label).to_be_visible()
     box = label.bounding_box()
     if page.cnr_frontend.vue_nodes:
         node_box = vue_node(page, node_id).bounding_box()
     else:
-        node_box = page.evaluate("""() => {
-            const node = window.cnrNode, ds = app.canvas.ds, rect = app.canvas.canvas.getBoundingClientRect();
-            const [x, y] = [(node.pos[0] + ds.offset[0]) * ds.scale + rect.left, (node.pos[1] + ds.offset[1]) * ds.scale + rect.top];
-            return {x, y, width: node.size[0] * ds.scale, height: node.size[1] * ds.scale};
-        }""")
+        node_box = frontends.canvas_node_box(page)
     assert node_box["x"] <= box["x"] and box["x"] + box["width"] <= node_box["x"] + node_box["width"] + 1
     assert node_box["y"] <= box["y"] and box["y"] + box["height"] <= node_box["y"] + node_box["height"] + 1
 
 
 def test_advanced_inputs_are_shown_by_control_mode(page):
-    node_id = add_node(page, "CNR_ApplyControlResiduals")
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     always = {"strength", "start_percent", "end_percent", "control_mode", "resize_mode", "window_timing",
               "block_weights"}
-    set_widget(page, "control_mode", "balanced")
+    frontends.set_widget(page, "control_mode", "balanced")
     assert set(shown_widget_names(page, node_id)) == always | {"uncond_multiplier"}
-    set_widget(page, "control_mode", "my prompt is more important")
+    frontends.set_widget(page, "control_mode", "my prompt is more important")
     assert set(shown_widget_names(page, node_id)) == always | {"soft_base", "uncond_multiplier"}
-    set_widget(page, "control_mode", "controlnet is more important")
+    frontends.set_widget(page, "control_mode", "controlnet is more important")
     assert set(shown_widget_names(page, node_id)) == always | {"soft_base"}
 
 
 def test_padded_crop_shows_only_the_size_inputs_of_its_mode(page):
-    node_id = add_node(page, "CNR_PaddedCrop")
+    node_id = frontends.add_node(page, "CNR_PaddedCrop")
     always = {"padding", "size_mode", "multiple", "filter", "paste_mode", "feather"}
-    set_widget(page, "size_mode", "long side")
+    frontends.set_widget(page, "size_mode", "long side")
     assert set(shown_widget_names(page, node_id)) == always | {"long_side"}
-    set_widget(page, "size_mode", "native (no resize)")
+    frontends.set_widget(page, "size_mode", "native (no resize)")
     assert set(shown_widget_names(page, node_id)) == always
-    set_widget(page, "size_mode", "width x height")
+    frontends.set_widget(page, "size_mode", "width x height")
     assert set(shown_widget_names(page, node_id)) == always | {"width", "height"}
 
 
 def test_hidden_rows_leave_no_gap_on_the_canvas(page):
     if page.cnr_frontend.vue_nodes:
         pytest.skip("canvas layout only: Nodes 2.0 lays widgets out in the DOM (checked by the visibility tests)")
-    add_node(page, "CNR_ApplyControlResiduals")
+    frontends.add_node(page, "CNR_ApplyControlResiduals")
     gap = """() => {
         app.canvas.draw(true, true);
         const y = (name) => window.cnrNode.widgets.find(w => w.name === name).last_y;
         return y("uncond_multiplier") - y("window_timing");
     }"""
-    set_widget(page, "control_mode", "my prompt is more important")
+    frontends.set_widget(page, "control_mode", "my prompt is more important")
     with_soft_base = page.evaluate(gap)
-    set_widget(page, "control_mode", "balanced")
+    frontends.set_widget(page, "control_mode", "balanced")
     without = page.evaluate(gap)
     assert without < with_soft_base * 0.75, (without, with_soft_base)
 
 
 def test_saved_workflow_keeps_hidden_values_and_stores_nothing_for_the_timeline(page):
-    add_node(page, "CNR_ApplyControlResiduals")
-    set_widget(page, "soft_base", 0.8254)
-    set_widget(page, "control_mode", "balanced")
+    frontends.add_node(page, "CNR_ApplyControlResiduals")
+    frontends.set_widget(page, "soft_base", 0.8254)
+    frontends.set_widget(page, "control_mode", "balanced")
     saved = page.evaluate("() => window.cnrNode.serialize().widgets_values")
     inputs = page.evaluate("(t) => window.cnrNode.widgets.filter(w => w.name !== t).map(w => w.name)", TIMELINE)
     assert len(saved) == len(inputs)
@@ -186,32 +157,8 @@ def test_saved_workflow_keeps_hidden_values_and_stores_nothing_for_the_timeline(
 
 
 def test_crop_preview_with_its_box_appears_after_a_run(page):
-    crop_id = page.evaluate("""(image) => {
-        app.graph.clear();
-        const load = LiteGraph.createNode("LoadImage"), crop = LiteGraph.createNode("CNR_PaddedCrop");
-        const preview = LiteGraph.createNode("PreviewImage");
-        [[load, 40], [crop, 380], [preview, 760]].forEach(([n, x]) => { n.pos = [x, 60]; app.graph.add(n); });
-        load.widgets.find(w => w.name === "image").value = image;
-        load.connect(0, crop, 0);
-        load.connect(1, crop, 1);
-        crop.connect(0, preview, 0);
-        app.canvas.ds.scale = 1;
-        app.canvas.ds.offset = [0, 0];
-        window.cnrNode = crop;
-        app.queuePrompt(0, 1);
-        return crop.id;
-    }""", INPAINT)
-    if page.cnr_frontend.vue_nodes:
-        image = vue_node(page, crop_id).locator('img[src*="cnr_crop_"]')
-        playwright_api.expect(image).to_be_visible(timeout=60000)
-        handle = image.element_handle()
-    else:
-        page.wait_for_function("""() => {
-            app.graph.setDirtyCanvas(true, true);
-            const img = window.cnrNode.imgs?.[0];
-            return img && img.src.includes("cnr_crop_") && img.complete && img.naturalWidth > 0;
-        }""", timeout=60000)
-        handle = page.evaluate_handle("() => window.cnrNode.imgs[0]")
+    crop_id = frontends.queue_crop_preview(page, INPAINT)
+    handle = frontends.wait_for_crop_preview(page, page.cnr_frontend, crop_id)
     box_pixels = handle.evaluate("""(img, colour) => {
         const c = document.createElement("canvas");
         c.width = img.naturalWidth; c.height = img.naturalHeight;

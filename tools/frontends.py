@@ -124,3 +124,82 @@ def served_version(page) -> str:
 def vue_nodes_active(page) -> bool:
     return page.evaluate("() => !!document.querySelector('[data-node-id]') || "
                          "!!window.app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled')")
+
+
+def add_node(page, node_type: str, pos=(60, 60)):
+    """Clears the graph and adds one node at ``pos`` with the view at scale 1; ``window.cnrNode`` is it.
+
+    Returns the node id.
+    """
+    return page.evaluate("""([type, pos]) => {
+        app.graph.clear();
+        const node = LiteGraph.createNode(type);
+        node.pos = pos;
+        app.graph.add(node);
+        app.canvas.ds.scale = 1;
+        app.canvas.ds.offset = [0, 0];
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = node;
+        return node.id;
+    }""", [node_type, list(pos)])
+
+
+def set_widget(page, name: str, value):
+    """Sets a widget of ``window.cnrNode`` as the frontend does after an edit (value, then its callback).
+
+    Returns the names of the widgets the extension hides.
+    """
+    return page.evaluate("""([name, value]) => {
+        const w = window.cnrNode.widgets.find(w => w.name === name);
+        w.value = value;
+        w.callback && w.callback(value);
+        return window.cnrNode.cnrRefresh().hidden;
+    }""", [name, value])
+
+
+def queue_crop_preview(page, image: str):
+    """Clears the graph, queues LoadImage(image) -> CNR_PaddedCrop -> PreviewImage; ``window.cnrNode`` is the crop.
+
+    Returns the crop node's id. ``image`` must be in the server's input folder before the page loaded.
+    """
+    return page.evaluate("""(image) => {
+        app.graph.clear();
+        const load = LiteGraph.createNode("LoadImage"), crop = LiteGraph.createNode("CNR_PaddedCrop");
+        const preview = LiteGraph.createNode("PreviewImage");
+        [[load, 40], [crop, 380], [preview, 760]].forEach(([n, x]) => { n.pos = [x, 60]; app.graph.add(n); });
+        load.widgets.find(w => w.name === "image").value = image;
+        load.connect(0, crop, 0);
+        load.connect(1, crop, 1);
+        crop.connect(0, preview, 0);
+        app.canvas.ds.scale = 1;
+        app.canvas.ds.offset = [0, 0];
+        window.cnrNode = crop;
+        app.queuePrompt(0, 1);
+        return crop.id;
+    }""", image)
+
+
+def wait_for_crop_preview(page, frontend: Frontend, node_id, timeout_ms: int = 60000):
+    """The shown crop preview image element, once it has loaded."""
+    if frontend.vue_nodes:
+        image = page.locator(f'[data-node-id="{node_id}"] img[src*="cnr_crop_"]')
+        image.wait_for(state="visible", timeout=timeout_ms)
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        return image.element_handle()
+    page.wait_for_function("""() => {
+        app.graph.setDirtyCanvas(true, true);
+        const img = window.cnrNode.imgs?.[0];
+        return img && img.src.includes("cnr_crop_") && img.complete && img.naturalWidth > 0;
+    }""", timeout=timeout_ms)
+    return page.evaluate_handle("() => window.cnrNode.imgs[0]")
+
+
+def canvas_node_box(page) -> dict:
+    """Where ``window.cnrNode`` is on the screen (title included), in CSS pixels."""
+    return page.evaluate("""() => {
+        const node = window.cnrNode, ds = app.canvas.ds, rect = app.canvas.canvas.getBoundingClientRect();
+        const title = LiteGraph.NODE_TITLE_HEIGHT;
+        return {x: (node.pos[0] + ds.offset[0]) * ds.scale + rect.left,
+                y: (node.pos[1] - title + ds.offset[1]) * ds.scale + rect.top,
+                width: node.size[0] * ds.scale, height: (node.size[1] + title) * ds.scale};
+    }""")
