@@ -5,11 +5,10 @@ frontend, or a current host's bundled one), and the pinned newest frontend with 
 (those two need a current host: ``COMFYUI_PATH``). Assertions read what the page renders: the Vue node's
 DOM in Nodes 2.0, widget layout and image elements on the canvas.
 """
-import pytest
-
 import comfy_host
 import comfy_server
 import frontends
+import pytest
 from example_images import INPAINT, write_examples
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (make env)")

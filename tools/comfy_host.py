@@ -77,6 +77,13 @@ def boot():
     return nodes
 
 
+def _comfyui() -> None:
+    """ComfyUI importable: as it is inside a running ComfyUI (the test server's stand-in loader, which must not
+    redirect the server's folders or load the pack twice), else through :func:`boot`."""
+    if "comfy.model_management" not in sys.modules:
+        boot()
+
+
 def init_builtin_extras(nodes):
     """Load ComfyUI's comfy_extras nodes (SamplerCustom, schedulers, ...) in either host."""
     if "SamplerCustom" in nodes.NODE_CLASS_MAPPINGS:
@@ -92,7 +99,7 @@ def init_builtin_extras(nodes):
 
 def tiny_unet(seed: int = 0, sdxl: bool = False):
     """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
-    boot()
+    _comfyui()
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
@@ -138,7 +145,7 @@ def sample(model, positive, negative, steps=6, cfg=7.0, denoise=1.0, seed=0, lat
 
 def tiny_vae(seed: int = 0):
     """ComfyUI's VAE wrapper around TAESD (8x, 4 latent channels) with seeded random weights."""
-    boot()
+    _comfyui()
     import comfy.sd
     import comfy.taesd.taesd
     gen = torch.Generator().manual_seed(seed)
@@ -201,6 +208,31 @@ class TinyClip:
         return [[cond, {"pooled_output": pooled}]]
 
 
+def write_tiny_model_files(folder: Path, checkpoints, controlnets) -> None:
+    """Model files under ``folder``: each ControlNet name a tiny seeded ControlNet (one seed per name, in
+    sorted order), each checkpoint name an empty placeholder (the loader :func:`use_tiny_checkpoints`
+    installs ignores what it reads)."""
+    from safetensors.torch import save_file
+    for kind in ("checkpoints", "controlnet"):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(sorted(set(controlnets))):
+        save_file(tiny_controlnet_state_dict(seed=i), str(folder / "controlnet" / name))
+    for name in set(checkpoints):
+        (folder / "checkpoints" / name).write_bytes(b"")
+
+
+def use_tiny_checkpoints(nodes) -> None:
+    """ComfyUI's CheckpointLoaderSimple (in ``nodes``, ComfyUI's module) then returns (tiny UNet, TinyClip,
+    TAESD VAE) for every checkpoint file; its inputs, and every other node, stay ComfyUI's own."""
+    models = (tiny_unet(), TinyClip(), tiny_vae())
+
+    class TinyCheckpointLoader(nodes.CheckpointLoaderSimple):
+        def load_checkpoint(self, ckpt_name, *args, **kwargs):
+            return models
+
+    nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = TinyCheckpointLoader
+
+
 def install_tiny_models(workflows, folder: Path):
     """Make every model a set of workflows names exist as tiny seeded stand-ins.
 
@@ -210,23 +242,12 @@ def install_tiny_models(workflows, folder: Path):
     """
     nodes = boot()
     import folder_paths
-    from safetensors.torch import save_file
-    for kind in ("checkpoints", "controlnet"):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        folder_paths.add_model_folder_path(kind, str(folder / kind))
     names = {"CheckpointLoaderSimple": set(), "CNR_ControlNetLoader": set()}
     for workflow in workflows:
         for node in workflow["nodes"]:
             if node["type"] in names:
                 names[node["type"]].add(node["widgets_values"][0])
-    for i, name in enumerate(sorted(names["CNR_ControlNetLoader"])):
-        save_file(tiny_controlnet_state_dict(seed=i), str(folder / "controlnet" / name))
-    for name in names["CheckpointLoaderSimple"]:
-        (folder / "checkpoints" / name).write_bytes(b"")
-    models = (tiny_unet(), TinyClip(), tiny_vae())
-
-    class TinyCheckpointLoader(nodes.CheckpointLoaderSimple):
-        def load_checkpoint(self, ckpt_name, *args, **kwargs):
-            return models
-
-    nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = TinyCheckpointLoader
+    write_tiny_model_files(folder, names["CheckpointLoaderSimple"], names["CNR_ControlNetLoader"])
+    for kind in ("checkpoints", "controlnet"):
+        folder_paths.add_model_folder_path(kind, str(folder / kind))
+    use_tiny_checkpoints(nodes)

@@ -11,6 +11,8 @@ Where the newest frontend comes from: ``NEWEST_FRONTEND_ROOT`` (its ``static`` f
 that ``pip install --target`` filled), else the installed ``comfyui_frontend_package`` when it is the
 pinned version. A current host's own environment usually pins an older one, hence the variable.
 """
+from __future__ import annotations
+
 import importlib.metadata
 import importlib.util
 import json
@@ -19,7 +21,6 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from comfy_host import REPO_ROOT, is_current_host
 from comfy_server import host_supports
@@ -47,14 +48,14 @@ def pinned_version() -> str:
     return match.group(1)
 
 
-def _static_dir(folder: Path) -> Optional[Path]:
+def _static_dir(folder: Path) -> Path | None:
     for candidate in (folder, folder / "comfyui_frontend_package" / "static"):
         if (candidate / "index.html").is_file():
             return candidate
     return None
 
 
-def newest_static_dir() -> Optional[Path]:
+def newest_static_dir() -> Path | None:
     """The pinned newest frontend's ``static`` folder, or None when it cannot be found (see module doc)."""
     if os.environ.get(ENV_VAR):
         found = _static_dir(Path(os.environ[ENV_VAR]))
@@ -71,13 +72,13 @@ def newest_static_dir() -> Optional[Path]:
     return _static_dir(Path(importlib.util.find_spec("comfyui_frontend_package").submodule_search_locations[0]))
 
 
-def unavailable(frontend: Frontend) -> Optional[str]:
+def unavailable(frontend: Frontend) -> str | None:
     """Why ``frontend`` cannot run here (a skip message), or None when it can."""
     if not frontend.newest:
         return None
     if not is_current_host():
-        return (f"the newest frontend needs a current ComfyUI host (--front-end-root): set COMFYUI_PATH "
-                f"(the CI host only serves its legacy frontend)")
+        return ("the newest frontend needs a current ComfyUI host (--front-end-root): set COMFYUI_PATH "
+                "(the CI host only serves its legacy frontend)")
     if newest_static_dir() is None:
         return (f"{PACKAGE}=={pinned_version()} not found: install it in this environment or run "
                 f"`pip install --no-deps --target DIR {PACKAGE}=={pinned_version()}` and set {ENV_VAR}=DIR")

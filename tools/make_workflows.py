@@ -1,4 +1,5 @@
-"""Write the shipped UI-format workflows in workflows/ from compact descriptions.
+"""Write the shipped workflows from compact descriptions: UI format in workflows/ (what users drag into
+ComfyUI) and API format in workflows/api/ (the /prompt body, for tools/run_workflow.py and job queues).
 
 Widget values are laid out from each node's INPUT_TYPES in the running ComfyUI (defaults where a
 description gives none), so the files match what the frontend itself saves.
@@ -13,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import comfy_host  # noqa: E402
 from example_images import INPAINT, PHOTO  # noqa: E402
-from workflow_runner import extra_widget_values, is_widget, ordered_inputs  # noqa: E402
+from workflow_runner import extra_widget_values, is_widget, ordered_inputs, to_api_prompt  # noqa: E402
 
 CKPT = "v1-5-pruned-emaonly.safetensors"
 POSITIVE = "a cozy wooden cabin on a green hill at sunset, detailed, warm light"
@@ -150,10 +151,12 @@ def main() -> None:
     nodes = comfy_host.boot()
     comfy_host.init_builtin_extras(nodes)
     out_dir = HERE.parent / "workflows"
-    out_dir.mkdir(exist_ok=True)
+    (out_dir / "api").mkdir(parents=True, exist_ok=True)
     for name, description in WORKFLOWS.items():
         workflow = build(description, nodes.NODE_CLASS_MAPPINGS)
         (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+        prompt = to_api_prompt(workflow, nodes.NODE_CLASS_MAPPINGS)
+        (out_dir / "api" / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
 
 
 if __name__ == "__main__":
