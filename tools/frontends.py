@@ -154,20 +154,22 @@ def set_widget(page, name: str, value):
         const w = window.cnrNode.widgets.find(w => w.name === name);
         w.value = value;
         w.callback && w.callback(value);
+        app.graph.setDirtyCanvas(true, true);
         return window.cnrNode.cnrRefresh().hidden;
     }""", [name, value])
 
 
-def queue_crop_preview(page, image: str):
-    """Clears the graph, queues LoadImage(image) -> CNR_PaddedCrop -> PreviewImage; ``window.cnrNode`` is the crop.
+def queue_crop_preview(page, image: str, pos=(380, 60)):
+    """Clears the graph, queues LoadImage(image) -> CNR_PaddedCrop -> PreviewImage; ``window.cnrNode`` is the crop,
+    at ``pos``, the others left and right of it.
 
     Returns the crop node's id. ``image`` must be in the server's input folder before the page loaded.
     """
-    return page.evaluate("""(image) => {
+    return page.evaluate("""([image, pos]) => {
         app.graph.clear();
         const load = LiteGraph.createNode("LoadImage"), crop = LiteGraph.createNode("CNR_PaddedCrop");
         const preview = LiteGraph.createNode("PreviewImage");
-        [[load, 40], [crop, 380], [preview, 760]].forEach(([n, x]) => { n.pos = [x, 60]; app.graph.add(n); });
+        [[load, -340], [crop, 0], [preview, 380]].forEach(([n, dx]) => { n.pos = [pos[0] + dx, pos[1]]; app.graph.add(n); });
         load.widgets.find(w => w.name === "image").value = image;
         load.connect(0, crop, 0);
         load.connect(1, crop, 1);
@@ -177,7 +179,7 @@ def queue_crop_preview(page, image: str):
         window.cnrNode = crop;
         app.queuePrompt(0, 1);
         return crop.id;
-    }""", image)
+    }""", [image, list(pos)])
 
 
 def wait_for_crop_preview(page, frontend: Frontend, node_id, timeout_ms: int = 60000):

@@ -1,5 +1,5 @@
 """Render workflows/<name>.png, each shipped workflow as ComfyUI's own canvas draws it, and
-node_previews/<frontend>/<node>.png, each CNR_ node as each frontend shows it (not committed).
+node_previews/<frontend>-<version>/<node>.png, each CNR_ node as each frontend shows it (not committed).
 
 Starts a ComfyUI with this pack on 127.0.0.1 (the CI host, or COMFYUI_PATH), opens it in headless
 Chromium, loads each workflow and screenshots the canvas; then screenshots every CNR_ node on every
@@ -24,25 +24,29 @@ SIZE = {"width": 1600, "height": 900}
 NODE_PREVIEWS = HERE.parent / "node_previews"
 LOG = logging.getLogger("render_previews")
 # Values that make a node's extras visible in its picture (a window that starts late and ends early).
+# Clear of the menus current frontends float over the top left of the canvas.
+NODE_POS = (200, 200)
 PREVIEW_VALUES = {"CNR_ApplyControlResiduals": {"start_percent": 0.15, "end_percent": 0.6}}
 
 
 def render_nodes(p, frontend: frontends.Frontend) -> None:
     """One screenshot per CNR_ node; the crop node after a run, so its preview shows."""
-    out = NODE_PREVIEWS / frontend.name
-    out.mkdir(parents=True, exist_ok=True)
     with comfy_server.running_server(extra_args=frontends.server_args(frontend)) as (url, scratch):
         write_examples(scratch / "input", 256)
         with urllib.request.urlopen(url + "/object_info", timeout=30) as response:
-            types = sorted(name for name in json.load(response) if name.startswith("CNR_"))
+            # The crop runs a prompt; last, so no node drawn after it shows that prompt's outputs by id.
+            types = sorted((name for name in json.load(response) if name.startswith("CNR_")),
+                           key=lambda name: (name == "CNR_PaddedCrop", name))
         browser = p.chromium.launch(executable_path=comfy_server.chromium_path(), args=comfy_server.CHROMIUM_ARGS)
         page = frontends.open_page(browser, url, frontend, viewport=(1400, 1000))
+        out = NODE_PREVIEWS / f"{frontend.name}-{frontends.served_version(page)}"
+        out.mkdir(parents=True, exist_ok=True)
         for node_type in types:
             if node_type == "CNR_PaddedCrop":
-                node_id = frontends.queue_crop_preview(page, INPAINT)
+                node_id = frontends.queue_crop_preview(page, INPAINT, pos=NODE_POS)
                 frontends.wait_for_crop_preview(page, frontend, node_id)
             else:
-                node_id = frontends.add_node(page, node_type, pos=(60, 80))
+                node_id = frontends.add_node(page, node_type, pos=NODE_POS)
                 for name, value in PREVIEW_VALUES.get(node_type, {}).items():
                     frontends.set_widget(page, name, value)
             page.wait_for_timeout(600)
