@@ -177,6 +177,16 @@ def test_extension_script_is_served_once(page):
     assert len([s for s in scripts if s.endswith("/controlnet_refine.js")]) == 1
 
 
+def test_a_click_on_a_nodes_2_widget_updates_the_timeline(page):
+    if not page.cnr_frontend.vue_nodes:
+        pytest.skip("Nodes 2.0 only: canvas widgets are drawn, not DOM elements (callbacks are tested above)")
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
+    vue_node(page, node_id).locator('[data-widget-name="end_percent"] [data-testid="decrement"]').click()
+    # One step (0.001) below 1.0: the last executed step no longer fits the window.
+    label = timeline(page, node_id).locator(".cnr-timeline-label")
+    playwright_api.expect(label).to_have_text("acts on 19 of 20 executed steps")
+
+
 def test_no_console_error_comes_from_the_extension(page):
     """Runs after the others on each frontend, so it sees the errors of every interaction above."""
     ours = [e for e in page.cnr_errors if f"/extensions/{comfy_host.PACK_FOLDER_NAME}/" in e

@@ -1,6 +1,7 @@
 """Start a real ComfyUI server on 127.0.0.1 with this pack installed, for browser tests and previews."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def running_server(timeout: float = 180.0, extra_args=(), models_dir=None, extra
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
