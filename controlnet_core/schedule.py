@@ -1,9 +1,13 @@
 """img2img strength: which tail of a sigma schedule is executed.
 
-Three rules users meet (steps = N, strength = s):
+Four rules users meet (steps = N, strength = s):
 
 * ``diffusers``: ``init = min(int(N * s), N)``, ``t_start = max(N - init, 0)``; run the schedule's
   last ``N - t_start`` steps (``StableDiffusionImg2ImgPipeline.get_timesteps``).
+* ``diffusers_flow``: diffusers' flow-matching img2img pipelines (SD3, Flux) round the other way:
+  ``init = min(N * s, N)`` unrounded, ``t_start = int(max(N - init, 0))``, so ``ceil(N * s)`` steps
+  run (up to float rounding, reproduced exactly); the first sigma is the shifted schedule's
+  ``sigmas[t_start]``, the one ``FlowMatchEulerDiscreteScheduler.scale_noise`` noises the image to.
 * ``comfyui_denoise``: ComfyUI's ``denoise``: build a schedule of ``int(N / s)`` steps and run its
   last ``N`` (so N steps always execute, from a different start).
 * ``round``: ComfyUI's ``SplitSigmasDenoise``: run the last ``round(N * s)`` steps of N.
@@ -15,9 +19,10 @@ from typing import Callable
 
 from torch import Tensor
 
-__all__ = ["STRENGTH_RULES", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
+__all__ = ["STRENGTH_RULES", "TruncatedSchedule", "diffusers_flow_start_index", "diffusers_start_index",
+           "truncate_schedule"]
 
-STRENGTH_RULES = ("diffusers", "comfyui_denoise", "round")
+STRENGTH_RULES = ("diffusers", "diffusers_flow", "comfyui_denoise", "round")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,17 @@ def diffusers_start_index(steps: int, strength: float) -> int:
     """
     init_timestep = min(int(steps * strength), steps)
     return max(steps - init_timestep, 0)
+
+
+def diffusers_flow_start_index(steps: int, strength: float) -> int:
+    """``t_start`` of the ``get_timesteps`` of diffusers' SD3 and Flux img2img pipelines.
+
+    Example:
+        >>> [diffusers_flow_start_index(n, s) for n, s in ((20, 0.5), (10, 0.33), (28, 0.7))]
+        [10, 6, 8]
+    """
+    init_timestep = min(steps * strength, steps)
+    return int(max(steps - init_timestep, 0))
 
 
 def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, strength: float,
@@ -81,6 +97,8 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
     sigmas = full_schedule(steps)
     if rule == "diffusers":
         start = diffusers_start_index(steps, strength)
+    elif rule == "diffusers_flow":
+        start = diffusers_flow_start_index(steps, strength)
     else:
         start = steps - int(round(steps * strength))
     return TruncatedSchedule(sigmas[start:].clone(), steps - start, start)

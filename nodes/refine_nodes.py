@@ -5,6 +5,7 @@ import logging
 
 import torch
 
+import comfy.model_sampling
 import comfy.samplers
 
 from ..controlnet_core import masks as mask_ops
@@ -28,10 +29,17 @@ def full_schedule(model, scheduler: str):
     return lambda n: comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, n).cpu()
 
 
+def is_flow_matching(model) -> bool:
+    """Whether the model samples by flow matching (SD3, Flux, ...): ComfyUI's CONST parameterisation."""
+    const = getattr(comfy.model_sampling, "CONST", None)  # ComfyUI before SD3 support has no flow models
+    return const is not None and isinstance(model.get_model_object("model_sampling"), const)
+
+
 class Img2ImgStrength:
     DESCRIPTION = ("Sigmas for img2img at a given strength, for SamplerCustom / SamplerCustomAdvanced: the tail of "
-                   "the schedule, cut as diffusers does (int(steps * strength) steps run), or by ComfyUI's denoise "
-                   "rule. Strength 0 samples nothing; 1 runs the whole schedule.")
+                   "the schedule, cut as diffusers does (int(steps * strength) steps run; on flow-matching models "
+                   "such as SD3 and Flux as diffusers' SD3/Flux img2img pipelines, about ceil(steps * strength)), "
+                   "or by ComfyUI's denoise rule. Strength 0 samples nothing; 1 runs the whole schedule.")
     CATEGORY = "ControlNet Refine/sampling"
     RETURN_TYPES = ("SIGMAS", "INT", "FLOAT")
     RETURN_NAMES = ("sigmas", "executed_steps", "start_sigma")
@@ -50,12 +58,16 @@ class Img2ImgStrength:
             "strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "How much of the image is re-noised: 0 keeps it, 1 starts from pure noise level."}),
             "rule": (list(STRENGTH_RULE_LABELS), {"default": "diffusers (strength)", "tooltip":
-                     "diffusers: run the last int(steps*strength) of steps; comfyui: build int(steps/strength) "
+                     "diffusers: run the last int(steps*strength) of steps (flow-matching models: diffusers' "
+                     "SD3/Flux rule, int(steps - steps*strength) skipped); comfyui: build int(steps/strength) "
                      "steps and run the last steps (KSampler's denoise); round: run round(steps*strength)."}),
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        rule = STRENGTH_RULE_LABELS[rule]
+        if rule == "diffusers" and is_flow_matching(model):
+            rule = "diffusers_flow"
+        schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, rule)
         if schedule.executed_steps == 0:
             LOG.info("CNR_Img2ImgStrength: strength %s runs no step; the sampler returns the latent unchanged", strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
