@@ -23,22 +23,31 @@ SD35_CONTROL_TYPES = {0: "blur", 1: "canny", 2: "depth"}
 HINT_CONVENTIONS = ("reference", "comfyui")
 
 
-def hint_latent(vae_latent: Tensor, config: SD3ControlNetConfig) -> Tensor:
+def hint_latent(vae_latent: Tensor, config: SD3ControlNetConfig, convention: str = "reference") -> Tensor:
     """The SD3 VAE's raw latent of the control image, scaled as the ControlNet was trained.
 
-    diffusers' SD3 ControlNet pipeline scales it like the base latent, except that ControlNets
-    that zero the pooled vector (InstantX) skip the shift; ComfyUI does the same
-    (``shift_factor = 0`` for InstantX, the full SD3 latent format for SD3.5).
+    diffusers scales it like the base latent, ``(z - 0.0609) * 1.5305``, except that its ControlNet
+    pipeline skips the shift for ControlNets that zero the pooled vector (InstantX canny / pose /
+    tile); its inpainting pipeline keeps the shift for the 17-channel inpainting ControlNet.
+    ComfyUI skips the shift for every InstantX-layout ControlNet, inpainting included
+    (``convention="comfyui"``), and keeps it for SD3.5.
 
     Args:
         vae_latent: :math:`(B, 16, H/8, W/8)`, the encoder's output before any scaling.
         config: the ControlNet's configuration.
+        convention: one of :data:`HINT_CONVENTIONS`; only 17-channel ControlNets differ.
 
     Returns:
-        :math:`(B, 16, H/8, W/8)`; for 17-channel inpainting ControlNets append the mask channel.
+        :math:`(B, 16, H/8, W/8)`. For 17-channel inpainting ControlNets the caller encodes the
+        image with masked pixels black and appends ``1 - mask`` at the latent size (1 = keep), as
+        both diffusers and ComfyUI do.
     """
-    shift = 0.0 if config.force_zeros_for_pooled_projection else SD3_VAE_SHIFT_FACTOR
-    return (vae_latent - shift) * SD3_VAE_SCALING_FACTOR
+    if convention not in HINT_CONVENTIONS:
+        raise ValueError(f"hint convention {convention!r} is not one of {HINT_CONVENTIONS}")
+    inpainting = config.hint_channels > config.in_channels
+    if config.force_zeros_for_pooled_projection and (convention == "comfyui" or not inpainting):
+        return vae_latent * SD3_VAE_SCALING_FACTOR
+    return (vae_latent - SD3_VAE_SHIFT_FACTOR) * SD3_VAE_SCALING_FACTOR
 
 
 def sd35_hint_pixels(image: Tensor, control_type: Optional[int], convention: str = "reference") -> Tensor:

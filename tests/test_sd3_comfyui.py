@@ -5,6 +5,8 @@ residuals there, as the pack's sampler route does. Where ComfyUI departs from di
 the ControlNet blocks do not divide; SD3.5's last block, position table and canny scaling) both are tested:
 our ``comfyui`` settings reproduce ComfyUI, our defaults (diffusers' behaviour) differ from it.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Img2ImgPipeline
@@ -203,8 +205,10 @@ def test_hint_scaling_equals_comfyuis_latent_formats(vae):
     sd35 = build_sd35(sd35_state_dict(4, 1, 0)).config
     comfy_sd3 = comfy.latent_formats.SD3()
     assert torch.allclose(hint_latent(latent, sd35), comfy_sd3.process_in(latent), atol=1e-6)
-    comfy_sd3.shift_factor = 0  # what ComfyUI's InstantX loader sets
+    comfy_sd3.shift_factor = 0  # what ComfyUI's InstantX loader sets, inpainting models included
     assert torch.allclose(hint_latent(latent, instantx), comfy_sd3.process_in(latent), atol=1e-6)
+    inpainting = replace(instantx, hint_channels=17)
+    assert torch.allclose(hint_latent(latent, inpainting, "comfyui"), comfy_sd3.process_in(latent), atol=1e-6)
 
 
 def test_img2img_strength_on_sd3_runs_diffusers_flow_steps_from_its_noise_level(nodes):

@@ -8,6 +8,7 @@ from cnr_pack.controlnet_core.model import ControlNetInputError
 from cnr_pack.controlnet_core.residuals import ControlResiduals
 from cnr_pack.controlnet_core.sd3 import expand_to_joint_blocks, joint_block_indices
 from cnr_pack.controlnet_core.sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
+from cnr_pack.controlnet_core.sd3_hint import sd35_hint_pixels
 from tiny_models import tiny_sd15_diffusers
 from tiny_sd3 import (HEAD_DIM, sd3_inputs, sd35_reference_state_dict, tiny_instantx, tiny_sd3_transformer,
                       tiny_sd35)
@@ -196,3 +197,14 @@ def test_base_embedder_of_another_width_is_refused():
     sd["pos_embed.proj.weight"] = sd["pos_embed.proj.weight"][:16]
     with pytest.raises(ValueError, match="width"):
         ours.use_base_embedder(sd)
+
+
+def test_sd35_canny_pixels_reach_the_encoder_as_the_model_cards_processor_feeds_them():
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+    edges = torch.rand(16, 24, generator=torch.Generator().manual_seed(0)).gt(0.8).float()
+    image = Image.fromarray((edges * 255).byte().numpy()).convert("RGB")
+    # The model card's SD3CannyImageProcessor: 0..1 pixels (no normalisation), then * 255 * 0.5 + 0.5.
+    card = VaeImageProcessor(do_normalize=False).preprocess(image) * 255 * 0.5 + 0.5
+    ours = sd35_hint_pixels(VaeImageProcessor(do_normalize=False).preprocess(image), 1)
+    assert torch.allclose(ours * 2 - 1, card, atol=1e-4)  # the VAE's own 2p - 1
