@@ -19,17 +19,12 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import Tensor
 
+from .errors import ControlNetFormatError
 from .sd3 import SD3ControlNet, SD3ControlNetConfig
 
 __all__ = ["claims_instantx", "build_instantx", "claims_sd35", "build_sd35", "sd35_diffusers_to_reference"]
 
 DEFAULT_HEAD_DIM = 64
-
-
-def _format_error(message: str) -> Exception:
-    # Imported here: loading.py imports this module for its format table.
-    from .loading import ControlNetFormatError
-    return ControlNetFormatError(message)
 
 
 def _is_sd3_family(state_dict: Mapping[str, Tensor]) -> bool:
@@ -56,7 +51,7 @@ def _block_count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     found = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
     if found != set(range(len(found))):
-        raise _format_error(f"{prefix} blocks are not numbered 0..n-1: {sorted(found)}")
+        raise ControlNetFormatError(f"{prefix} blocks are not numbered 0..n-1: {sorted(found)}")
     return len(found)
 
 
@@ -65,8 +60,8 @@ def _heads(dim: int, head_dim: Optional[int], norm: Optional[Tensor]) -> int:
         head_dim = norm.shape[0]
     head_dim = head_dim or DEFAULT_HEAD_DIM
     if dim % head_dim:
-        raise _format_error(f"width {dim} is not a multiple of the {head_dim}-channel heads; "
-                            "pass attention_head_dim= for models with other head sizes")
+        raise ControlNetFormatError(f"width {dim} is not a multiple of the {head_dim}-channel heads; "
+                                    "pass attention_head_dim= for models with other head sizes")
     return dim // head_dim
 
 
@@ -77,7 +72,7 @@ def _build(config: SD3ControlNetConfig, state_dict: Dict[str, Tensor], dtype, de
         net = SD3ControlNet(config)
     missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
     if missing or unexpected:
-        raise _format_error(
+        raise ControlNetFormatError(
             f"weights do not fit the detected {config.layout} SD3 ControlNet ({config.num_layers} blocks of width "
             f"{config.hidden_size}): {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown "
             f"(e.g. {unexpected[:3]})")
@@ -103,14 +98,14 @@ def build_instantx(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dt
     sd = dict(state_dict)
     table = sd.get("pos_embed.pos_embed")
     if table is None:
-        raise _format_error("this InstantX SD3 ControlNet has no pos_embed.pos_embed position table; "
-                            "re-save it with diffusers' save_pretrained, which stores it")
+        raise ControlNetFormatError("this InstantX SD3 ControlNet has no pos_embed.pos_embed position table; "
+                                    "re-save it with diffusers' save_pretrained, which stores it")
     proj = sd["pos_embed.proj.weight"]
     dim = proj.shape[0]
     layers = _block_count(sd, "transformer_blocks")
     if _block_count(sd, "controlnet_blocks") != layers:
-        raise _format_error(f"{layers} transformer blocks but {_block_count(sd, 'controlnet_blocks')} output "
-                            "projections (controlnet_blocks)")
+        raise ControlNetFormatError(f"{layers} transformer blocks but {_block_count(sd, 'controlnet_blocks')} "
+                                    "output projections (controlnet_blocks)")
     config = SD3ControlNetConfig(
         layout="instantx", hidden_size=dim,
         num_heads=_heads(dim, attention_head_dim, sd.get("transformer_blocks.0.attn.norm_q.weight")),
@@ -173,8 +168,8 @@ def build_sd35(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype]
     dim = sd["controlnet_blocks.0.weight"].shape[0]
     text_in = sd["time_text_embed.text_embedder.linear_1.weight"]
     if text_in.shape[1] == dim:
-        raise _format_error(f"this SD3.5 ControlNet takes a {dim}-wide pooled vector already embedded by the base "
-                            "model (Stability's 2B variant); only the SD3.5 Large layout is supported")
+        raise ControlNetFormatError(f"this SD3.5 ControlNet takes a {dim}-wide pooled vector already embedded by "
+                                    "the base model (Stability's 2B variant); only the SD3.5 Large layout is supported")
     layers = _block_count(sd, "transformer_blocks")
     hint = sd["pos_embed_input.proj.weight"]
     config = SD3ControlNetConfig(

@@ -3,7 +3,7 @@ import pytest
 import torch
 from diffusers import FluxControlNetModel
 
-from cnr_pack.controlnet_core.loading import ControlNetFormatError
+from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.model import ControlNetInputError
 from cnr_pack.controlnet_core.residuals import ControlResiduals
 from cnr_pack.controlnet_core.sd3 import expand_to_joint_blocks, joint_block_indices
@@ -208,3 +208,32 @@ def test_sd35_canny_pixels_reach_the_encoder_as_the_model_cards_processor_feeds_
     card = VaeImageProcessor(do_normalize=False).preprocess(image) * 255 * 0.5 + 0.5
     ours = sd35_hint_pixels(VaeImageProcessor(do_normalize=False).preprocess(image), 1)
     assert torch.allclose(ours * 2 - 1, card, atol=1e-4)  # the VAE's own 2p - 1
+
+
+@pytest.mark.parametrize("layout", ["instantx", "sd35"])
+def test_both_layouts_load_from_safetensors_files_through_the_format_table(layout, tmp_path):
+    from safetensors.torch import save_file
+
+    from cnr_pack.controlnet_core import load_controlnet
+    if layout == "instantx":
+        reference = tiny_instantx()
+        sd = _state_dict(reference)
+    else:
+        base = tiny_sd3_transformer()
+        reference = tiny_sd35(base)
+        sd = sd35_reference_state_dict(reference)
+    path = tmp_path / "controlnet.safetensors"
+    save_file(sd, str(path))
+    ours = load_controlnet(path, attention_head_dim=HEAD_DIM)
+    assert ours.config.layout == layout
+    x, t, context, pooled, hint = sd3_inputs()
+    with torch.no_grad():
+        if layout == "instantx":
+            theirs = reference(x, hint, encoder_hidden_states=context, pooled_projections=torch.zeros_like(pooled),
+                               timestep=t, return_dict=False)[0]
+            res = ours(x, t, context, hint)
+        else:
+            ours.use_base_embedder(_state_dict(base))
+            theirs = reference(x, hint, pooled_projections=pooled, timestep=t, return_dict=False)[0]
+            res = ours(x, t, None, hint, y=pooled)
+    assert _max_diff(res.tensors, theirs) <= TOL
