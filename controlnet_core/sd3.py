@@ -15,6 +15,19 @@ Two layouts exist, told apart by their keys:
 :meth:`SD3ControlNet.forward` returns the ControlNet's own residuals, one per ControlNet block, in
 diffusers' ``controlnet_block_samples`` order; :func:`expand_to_joint_blocks` spreads them over
 the base model's joint blocks.
+
+Where ComfyUI (v0.3.64) departs from diffusers and Stability's reference, each reproducible here
+and tested against both sides:
+
+* joint blocks (:func:`joint_block_indices`): SD3.5's last block gets a residual in ComfyUI and
+  Stability's reference, not in diffusers; InstantX depths the ControlNet blocks do not divide
+  leave ComfyUI's last blocks without one.
+* SD3.5 positions (:meth:`SD3ControlNet.use_base_embedder`): ComfyUI adds its own
+  resolution-independent table instead of the base model's cropped one.
+* SD3.5 canny (:func:`.sd3_hint.sd35_hint_pixels`): ComfyUI's encoder sees ``255 a``, the
+  reference's ``127.5 a + 0.5``.
+* 17-channel inpainting hint (:func:`.sd3_hint.hint_latent`): ComfyUI drops the VAE shift that
+  diffusers' inpainting pipeline keeps.
 """
 from __future__ import annotations
 
