@@ -70,7 +70,7 @@ class PatchEmbed(nn.Module):
             self.register_buffer("pos_embed", table)
 
     def cropped_pos_embed(self, h: int, w: int) -> Tensor:
-        """The centre :math:`h \\times w` of the table, :math:`(1, h w, D)` (h, w in patches)."""
+        """The centre h x w of the table, :math:`(1, h w, D)` (h, w in patches)."""
         m = self.pos_embed_max_size
         if h > m or w > m:
             raise ValueError(f"a {h}x{w} patch grid exceeds the {m}x{m} position table; use a smaller image")
@@ -79,7 +79,7 @@ class PatchEmbed(nn.Module):
         return table.reshape(1, h * w, -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """:math:`(B, C, H, W) \\to (B, HW/p^2, D)`."""
+        """Tokens of a latent: :math:`(B, C, H, W)` in, :math:`(B, HW/p^2, D)` out."""
         tokens = self.proj(x).flatten(2).transpose(1, 2)
         if self.pos_embed_max_size is None:
             return tokens
@@ -124,6 +124,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise the last dimension: :math:`(..., d)` in and out."""
         variance = x.float().pow(2).mean(-1, keepdim=True)
         return (x * torch.rsqrt(variance + LN_EPS)).to(self.weight.dtype) * self.weight
 
@@ -285,7 +286,11 @@ def sincos_2d_comfyui(dim: int, h: int, w: int, *, center: float = 7.5, magnitud
 
     Args:
         dim: token width (a multiple of 4).
-        h, w: patch grid.
+        h: patch rows.
+        w: patch columns.
+        center: middle of the position range (ComfyUI's 7.5).
+        magnitude: half-width of the range along the shorter side (ComfyUI's 7.5).
+        device: where to build the table.
 
     Returns:
         :math:`(h w, D)` float32, width half first, then height half.

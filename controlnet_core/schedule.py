@@ -1,10 +1,10 @@
 """img2img strength: which tail of a sigma schedule is executed.
 
-Four rules users meet (steps = N, strength = s):
+Three rules users meet (steps = N, strength = s):
 
 * ``diffusers``: ``init = min(int(N * s), N)``, ``t_start = max(N - init, 0)``; run the schedule's
   last ``N - t_start`` steps (``StableDiffusionImg2ImgPipeline.get_timesteps``).
-* ``diffusers_flow``: diffusers' flow-matching img2img pipelines (SD3, Flux) round the other way:
+  On flow-matching models (SD3, Flux) diffusers' img2img pipelines round the other way:
   ``init = min(N * s, N)`` unrounded, ``t_start = int(max(N - init, 0))``, so ``ceil(N * s)`` steps
   run (up to float rounding, reproduced exactly); the first sigma is the shifted schedule's
   ``sigmas[t_start]``, the one ``FlowMatchEulerDiscreteScheduler.scale_noise`` noises the image to.
@@ -22,7 +22,7 @@ from torch import Tensor
 __all__ = ["STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_flow_start_index", "diffusers_start_index",
            "truncate_schedule"]
 
-StrengthRule = Literal["diffusers", "diffusers_flow", "comfyui_denoise", "round"]
+StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
 STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
 
 
@@ -42,6 +42,7 @@ class TruncatedSchedule:
 
     @property
     def start_sigma(self) -> float:
+        """The noise level the init latent gets."""
         return float(self.sigmas[0])
 
 
@@ -68,7 +69,7 @@ def diffusers_flow_start_index(steps: int, strength: float) -> int:
 
 
 def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, strength: float,
-                      rule: str = "diffusers") -> TruncatedSchedule:
+                      rule: str = "diffusers", *, flow_matching: bool = False) -> TruncatedSchedule:
     """Cut the executed tail out of a schedule.
 
     Args:
@@ -77,6 +78,8 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         steps: the user's step count.
         strength: 0..1; 0 executes nothing, 1 the whole schedule.
         rule: one of :data:`STRENGTH_RULES`.
+        flow_matching: the model samples by flow matching (SD3, Flux); the ``diffusers`` rule then
+            follows diffusers' flow-matching img2img pipelines (:func:`diffusers_flow_start_index`).
 
     Returns:
         A :class:`TruncatedSchedule`. With 0 executed steps its ``sigmas`` holds only the final
@@ -97,9 +100,7 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         return TruncatedSchedule(sigmas, steps, total - steps)
     sigmas = full_schedule(steps)
     if rule == "diffusers":
-        start = diffusers_start_index(steps, strength)
-    elif rule == "diffusers_flow":
-        start = diffusers_flow_start_index(steps, strength)
+        start = (diffusers_flow_start_index if flow_matching else diffusers_start_index)(steps, strength)
     else:
         start = steps - int(round(steps * strength))
     return TruncatedSchedule(sigmas[start:].clone(), steps - start, start)

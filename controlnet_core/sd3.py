@@ -152,6 +152,7 @@ class SD3ControlNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The parameters' dtype, which every input is cast to."""
         return self.controlnet_blocks[0].weight.dtype
 
     def use_base_embedder(self, base_state_dict: Mapping[str, Tensor], position: str = "reference") -> None:
@@ -243,13 +244,13 @@ class SD3ControlNet(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, context: Optional[Tensor], hint: Tensor,
                 y: Optional[Tensor] = None, *, control_type: Optional[int] = None,
                 hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
-        """Compute one residual per ControlNet block.
+        r"""Compute one residual per ControlNet block.
 
         Args:
             x: the latent as the base model sees it, :math:`(B, C, h, w)`, unpatchified.
             timesteps: model timesteps (sigma times 1000), :math:`(B,)` or a scalar.
             context: joint text tokens :math:`(B, T, C_{ctx})` (``instantx``); ignored by ``sd35``.
-            hint: hint latent :math:`(B \\text{ or } 1, C_{hint}, h, w)`.
+            hint: hint latent :math:`(B \text{ or } 1, C_{hint}, h, w)`.
             y: pooled text vector :math:`(B, P)`; replaced by zeros on ``instantx``.
             control_type: unused (see :meth:`embed_hint`).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier.

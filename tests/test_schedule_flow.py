@@ -51,7 +51,7 @@ def test_flow_truncation_equals_diffusers_img2img_steps_and_noise_level(name):
     pipe = SimpleNamespace(scheduler=scheduler)
     for steps in STEPS:
         for strength in FLOW_STRENGTHS:
-            ours = truncate_schedule(full, steps, strength, "diffusers_flow")
+            ours = truncate_schedule(full, steps, strength, flow_matching=True)
             set_timesteps(steps)
             timesteps, executed = get_timesteps(pipe, steps, strength, "cpu")
             assert ours.executed_steps == executed == len(timesteps), (steps, strength)
@@ -65,5 +65,5 @@ def test_flow_rule_runs_the_step_the_unet_rule_drops():
     set_timesteps(10)
     _, executed = get_timesteps(SimpleNamespace(scheduler=scheduler), 10, 0.33, "cpu")
     full = lambda n: torch.linspace(1.0, 0.0, n + 1)  # noqa: E731
-    assert truncate_schedule(full, 10, 0.33, "diffusers_flow").executed_steps == executed == 4
+    assert truncate_schedule(full, 10, 0.33, flow_matching=True).executed_steps == executed == 4
     assert truncate_schedule(full, 10, 0.33, "diffusers").executed_steps == 3

@@ -19,8 +19,9 @@ from cnr_pack.controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
 from test_schedule_flow import FLOW_STRENGTHS
 from tiny_models import randomize_all
 
-pytestmark = pytest.mark.skipif(not comfy_host.is_current_host(),
-                                reason="needs the current ComfyUI (set COMFYUI_PATH); the CI host predates SD3")
+pytestmark = [pytest.mark.comfy,
+              pytest.mark.skipif(not comfy_host.is_current_host(),
+                                 reason="needs the current ComfyUI (set COMFYUI_PATH); the CI host predates SD3")]
 
 CONTEXT_DIM, POOLED_DIM, TABLE = 32, 2048, 16
 LATENT = (1, 16, 8, 12)
