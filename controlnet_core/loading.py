@@ -20,6 +20,7 @@ from .convert import _level_layout_from_original, diffusers_to_original, is_diff
 from .errors import ControlNetFormatError
 from .files import read_state_dict
 from .model import ControlNet
+from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
 __all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
            "load_controlnet"]
@@ -97,6 +98,8 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
 FORMATS: Tuple[ModelFormat, ...] = (
     ModelFormat("full model", _is_full_model, _refuse_full_model),
     ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
+    ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
 )
 
