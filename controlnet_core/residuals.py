@@ -4,9 +4,9 @@ A :class:`ControlResiduals` names its tensors by the injection point ComfyUI's m
 their ``control`` dict:
 
 * ``input``: added to the hidden state after input blocks (T2I-Adapter features on a UNet; per
-  double/joint block on the diffusion transformers).
-* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals;
-  per single block on Flux).
+  double block on Flux).
+* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals);
+  per single block on Flux; per joint block on SD3 (ComfyUI's MMDiT reads ``output``).
 * ``middle``: added to the middle block's output.
 
 ``input`` holds one entry per block of the base model, ``None`` where nothing is added, so that
