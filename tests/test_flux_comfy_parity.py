@@ -1,0 +1,139 @@
+"""Flux ControlNets against ComfyUI's own ``ControlNetFlux`` and ``Flux`` on identical tiny weights.
+
+ComfyUI's Flux arrived after the 2024-03 CI host, so these run only on a current ComfyUI
+(``COMFYUI_PATH``). ComfyUI's Flux config detection hard-codes the full width, so the tiny models
+are built directly from its classes.
+"""
+import pytest
+import torch
+
+import comfy_host
+from cnr_pack.controlnet_core.flux import expand_to_base
+from cnr_pack.controlnet_core.flux_loading import FLUX_FORMATS
+from cnr_pack.controlnet_core.residuals import merge_control
+
+pytestmark = pytest.mark.skipif(
+    not comfy_host.is_current_host(),
+    reason="ComfyUI's Flux needs a current ComfyUI: set COMFYUI_PATH to run the Flux parity tests")
+
+AXES_DIM = (4, 4, 8)
+PARAMS = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32, "hidden_size": 32,
+          "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "axes_dim": list(AXES_DIM),
+          "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+BASE_DOUBLE, BASE_SINGLE = 19, 38  # what ComfyUI's ControlNetFlux always spreads to
+TOL = 1e-5
+
+
+def _randomize(module, seed):
+    """Every parameter random; QK-norm scales near 1 so that attention (and RoPE) matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + 0.1 * noise if name.endswith("_norm.scale") else 0.05 * noise)
+    return module.eval()
+
+
+def _comfy_controlnet(seed=0, depth_single_blocks=2, **kwargs):
+    comfy_host.boot()
+    import comfy.ldm.flux.controlnet
+    import comfy.ops
+    params = {**PARAMS, "depth_single_blocks": depth_single_blocks}
+    net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+                                                   device="cpu", **params, **kwargs)
+    return _randomize(net, seed)
+
+
+def _comfy_flux(seed=5):
+    import comfy.ldm.flux.model
+    import comfy.ops
+    base = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu",
+                                     **{**PARAMS, "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE})
+    return _randomize(base, seed)
+
+
+def _ours(native):
+    sd = native.state_dict()
+    formats = [(name, build) for name, claims, build in FLUX_FORMATS if claims(sd)]
+    assert len(formats) == 1, f"claimed by {[name for name, _ in formats]}"
+    return formats[0][0], formats[0][1](sd, axes_dim=AXES_DIM)
+
+
+def _inputs(pixels: bool, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 16, 8, 6, generator=gen)
+    hint = torch.rand(1, 3, 64, 48, generator=gen) if pixels else torch.randn(1, 16, 8, 6, generator=gen)
+    return {"x": x, "timesteps": torch.tensor([0.3, 0.8]), "context": torch.randn(2, 5, 32, generator=gen),
+            "y": torch.randn(2, 32, generator=gen), "guidance": torch.tensor([3.5, 2.0]), "hint": hint}
+
+
+def _run_both(native, ours, inputs, control_type=None, repeat_mode=None):
+    with torch.no_grad():
+        theirs = native(**inputs, control_type=[] if control_type is None else [control_type])
+        own = ours(inputs["x"], inputs["timesteps"], inputs["context"], inputs["hint"], inputs["y"],
+                   guidance=inputs["guidance"], control_type=control_type)
+    expanded = expand_to_base(own, BASE_DOUBLE, BASE_SINGLE, repeat_mode=repeat_mode or ours.config.repeat_mode)
+    return theirs, expanded
+
+
+def _max_diff(theirs, expanded) -> float:
+    pairs = list(zip(theirs["input"], expanded.input)) + list(zip(theirs.get("output", []), expanded.output))
+    assert (len(theirs["input"]), len(theirs.get("output", []))) == (len(expanded.input), len(expanded.output))
+    return max((a - b).abs().max().item() for a, b in pairs)
+
+
+@pytest.mark.parametrize("control_type", [None, 2])
+def test_latent_hint_union_model_matches_comfyui_on_every_block(control_type):
+    native = _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16)
+    name, ours = _ours(native)
+    theirs, expanded = _run_both(native, ours, _inputs(pixels=False), control_type)
+    assert (name, ours.config.hint_input, ours.config.num_union_modes) == ("flux_xlabs", "latent", 7)
+    assert min(t.abs().max().item() for t in expanded.tensors) > 0.1
+    assert _max_diff(theirs, expanded) <= TOL
+
+
+def test_xlabs_model_matches_comfyui_on_every_block():
+    native = _comfy_controlnet(depth_single_blocks=0)
+    name, ours = _ours(native)
+    theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
+    assert (name, ours.config.hint_input, ours.config.repeat_mode) == ("flux_xlabs", "pixels", "tile")
+    assert _max_diff(theirs, expanded) <= TOL
+
+
+def test_comfyui_tiles_single_block_residuals_of_pixel_hint_models_where_diffusers_repeats_them():
+    native = _comfy_controlnet()
+    _, ours = _ours(native)
+    theirs, as_diffusers = _run_both(native, ours, _inputs(pixels=True))
+    _, as_comfy = _run_both(native, ours, _inputs(pixels=True), repeat_mode="tile_all")
+    assert _max_diff(theirs, as_comfy) <= TOL
+    assert max((a - b).abs().max().item() for a, b in zip(theirs["output"], as_diffusers.output)) > 1e-3
+
+
+def test_mistoline_model_matches_comfyui_on_every_block():
+    native = _comfy_controlnet(mistoline=True)
+    name, ours = _ours(native)
+    theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
+    assert (name, ours.config.residual_activation, ours.config.repeat_mode) == ("flux_mistoline", True, "tile_all")
+    assert _max_diff(theirs, expanded) <= TOL
+
+
+def test_comfyui_flux_with_our_merged_control_equals_it_with_comfyui_control():
+    native = _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16)
+    _, ours = _ours(native)
+    inputs = _inputs(pixels=False)
+    theirs, _ = _run_both(native, ours, inputs, control_type=4)
+    base = _comfy_flux()
+    with torch.no_grad():
+        own = ours(inputs["x"], inputs["timesteps"], inputs["context"], inputs["hint"], inputs["y"],
+                   guidance=inputs["guidance"], control_type=4)
+    # ComfyUI spreads over Flux's 19 / 38 blocks whatever the base model; ours over the base model's
+    # own blocks. The two agree on a base of Flux's depth.
+    spread = expand_to_base(own, len(base.double_blocks), len(base.single_blocks), repeat_mode=ours.config.repeat_mode)
+    control = merge_control(None, spread, input_popped=False)
+    args = (inputs["x"], inputs["timesteps"], inputs["context"], inputs["y"], inputs["guidance"])
+    with torch.no_grad():
+        expected = base(*args, control=theirs)
+        got = base(*args, control=control)
+        plain = base(*args)
+    assert (expected - plain).abs().max() > 1e-2, "the control must change the output"
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
