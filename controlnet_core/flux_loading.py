@@ -1,26 +1,26 @@
 """Recognising and building Flux ControlNets from their weights (sizes from shapes, never file names).
 
-Three formats, one ``claims`` / ``build`` pair each for the format table of ``loading.py``:
+Three formats, one ``claims`` / ``build`` pair each in the format table of ``loading.py``:
 
-* ``flux_diffusers``: diffusers ``FluxControlNetModel`` files (InstantX, Shakker-Labs Union and
+* diffusers: ``FluxControlNetModel`` files (InstantX, Shakker-Labs Union and
   Union Pro; XLabs-style ports with an ``input_hint_block.conv_in``).
-* ``flux_xlabs``: XLabs files in Black Forest Labs' names (``double_blocks.*``, ``input_hint_block.N``).
-* ``flux_mistoline``: Mistoline files (``controlnet_blocks.i.linear``, ``input_cond_block.encoder``),
+* XLabs: files in Black Forest Labs' names (``double_blocks.*``, ``input_hint_block.N``).
+* Mistoline: files (``controlnet_blocks.i.linear``, ``input_cond_block.encoder``),
   as ComfyUI's ``ControlNetFlux(mistoline=True)`` lays them out.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .errors import ControlNetFormatError
 from .flux import FluxControlNet, FluxControlNetConfig
 from .flux_convert import diffusers_to_bfl, mistoline_to_bfl
-from .loading import ControlNetFormatError
 
-__all__ = ["FLUX_FORMATS", "build_diffusers", "build_mistoline", "build_xlabs", "claims_diffusers",
+__all__ = ["build_diffusers", "build_mistoline", "build_xlabs", "claims_diffusers",
            "claims_mistoline", "claims_xlabs", "default_axes_dim", "detect_flux_config"]
 
 # Strides of the hint convolutions, which the weights cannot tell (ComfyUI's ControlNetFlux).
@@ -188,11 +188,3 @@ def build_mistoline(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.d
     config = detect_flux_config(converted, hint_strides=_MISTOLINE_HINT_STRIDES, residual_activation=True,
                                 axes_dim=axes_dim, repeat_mode="tile_all")
     return _build(converted, config, dtype, device)
-
-
-FLUX_FORMATS: Tuple[Tuple[str, Callable, Callable], ...] = (
-    ("flux_mistoline", claims_mistoline, build_mistoline),
-    ("flux_xlabs", claims_xlabs, build_xlabs),
-    ("flux_diffusers", claims_diffusers, build_diffusers),
-)
-"""``(name, claims, build)`` for ``loading.FORMATS``, specific before broad."""

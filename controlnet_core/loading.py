@@ -19,6 +19,8 @@ from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
+from .flux_loading import (build_diffusers, build_mistoline, build_xlabs, claims_diffusers, claims_mistoline,
+                           claims_xlabs)
 from .model import ControlNet
 
 __all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
@@ -97,6 +99,9 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
 FORMATS: Tuple[ModelFormat, ...] = (
     ModelFormat("full model", _is_full_model, _refuse_full_model),
     ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("Flux ControlNet (Mistoline)", claims_mistoline, build_mistoline),
+    ModelFormat("Flux ControlNet (XLabs)", claims_xlabs, build_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_diffusers, build_diffusers),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
 )
 

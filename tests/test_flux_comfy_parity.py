@@ -9,7 +9,8 @@ import torch
 
 import comfy_host
 from cnr_pack.controlnet_core.flux import expand_to_base
-from cnr_pack.controlnet_core.flux_loading import FLUX_FORMATS
+from cnr_pack.controlnet_core.flux_loading import claims_diffusers, claims_mistoline, claims_xlabs
+from cnr_pack.controlnet_core.loading import detect_format, load_controlnet
 from cnr_pack.controlnet_core.residuals import merge_control
 
 pytestmark = pytest.mark.skipif(
@@ -53,10 +54,11 @@ def _comfy_flux(seed=5):
 
 
 def _ours(native):
+    """The format our table detects in ComfyUI's weights, and the model loaded from them."""
     sd = native.state_dict()
-    formats = [(name, build) for name, claims, build in FLUX_FORMATS if claims(sd)]
-    assert len(formats) == 1, f"claimed by {[name for name, _ in formats]}"
-    return formats[0][0], formats[0][1](sd, axes_dim=AXES_DIM)
+    claims = [c for c in (claims_diffusers, claims_xlabs, claims_mistoline) if c(sd)]
+    assert claims == [detect_format(sd).claims], "exactly one Flux format must claim ComfyUI's weights"
+    return claims[0].__name__, load_controlnet(sd, axes_dim=AXES_DIM)
 
 
 def _inputs(pixels: bool, seed=3):
@@ -87,7 +89,7 @@ def test_latent_hint_union_model_matches_comfyui_on_every_block(control_type):
     native = _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=False), control_type)
-    assert (name, ours.config.hint_input, ours.config.num_union_modes) == ("flux_xlabs", "latent", 7)
+    assert (name, ours.config.hint_input, ours.config.num_union_modes) == ("claims_xlabs", "latent", 7)
     assert min(t.abs().max().item() for t in expanded.tensors) > 0.1
     assert _max_diff(theirs, expanded) <= TOL
 
@@ -96,7 +98,7 @@ def test_xlabs_model_matches_comfyui_on_every_block():
     native = _comfy_controlnet(depth_single_blocks=0)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
-    assert (name, ours.config.hint_input, ours.config.repeat_mode) == ("flux_xlabs", "pixels", "tile")
+    assert (name, ours.config.hint_input, ours.config.repeat_mode) == ("claims_xlabs", "pixels", "tile")
     assert _max_diff(theirs, expanded) <= TOL
 
 
@@ -113,7 +115,7 @@ def test_mistoline_model_matches_comfyui_on_every_block():
     native = _comfy_controlnet(mistoline=True)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
-    assert (name, ours.config.residual_activation, ours.config.repeat_mode) == ("flux_mistoline", True, "tile_all")
+    assert (name, ours.config.residual_activation, ours.config.repeat_mode) == ("claims_mistoline", True, "tile_all")
     assert _max_diff(theirs, expanded) <= TOL
 
 

@@ -5,9 +5,9 @@ import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
 from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base
-from cnr_pack.controlnet_core.flux_loading import (FLUX_FORMATS, build_diffusers, build_xlabs, claims_diffusers,
-                                                   claims_mistoline, claims_xlabs)
-from cnr_pack.controlnet_core.loading import ControlNetFormatError
+from cnr_pack.controlnet_core.flux_loading import (build_diffusers, build_xlabs, claims_diffusers, claims_mistoline,
+                                                   claims_xlabs)
+from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
 from cnr_pack.controlnet_core.model import ControlNetInputError
 from tiny_flux import (AXES_DIM, LATENT_CHANNELS, XLABS_LATENT_CHANNELS, diffusers_residuals, flux_inputs, image_ids,
                        pack, tiny_flux_controlnet, tiny_flux_transformer, tiny_xlabs_style_controlnet)
@@ -17,7 +17,7 @@ TOL = 1e-5
 
 
 def _load(reference) -> FluxControlNet:
-    return build_diffusers(reference.state_dict(), axes_dim=AXES_DIM)
+    return load_controlnet(reference.state_dict(), axes_dim=AXES_DIM)
 
 
 def _max_diff(ours, theirs) -> float:
@@ -186,13 +186,15 @@ def test_a_hint_of_the_wrong_size_is_refused_with_the_size_needed():
                                      lambda: tiny_flux_controlnet(num_mode=7)], ids=["instantx", "xlabs", "union"])
 def test_diffusers_flux_weights_are_claimed_by_the_diffusers_format_only(factory):
     sd = factory().state_dict()
-    assert [name for name, claims, _ in FLUX_FORMATS if claims(sd)] == ["flux_diffusers"]
+    assert detect_format(sd).build is build_diffusers
+    assert not claims_xlabs(sd) and not claims_mistoline(sd)
 
 
 def test_bfl_named_weights_are_claimed_as_xlabs_and_rebuild_the_same_model():
     ours = _load(tiny_xlabs_style_controlnet())
     sd = ours.state_dict()
-    assert [name for name, claims, _ in FLUX_FORMATS if claims(sd)] == ["flux_xlabs"]
+    assert detect_format(sd).build is build_xlabs
+    assert not claims_diffusers(sd) and not claims_mistoline(sd)
     x, t, context, pooled, _ = flux_inputs(channels=XLABS_LATENT_CHANNELS)
     rebuilt = build_xlabs(sd, axes_dim=AXES_DIM)
     hint = _pixel_hint(x)
@@ -214,4 +216,4 @@ def test_weights_with_a_missing_residual_projection_are_refused():
     sd = dict(tiny_flux_controlnet().state_dict())
     del sd["controlnet_single_blocks.1.weight"], sd["controlnet_single_blocks.1.bias"]
     with pytest.raises(ControlNetFormatError, match="residual projection"):
-        build_diffusers(sd, axes_dim=AXES_DIM)
+        load_controlnet(sd, axes_dim=AXES_DIM)
