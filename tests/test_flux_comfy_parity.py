@@ -1,4 +1,5 @@
-"""Flux ControlNets against ComfyUI's own ``ControlNetFlux`` and ``Flux`` on identical tiny weights.
+"""Flux ControlNets against ComfyUI's own ``ControlNetFlux`` and ``Flux`` on identical tiny weights:
+residuals block by block, one model call, and whole sampling runs.
 
 ComfyUI's Flux arrived after the 2024-03 CI host, so these run only on a current ComfyUI
 (``COMFYUI_PATH``). ComfyUI's Flux config detection hard-codes the full width, so the tiny models
@@ -138,4 +139,75 @@ def test_comfyui_flux_with_our_merged_control_equals_it_with_comfyui_control():
         got = base(*args, control=control)
         plain = base(*args)
     assert (expected - plain).abs().max() > 1e-2, "the control must change the output"
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+def _tiny_flux_model(seed=5):
+    """ComfyUI's own Flux MODEL (model_base.Flux in a ModelPatcher) at Flux's depth and a tiny width."""
+    comfy_host.boot()
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = {**PARAMS, "image_model": "flux", "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE}
+    model = comfy.supported_models.Flux(config).get_model({})
+    _randomize(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def _flux_conditioning(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 5, 32, generator=gen),
+             {"pooled_output": torch.randn(1, 32, generator=gen), "guidance": 3.5}]]
+
+
+def _with_our_residuals(model, ours, hint, strength, control_type=None):
+    """The route the Apply node takes, reduced to its core: a UNet function wrapper computing our
+    residuals from the inputs ComfyUI's Flux sees and merging them into ``c["control"]``."""
+    sampling = model.get_model_object("model_sampling")
+    blocks = model.model.diffusion_model
+
+    def wrapper(apply_model, args):
+        x, sigma, c = args["input"], args["timestep"], args["c"]
+        res = ours(sampling.calculate_input(sigma, x), sampling.timestep(sigma), c["c_crossattn"], hint, c["y"],
+                   guidance=c["guidance"], control_type=control_type)
+        spread = expand_to_base(res.map(lambda t: t * strength), len(blocks.double_blocks), len(blocks.single_blocks),
+                                repeat_mode=ours.config.repeat_mode)
+        control = merge_control(c.get("control"), spread, input_popped=False)
+        return apply_model(x, sigma, **dict(c, control=control))
+
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(wrapper)
+    return patched
+
+
+@pytest.mark.parametrize("kind", ["xlabs", "union"])
+def test_sampling_with_our_residuals_equals_comfyui_flux_controlnet(kind):
+    nodes = comfy_host.boot()
+    import comfy.controlnet
+    import comfy.model_management as mm
+    model = _tiny_flux_model()
+    pixels = kind == "xlabs"
+    native_net = (_comfy_controlnet(depth_single_blocks=0) if pixels else
+                  _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16))
+    _, ours = _ours(native_net)
+    gen = torch.Generator().manual_seed(11)
+    latent = torch.zeros(1, 16, 8, 6)
+    # ComfyUI resizes the hint to the latent grid first; given at that size, nothing is resampled.
+    hint = torch.rand(1, 3, 64, 48, generator=gen) if pixels else torch.randn(1, 16, 8, 6, generator=gen)
+    # No VAE and no latent format: ComfyUI passes the latent hint through as given, like ours.
+    native = comfy.controlnet.ControlNet(native_net, compression_ratio=8 if pixels else 1,
+                                         load_device=mm.get_torch_device(), manual_cast_dtype=None,
+                                         extra_conds=["y", "guidance"])
+    control_type = None if pixels else 4
+    if control_type is not None:
+        native.set_extra_arg("control_type", [control_type])
+    pos, neg = _flux_conditioning(1), _flux_conditioning(2)
+    pos_c, neg_c = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint.movedim(1, -1), 0.8, 0.0,
+                                                                     1.0)[:2]
+    run = {"steps": 4, "cfg": 2.0, "latent": latent, "scheduler": "simple"}
+    expected = comfy_host.sample(model, pos_c, neg_c, **run)
+    got = comfy_host.sample(_with_our_residuals(model, ours, hint, 0.8, control_type), pos, neg, **run)
+    plain = comfy_host.sample(model, pos, neg, **run)
+    assert (expected - plain).abs().max() > 1e-2, "the control must change the result"
     assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
