@@ -49,8 +49,8 @@ def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
     """A short account of unknown weights for error messages: key count, first keys and shapes.
 
     Example:
-        >>> describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)})
-        "2 tensors, e.g. a.weight (2, 3), b (1,)"
+        >>> print(describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)}))
+        2 tensors, e.g. a.weight (2, 3), b (1,)
     """
     keys = sorted(state_dict)
     sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
@@ -164,7 +164,9 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     use_linear = proj_in.ndim == 2
     # SD1.x fixes the head count, SD2.x/SDXL the head width; other widths follow the projection style.
     fixed_heads = family == "sd1" or (family == "custom" and not use_linear)
-    middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.") if "middle_block.2.in_layers.0.weight" in state_dict else -1
+    middle = -1
+    if "middle_block.2.in_layers.0.weight" in state_dict:
+        middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
     hint_blocks = sorted(int(m.group(1)) for k in keys if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     hint_channels = tuple(state_dict[f"input_hint_block.{i}.weight"].shape[0] for i in hint_blocks[:-1:2])
     return ControlNetConfig(

@@ -37,6 +37,7 @@ class TruncatedSchedule:
 
     @property
     def start_sigma(self) -> float:
+        """The noise level the init latent gets."""
         return float(self.sigmas[0])
 
 

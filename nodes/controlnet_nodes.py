@@ -89,7 +89,8 @@ def check_model_fits(model, control, node_id: str) -> None:
     unet = model.model.model_config.unet_config
     cfg = control.net.config
     model_name = type(model.model.model_config).__name__
-    if unet.get("context_dim") != cfg.context_dim or (unet.get("adm_in_channels") is None) != (cfg.adm_in_channels is None):
+    same_y = (unet.get("adm_in_channels") is None) == (cfg.adm_in_channels is None)
+    if unet.get("context_dim") != cfg.context_dim or not same_y:
         raise ValueError(
             f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
             f"{cfg.context_dim}, {'with' if cfg.adm_in_channels else 'no'} SDXL y vector) but the model is "

@@ -50,7 +50,8 @@ class Img2ImgStrength:
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        schedule = truncate_schedule(compat.schedule_function(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        full = compat.schedule_function(model, scheduler)
+        schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule])
         if schedule.executed_steps == 0:
             LOG.info("%s: strength %s runs no step; the sampler returns the latent unchanged", self.NODE_ID, strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
