@@ -110,13 +110,13 @@ class FluxControlNetConfig:
 
 
 def pack_latent(x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-    """Flux's 2x2 patch packing, padding odd sizes circularly as ComfyUI does.
+    r"""Flux's 2x2 patch packing, padding odd sizes circularly as ComfyUI does.
 
     Args:
         x: :math:`(B, C, H, W)`.
 
     Returns:
-        :math:`(B, \\lceil H/2 \\rceil \\lceil W/2 \\rceil, 4C)` tokens, channel-major within a
+        :math:`(B, \lceil H/2 \rceil \lceil W/2 \rceil, 4C)` tokens, channel-major within a
         patch, and the token grid ``(h, w)``.
 
     Example:
@@ -262,15 +262,15 @@ class FluxControlNet(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor, y: Optional[Tensor] = None, *,
                 guidance: Optional[Tensor] = None, control_type: Union[int, Sequence[int], None] = None,
                 hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
-        """Compute the ControlNet's own residuals.
+        r"""Compute the ControlNet's own residuals.
 
         Args:
             x: the latent the Flux model sees, :math:`(B, C, h, w)`, unpacked.
             timesteps: flow-matching time in 0..1 (ComfyUI's Flux timestep, diffusers' ``t / 1000``),
                 :math:`(B,)` or a scalar.
             context: T5 tokens, :math:`(B, T, 4096)`.
-            hint: VAE latent :math:`(B \\text{ or } 1, C_h, h, w)` or image in 0..1
-                :math:`(B \\text{ or } 1, 3, 8h, 8w)`, per ``config.hint_input``.
+            hint: VAE latent :math:`(B \text{ or } 1, C_h, h, w)` or image in 0..1
+                :math:`(B \text{ or } 1, 3, 8h, 8w)`, per ``config.hint_input``.
             y: pooled CLIP vector :math:`(B, 768)`; None uses zeros, as ComfyUI does.
             guidance: distilled guidance scale (e.g. 3.5), :math:`(B,)` or a scalar; required when
                 ``config.guidance_embed``.

@@ -93,6 +93,7 @@ class MLPEmbedder(nn.Module):
         self.out_layer = nn.Linear(hidden_dim, hidden_dim, dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
+        """:math:`(B, C_{in})` in, :math:`(B, D)` out."""
         return self.out_layer(F.silu(self.in_layer(x)))
 
 
@@ -122,7 +123,11 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, self.scale.shape, self.scale, eps=1e-6)
+        """Normalise :math:`(..., C)` over :math:`C`."""
+        if hasattr(F, "rms_norm"):
+            return F.rms_norm(x, self.scale.shape, self.scale, eps=1e-6)
+        # torch before 2.4, which ComfyUI still supports, has no fused RMS norm.
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.scale
 
 
 class QKNorm(nn.Module):

@@ -14,9 +14,9 @@ from cnr_pack.controlnet_core.flux_loading import claims_diffusers, claims_misto
 from cnr_pack.controlnet_core.loading import detect_format, load_controlnet
 from cnr_pack.controlnet_core.residuals import merge_control
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
-    reason="ComfyUI's Flux needs a current ComfyUI: set COMFYUI_PATH to run the Flux parity tests")
+    reason="ComfyUI's Flux needs a current ComfyUI: set COMFYUI_PATH to run the Flux parity tests")]
 
 AXES_DIM = (4, 4, 8)
 PARAMS = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32, "hidden_size": 32,
