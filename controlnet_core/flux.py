@@ -26,11 +26,12 @@ from torch import Tensor, nn
 
 from .blocks import timestep_embedding
 from .flux_blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
+from .injection import _resample_mask
 from .model import ControlNetInputError
 from .residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base",
-           "pack_latent"]
+           "pack_latent", "token_mask"]
 
 FLUX_UNION_MODES = ("canny", "tile", "depth", "blur", "pose", "gray", "low quality")
 """Mode names of the InstantX / Shakker-Labs union models, by index (``control_type``).
@@ -131,6 +132,29 @@ def pack_latent(x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
     h, w = h // PATCH, w // PATCH
     tokens = x.reshape(b, c, h, PATCH, w, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, c * PATCH * PATCH)
     return tokens, (h, w)
+
+
+def token_mask(mask: Tensor, latent_size: Tuple[int, int]) -> Tensor:
+    r"""A spatial mask as one weight per packed image token, to multiply residuals of shape :math:`(B, N, D)`.
+
+    The mask is resampled to the token grid as masks are for UNet residuals (area average when
+    shrinking), then flattened in the row-major order of :func:`pack_latent`.
+
+    Args:
+        mask: :math:`(B \text{ or } 1, 1, H, W)` in 0..1, any size.
+        latent_size: ``(h, w)`` of the latent the tokens were packed from.
+
+    Returns:
+        :math:`(B \text{ or } 1, \lceil h/2 \rceil \lceil w/2 \rceil, 1)`, float32.
+
+    Example:
+        >>> left = torch.zeros(1, 1, 32, 32)
+        >>> left[..., :16] = 1
+        >>> token_mask(left, (4, 4)).flatten().tolist()
+        [1.0, 0.0, 1.0, 0.0]
+    """
+    grid = (-(-latent_size[0] // PATCH), -(-latent_size[1] // PATCH))
+    return _resample_mask(mask.float(), grid).flatten(2).transpose(1, 2)
 
 
 def _position_ids(num_txt: int, grid: Tuple[int, int], device) -> Tensor:

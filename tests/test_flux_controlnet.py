@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
-from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base
+from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base, token_mask
 from cnr_pack.controlnet_core.flux_loading import (build_diffusers, build_xlabs, claims_diffusers, claims_mistoline,
                                                    claims_xlabs)
 from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
@@ -217,3 +217,11 @@ def test_weights_with_a_missing_residual_projection_are_refused():
     del sd["controlnet_single_blocks.1.weight"], sd["controlnet_single_blocks.1.bias"]
     with pytest.raises(ControlNetFormatError, match="residual projection"):
         load_controlnet(sd, axes_dim=AXES_DIM)
+
+
+def test_a_token_mask_weights_each_token_by_the_mask_under_its_diffusers_position():
+    x = torch.zeros(1, LATENT_CHANNELS, 8, 6)
+    per_token = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
+    mask = per_token.repeat_interleave(16, 0).repeat_interleave(16, 1)[None, None]  # 16 pixels per token side
+    rows, cols = image_ids(x)[:, 1].long(), image_ids(x)[:, 2].long()
+    assert torch.allclose(token_mask(mask, (8, 6))[0, :, 0], per_token[rows, cols], atol=1e-6)
