@@ -20,8 +20,8 @@ from .errors import ControlNetFormatError
 from .flux import FluxControlNet, FluxControlNetConfig
 from .flux_convert import diffusers_to_bfl, mistoline_to_bfl
 
-__all__ = ["build_diffusers", "build_mistoline", "build_xlabs", "claims_diffusers",
-           "claims_mistoline", "claims_xlabs", "default_axes_dim", "detect_flux_config"]
+__all__ = ["build_flux_diffusers", "build_flux_mistoline", "build_flux_xlabs", "claims_flux_diffusers",
+           "claims_flux_mistoline", "claims_flux_xlabs", "default_axes_dim", "detect_flux_config"]
 
 # Strides of the hint convolutions, which the weights cannot tell (ComfyUI's ControlNetFlux).
 _XLABS_HINT_STRIDES = (1, 1, 2, 1, 2, 1, 2, 1)
@@ -33,7 +33,7 @@ def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
 
     The split is not stored in the weights. Other head widths keep Flux's proportions (an eighth
     for the unused first axis, the rest shared by rows and columns), rounded to even numbers;
-    pass ``axes_dim=`` to :func:`build_diffusers` and friends to match a base model built otherwise.
+    pass ``axes_dim=`` to :func:`build_flux_diffusers` and friends to match a base model built otherwise.
 
     Example:
         >>> default_axes_dim(128), default_axes_dim(16)
@@ -141,7 +141,7 @@ def _build(state_dict: Dict[str, Tensor], config: FluxControlNetConfig, dtype, d
     return net.eval().requires_grad_(False)
 
 
-def claims_diffusers(state_dict: Mapping[str, Tensor]) -> bool:
+def claims_flux_diffusers(state_dict: Mapping[str, Tensor]) -> bool:
     """diffusers ``FluxControlNetModel`` keys: a linear ``x_embedder``, ``controlnet_x_embedder`` and Flux blocks.
 
     SD3 ControlNets embed patches with a convolution (``pos_embed``) and have no
@@ -153,19 +153,19 @@ def claims_diffusers(state_dict: Mapping[str, Tensor]) -> bool:
                  or "single_transformer_blocks.0.proj_mlp.weight" in state_dict))
 
 
-def claims_xlabs(state_dict: Mapping[str, Tensor]) -> bool:
+def claims_flux_xlabs(state_dict: Mapping[str, Tensor]) -> bool:
     """Black Forest Labs' block names with plain ``controlnet_blocks.i`` projections and ``pos_embed_input``."""
     return ("img_in.weight" in state_dict and "pos_embed_input.weight" in state_dict
             and "double_blocks.0.img_attn.norm.key_norm.scale" in state_dict
             and "controlnet_blocks.0.weight" in state_dict)
 
 
-def claims_mistoline(state_dict: Mapping[str, Tensor]) -> bool:
+def claims_flux_mistoline(state_dict: Mapping[str, Tensor]) -> bool:
     """Black Forest Labs' block names with ``controlnet_blocks.i.linear`` projections."""
     return "img_in.weight" in state_dict and "controlnet_blocks.0.linear.weight" in state_dict
 
 
-def build_diffusers(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
+def build_flux_diffusers(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
                     axes_dim: Optional[Sequence[int]] = None, **options) -> FluxControlNet:
     """A :class:`FluxControlNet` from diffusers-named weights (options other than ``axes_dim`` are ignored)."""
     try:
@@ -175,13 +175,13 @@ def build_diffusers(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.d
     return _build(converted, detect_flux_config(converted, axes_dim=axes_dim), dtype, device)
 
 
-def build_xlabs(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
+def build_flux_xlabs(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
                 axes_dim: Optional[Sequence[int]] = None, **options) -> FluxControlNet:
     """A :class:`FluxControlNet` from XLabs (bfl-named) weights."""
     return _build(dict(state_dict), detect_flux_config(state_dict, axes_dim=axes_dim), dtype, device)
 
 
-def build_mistoline(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
+def build_flux_mistoline(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
                     axes_dim: Optional[Sequence[int]] = None, **options) -> FluxControlNet:
     """A :class:`FluxControlNet` from Mistoline weights (SiLU residual projections, tiled like ComfyUI)."""
     converted = mistoline_to_bfl(state_dict)

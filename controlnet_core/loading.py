@@ -19,9 +19,10 @@ from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
-from .flux_loading import (build_diffusers, build_mistoline, build_xlabs, claims_diffusers, claims_mistoline,
-                           claims_xlabs)
+from .flux_loading import (build_flux_diffusers, build_flux_mistoline, build_flux_xlabs, claims_flux_diffusers,
+                           claims_flux_mistoline, claims_flux_xlabs)
 from .model import ControlNet
+from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
 __all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
            "load_controlnet"]
@@ -99,9 +100,11 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
 FORMATS: Tuple[ModelFormat, ...] = (
     ModelFormat("full model", _is_full_model, _refuse_full_model),
     ModelFormat("LoRA", _is_lora, _refuse_lora),
-    ModelFormat("Flux ControlNet (Mistoline)", claims_mistoline, build_mistoline),
-    ModelFormat("Flux ControlNet (XLabs)", claims_xlabs, build_xlabs),
-    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_diffusers, build_diffusers),
+    ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
+    ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
+    ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
+    ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
 )
 

@@ -10,7 +10,7 @@ import torch
 
 import comfy_host
 from cnr_pack.controlnet_core.flux import expand_to_base
-from cnr_pack.controlnet_core.flux_loading import claims_diffusers, claims_mistoline, claims_xlabs
+from cnr_pack.controlnet_core.flux_loading import claims_flux_diffusers, claims_flux_mistoline, claims_flux_xlabs
 from cnr_pack.controlnet_core.loading import detect_format, load_controlnet
 from cnr_pack.controlnet_core.residuals import merge_control
 
@@ -57,7 +57,7 @@ def _comfy_flux(seed=5):
 def _ours(native):
     """The format our table detects in ComfyUI's weights, and the model loaded from them."""
     sd = native.state_dict()
-    claims = [c for c in (claims_diffusers, claims_xlabs, claims_mistoline) if c(sd)]
+    claims = [c for c in (claims_flux_diffusers, claims_flux_xlabs, claims_flux_mistoline) if c(sd)]
     assert claims == [detect_format(sd).claims], "exactly one Flux format must claim ComfyUI's weights"
     return claims[0].__name__, load_controlnet(sd, axes_dim=AXES_DIM)
 
@@ -90,7 +90,7 @@ def test_latent_hint_union_model_matches_comfyui_on_every_block(control_type):
     native = _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=False), control_type)
-    assert (name, ours.config.hint_input, ours.config.num_union_modes) == ("claims_xlabs", "latent", 7)
+    assert (name, ours.config.hint_input, ours.config.num_union_modes) == ("claims_flux_xlabs", "latent", 7)
     assert min(t.abs().max().item() for t in expanded.tensors) > 0.1
     assert _max_diff(theirs, expanded) <= TOL
 
@@ -99,7 +99,7 @@ def test_xlabs_model_matches_comfyui_on_every_block():
     native = _comfy_controlnet(depth_single_blocks=0)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
-    assert (name, ours.config.hint_input, ours.config.repeat_mode) == ("claims_xlabs", "pixels", "tile")
+    assert (name, ours.config.hint_input, ours.config.repeat_mode) == ("claims_flux_xlabs", "pixels", "tile")
     assert _max_diff(theirs, expanded) <= TOL
 
 
@@ -116,7 +116,8 @@ def test_mistoline_model_matches_comfyui_on_every_block():
     native = _comfy_controlnet(mistoline=True)
     name, ours = _ours(native)
     theirs, expanded = _run_both(native, ours, _inputs(pixels=True))
-    assert (name, ours.config.residual_activation, ours.config.repeat_mode) == ("claims_mistoline", True, "tile_all")
+    assert (name, ours.config.residual_activation) == ("claims_flux_mistoline", True)
+    assert ours.config.repeat_mode == "tile_all"
     assert _max_diff(theirs, expanded) <= TOL
 
 

@@ -5,8 +5,8 @@ import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
 from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base, token_mask
-from cnr_pack.controlnet_core.flux_loading import (build_diffusers, build_xlabs, claims_diffusers, claims_mistoline,
-                                                   claims_xlabs)
+from cnr_pack.controlnet_core.flux_loading import (build_flux_diffusers, build_flux_xlabs, claims_flux_diffusers,
+                                                   claims_flux_mistoline, claims_flux_xlabs)
 from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
 from cnr_pack.controlnet_core.model import ControlNetInputError
 from tiny_flux import (AXES_DIM, LATENT_CHANNELS, XLABS_LATENT_CHANNELS, diffusers_residuals, flux_inputs, image_ids,
@@ -129,7 +129,7 @@ def test_sizes_come_from_the_weights():
     reference = tiny_flux_controlnet(num_layers=3, num_single_layers=0, attention_head_dim=8, num_attention_heads=4,
                                      joint_attention_dim=24, pooled_projection_dim=12, axes_dims_rope=[2, 2, 4],
                                      guidance_embeds=True)
-    cfg = build_diffusers(reference.state_dict(), axes_dim=(2, 2, 4)).config
+    cfg = build_flux_diffusers(reference.state_dict(), axes_dim=(2, 2, 4)).config
     assert (cfg.hidden_size, cfg.num_heads, cfg.depth, cfg.depth_single_blocks) == (32, 4, 3, 0)
     assert (cfg.in_channels, cfg.context_dim, cfg.adm_in_channels, cfg.mlp_hidden) == (LATENT_CHANNELS, 24, 12, 128)
     assert (cfg.hint_input, cfg.hint_channels, cfg.guidance_embed, cfg.family) == ("latent", LATENT_CHANNELS, True,
@@ -157,7 +157,8 @@ def test_bfloat16_weights_stay_close_to_float32():
     reference = tiny_flux_controlnet()
     x, t, context, hint, pooled = _args_with_latent_hint()
     full = _load(reference)(x, t, context, hint, pooled)
-    half = build_diffusers(reference.state_dict(), axes_dim=AXES_DIM, dtype=torch.bfloat16)(x, t, context, hint, pooled)
+    half_net = build_flux_diffusers(reference.state_dict(), axes_dim=AXES_DIM, dtype=torch.bfloat16)
+    half = half_net(x, t, context, hint, pooled)
     assert all(h.dtype == torch.bfloat16 for h in half.tensors)
     assert max((h.float() - f).abs().max().item() / f.abs().max().item()
                for h, f in zip(half.tensors, full.tensors)) < 0.05
@@ -186,17 +187,17 @@ def test_a_hint_of_the_wrong_size_is_refused_with_the_size_needed():
                                      lambda: tiny_flux_controlnet(num_mode=7)], ids=["instantx", "xlabs", "union"])
 def test_diffusers_flux_weights_are_claimed_by_the_diffusers_format_only(factory):
     sd = factory().state_dict()
-    assert detect_format(sd).build is build_diffusers
-    assert not claims_xlabs(sd) and not claims_mistoline(sd)
+    assert detect_format(sd).build is build_flux_diffusers
+    assert not claims_flux_xlabs(sd) and not claims_flux_mistoline(sd)
 
 
 def test_bfl_named_weights_are_claimed_as_xlabs_and_rebuild_the_same_model():
     ours = _load(tiny_xlabs_style_controlnet())
     sd = ours.state_dict()
-    assert detect_format(sd).build is build_xlabs
-    assert not claims_diffusers(sd) and not claims_mistoline(sd)
+    assert detect_format(sd).build is build_flux_xlabs
+    assert not claims_flux_diffusers(sd) and not claims_flux_mistoline(sd)
     x, t, context, pooled, _ = flux_inputs(channels=XLABS_LATENT_CHANNELS)
-    rebuilt = build_xlabs(sd, axes_dim=AXES_DIM)
+    rebuilt = build_flux_xlabs(sd, axes_dim=AXES_DIM)
     hint = _pixel_hint(x)
     assert all(torch.equal(a, b) for a, b in zip(ours(x, t, context, hint, pooled).tensors,
                                                   rebuilt(x, t, context, hint, pooled).tensors))
@@ -209,7 +210,7 @@ def test_sd3_and_unet_controlnets_are_not_claimed_as_flux():
                                      joint_attention_dim=8, pooled_projection_dim=8)
     sd3 = SD3ControlNetModel.from_transformer(sd3_base, num_layers=1, load_weights_from_transformer=False)
     for sd in (sd3.state_dict(), tiny_sd15_diffusers(randomize=False).state_dict()):
-        assert not any(claims(sd) for claims in (claims_diffusers, claims_xlabs, claims_mistoline))
+        assert not any(claims(sd) for claims in (claims_flux_diffusers, claims_flux_xlabs, claims_flux_mistoline))
 
 
 def test_weights_with_a_missing_residual_projection_are_refused():
