@@ -19,6 +19,8 @@ from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
+from .flux_loading import (build_flux_diffusers, build_flux_mistoline, build_flux_xlabs, claims_flux_diffusers,
+                           claims_flux_mistoline, claims_flux_xlabs)
 from .model import ControlNet
 from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
@@ -100,6 +102,9 @@ FORMATS: Tuple[ModelFormat, ...] = (
     ModelFormat("LoRA", _is_lora, _refuse_lora),
     ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
     ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
+    ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
+    ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
 )
 
