@@ -11,16 +11,13 @@ from torch import Tensor
 
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
+from .errors import ControlNetFormatError
 from .files import read_state_dict
 from .model import ControlNet
 
 __all__ = ["ControlNetFormatError", "detect_config", "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-
-
-class ControlNetFormatError(ValueError):
-    """The weights are not a ControlNet this core can build."""
 
 
 def _reject_non_controlnet(keys) -> None:
