@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, Literal, NamedTuple, Optional, Tuple, get_args
 
 import torch
 from torch import Tensor
 
 from .masks import feather_inside
-from .resample import resize
+from .resample import ResampleFilter, resize
 
 __all__ = [
-    "Box", "CropTransform", "mask_bbox", "diffusers_crop_region", "crop_box", "box_ramp", "long_side_size",
+    "PASTE_MODES", "PasteMode", "Box", "CropTransform", "mask_bbox", "diffusers_crop_region", "crop_box", "box_ramp", "long_side_size",
     "plan_crop", "crop", "paste", "paste_weights_for",
 ]
+
+
+PasteMode = Literal["mask", "box"]
+PASTE_MODES: Tuple[PasteMode, ...] = get_args(PasteMode)
 
 
 class Box(NamedTuple):
@@ -137,7 +141,7 @@ def box_ramp(h: int, w: int, feather: int, open_sides: Tuple[bool, bool, bool, b
     return (axis(h, not top, not bottom)[:, None] * axis(w, not left, not right)[None, :])[None, None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CropTransform:
     """Where crops came from and how to put them back (ComfyUI type ``CNR_CROP``).
 
@@ -153,7 +157,7 @@ class CropTransform:
     image_size: Tuple[int, int]
     boxes: Tuple[Box, ...]
     output_size: Tuple[int, int]
-    filter: str
+    filter: ResampleFilter
     paste_weights: Tuple[Tensor, ...]
     empty: Tuple[bool, ...]
 
@@ -252,7 +256,7 @@ def _single(transform: CropTransform, k: int) -> CropTransform:
                    empty=(transform.empty[k],))
 
 
-def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode: str, feather: int) -> Tensor:
+def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode: PasteMode, feather: int) -> Tensor:
     """Blend weights for one box: ``mask`` (the mask feathered inward) or ``box`` (the box, ramped edges).
 
     Args:
@@ -263,7 +267,7 @@ def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode:
         sides = (box.x == 0, box.y == 0, box.x + box.w == w_img, box.y + box.h == h_img)
         return box_ramp(box.h, box.w, feather, sides)
     if mode != "mask":
-        raise ValueError(f"paste mode {mode!r} is not one of ('mask', 'box')")
+        raise ValueError(f"paste mode {mode!r} is not one of {PASTE_MODES}")
     region = mask[None, None, box.y:box.y + box.h, box.x:box.x + box.w].to(torch.float32)
     return feather_inside(region, feather)
 
@@ -284,7 +288,7 @@ def snap(value: float, multiple: int) -> int:
 
 
 def plan_crop(masks: Tensor, pad: int, output_size: Optional[Tuple[int, int]], multiple: int = 8,
-              filter: str = "bicubic", paste_mode: str = "mask", feather: int = 16,
+              filter: ResampleFilter = "bicubic", paste_mode: PasteMode = "mask", feather: int = 16,
               context: Optional[Tensor] = None) -> CropTransform:
     """One crop box per mask, and how each is pasted back.
 

@@ -1,4 +1,4 @@
-"""Errors shared by the loaders of every control-model family."""
+"""Errors the core raises about weights, shared by the loader and every model family."""
 from __future__ import annotations
 
 __all__ = ["ControlNetFormatError"]

@@ -1,14 +1,15 @@
 """Fitting a control image to the latent grid, and the inpaint-ControlNet hint."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple, get_args
 
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RESIZE_MODES", "resize_hint", "inpaint_hint"]
+__all__ = ["RESIZE_MODES", "ResizeMode", "resize_hint", "inpaint_hint"]
 
-RESIZE_MODES = ("crop", "stretch", "fill")
+ResizeMode = Literal["crop", "stretch", "fill"]
+RESIZE_MODES: Tuple[ResizeMode, ...] = get_args(ResizeMode)
 
 
 def _resample(image: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -11,7 +11,7 @@ Semantics follow the reference tools (see the README's semantics table):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Literal, Optional, Sequence, Tuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from .residuals import ControlResiduals, check_same_layout
 
 __all__ = [
     "CONTROL_MODES",
+    "ControlMode",
     "A1111_SOFT_BASE",
     "DIFFUSERS_SOFT_BASE",
     "soft_weights",
@@ -31,7 +32,8 @@ __all__ = [
     "sum_residuals",
 ]
 
-CONTROL_MODES = ("balanced", "prompt", "controlnet")
+ControlMode = Literal["balanced", "prompt", "controlnet"]
+CONTROL_MODES: Tuple[ControlMode, ...] = get_args(ControlMode)
 A1111_SOFT_BASE = 0.825
 DIFFUSERS_SOFT_BASE = 10 ** (-1 / 12)
 

@@ -1,37 +1,112 @@
-"""``load_controlnet``: any supported file or state dict in, a ready :class:`ControlNet` out."""
+"""``load_controlnet``: any supported file or state dict in, a ready control model out.
+
+The family comes from an ordered table of formats, :data:`FORMATS`: each entry claims weights
+from their keys and shapes (never a file name) and builds its module. Entries are tried in order,
+specific before broad; refusals (weights that are recognised but not control models this core
+runs) are entries too, so their messages say what was found.
+"""
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
-from typing import Mapping, Optional, Union
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Optional, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from . import t2i_adapter
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
 from .model import ControlNet
+from .refusals import REFUSALS
 
-__all__ = ["ControlNetFormatError", "detect_config", "load_controlnet"]
+__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
+           "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
-def _reject_non_controlnet(keys) -> None:
-    if any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.")) for k in keys):
+@dataclass(frozen=True)
+class ModelFormat:
+    """One entry of the format table.
+
+    Attributes:
+        name: what the weights are, for messages (e.g. ``"controlnet"``).
+        claims: ``state_dict -> bool`` from keys and shapes alone.
+        build: ``(state_dict, *, dtype, device, **options) -> nn.Module``; raises
+            :class:`ControlNetFormatError` for weights it recognises but refuses.
+    """
+
+    name: str
+    claims: Callable[[Mapping[str, Tensor]], bool]
+    build: Callable[..., nn.Module]
+
+
+def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
+    """A short account of unknown weights for error messages: key count, first keys and shapes.
+
+    Example:
+        >>> describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)})
+        "2 tensors, e.g. a.weight (2, 3), b (1,)"
+    """
+    keys = sorted(state_dict)
+    sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
+    return f"{len(keys)} tensors, e.g. {sample}"
+
+
+def _is_lora(state_dict: Mapping[str, Tensor]) -> bool:
+    return any("lora" in k for k in state_dict)
+
+
+def _refuse_lora(state_dict, **_options) -> nn.Module:
+    raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+
+
+def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith(("input_hint_block.", "controlnet_cond_embedding.")) for k in state_dict)
+
+
+def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, device=None, global_pool: bool = False,
+                              config: Optional[ControlNetConfig] = None, **config_overrides) -> ControlNet:
+    if is_diffusers_layout(state_dict):
+        state_dict = diffusers_to_original(state_dict)
+    config = config or detect_config(state_dict, global_pool)
+    if config_overrides:
+        config = replace(config, **config_overrides)
+    with torch.device("meta"):
+        net = ControlNet(config)
+    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
+    if missing or unexpected:
         raise ControlNetFormatError(
-            "these weights are a UNet or a full checkpoint (they have decoder/output blocks), not a "
-            "ControlNet; load it with a checkpoint loader and pick a ControlNet file here")
-    if any("lora" in k for k in keys):
-        raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
-    if not any(k.startswith("input_hint_block.") for k in keys):
-        sample = sorted(keys)[:3]
-        raise ControlNetFormatError(
-            f"unknown weights: no hint embedding (input_hint_block / controlnet_cond_embedding) among "
-            f"{len(keys)} keys, e.g. {sample}; this is not a ControlNet (T2I-Adapters are not supported)")
+            f"weights do not fit the detected {config.family} architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+    return net
+
+
+FORMATS: Tuple[ModelFormat, ...] = (
+    # Refusals first: ControlNet-XS and XLabs Flux files also carry a hint embedding.
+    *(ModelFormat(r.name, r.claims, r.build) for r in REFUSALS),
+    ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
+    ModelFormat("t2i_adapter", t2i_adapter.claims, t2i_adapter.build),
+)
+
+
+def detect_format(state_dict: Mapping[str, Tensor]) -> ModelFormat:
+    """The first entry of :data:`FORMATS` that claims ``state_dict``.
+
+    Raises:
+        ControlNetFormatError: no entry claims it; the message says what the weights look like.
+    """
+    for entry in FORMATS:
+        if entry.claims(state_dict):
+            return entry
+    raise ControlNetFormatError(
+        f"unknown weights ({describe_weights(state_dict)}): no hint embedding (input_hint_block / "
+        "controlnet_cond_embedding), so this is not a ControlNet this pack can load")
 
 
 def _count(keys, pattern: str) -> int:
@@ -51,7 +126,6 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
         with convolution projections and 64-channel heads with linear ones.
     """
     keys = list(state_dict)
-    _reject_non_controlnet(keys)
     try:
         conv_in = state_dict["input_blocks.0.0.weight"]
         hint_in = state_dict["input_hint_block.0.weight"]
@@ -105,15 +179,10 @@ def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
-    *,
-    global_pool: bool = False,
-    config: Optional[ControlNetConfig] = None,
-    **config_overrides,
-) -> ControlNet:
-    """Load a ControlNet from a file or a state dict, in either key layout.
+    **options,
+) -> nn.Module:
+    """Load a control model from a file or a state dict; the family comes from :data:`FORMATS`.
 
-    The format (original ``control_model.*`` / bare ``input_blocks.*``, or diffusers) and the
-    architecture (SD1.x, SD2.x, SDXL and its smaller variants) come from the keys and shapes.
     The module is built on the meta device and takes the loaded tensors as its parameters, so
     no random initialisation is thrown away and each weight is cast once.
 
@@ -121,16 +190,16 @@ def load_controlnet(
         source: path to ``.safetensors`` (preferred) or ``.pth/.pt/.ckpt/.bin``, or a state dict.
         dtype: compute dtype of the parameters; None keeps the stored dtype.
         device: where the parameters live; None keeps the CPU.
-        global_pool: average residuals over space (shuffle-style models).
-        config: the architecture, to skip detection.
-        **config_overrides: fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
+        **options: passed to the family's builder. ControlNets take ``global_pool`` (average
+            residuals over space, for shuffle-style models), ``config`` (skip detection) and
+            config fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
 
     Returns:
-        A :class:`ControlNet` in eval mode.
+        The family's module (e.g. a :class:`ControlNet`) in eval mode.
 
     Raises:
         FileNotFoundError, WeightFileError: the file is missing, truncated, corrupt or unsafe.
-        ControlNetFormatError: the weights are not a supported ControlNet.
+        ControlNetFormatError: the weights are not a supported control model.
 
     Example:
         >>> net = load_controlnet("control_v11p_sd15_canny.safetensors", dtype=torch.float16)  # doctest: +SKIP
@@ -143,20 +212,9 @@ def load_controlnet(
         where = os.fspath(source)
     state_dict = strip_original_prefix(state_dict)
     try:
-        if is_diffusers_layout(state_dict):
-            state_dict = diffusers_to_original(state_dict)
-        config = config or detect_config(state_dict, global_pool)
+        net = detect_format(state_dict).build(state_dict, dtype=dtype, device=device, **options)
     except (KeyError, ControlNetFormatError) as e:
         raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
-    if config_overrides:
-        config = replace(config, **config_overrides)
-    with torch.device("meta"):
-        net = ControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"{where}: weights do not fit the detected {config.family} architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

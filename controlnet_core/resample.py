@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Literal, Tuple, get_args
 
 import torch
 from torch import Tensor
 
-__all__ = ["RESAMPLE_FILTERS", "resize"]
+__all__ = ["RESAMPLE_FILTERS", "ResampleFilter", "resize"]
 
 
 def _triangle(x: Tensor) -> Tensor:
@@ -29,7 +29,8 @@ def _lanczos3(x: Tensor) -> Tensor:
 _FILTERS: Dict[str, Tuple[Callable[[Tensor], Tensor], float]] = {
     "bicubic": (_cubic, 2.0), "bilinear": (_triangle, 1.0), "lanczos": (_lanczos3, 3.0),
 }
-RESAMPLE_FILTERS = ("bicubic", "bilinear", "lanczos", "area", "nearest")
+ResampleFilter = Literal["bicubic", "bilinear", "lanczos", "area", "nearest"]
+RESAMPLE_FILTERS: Tuple[ResampleFilter, ...] = get_args(ResampleFilter)
 """``area`` averages exactly when shrinking and repeats pixels (nearest) when enlarging."""
 
 

@@ -11,16 +11,17 @@ Three rules users meet (steps = N, strength = s):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Tuple, get_args
 
 from torch import Tensor
 
-__all__ = ["STRENGTH_RULES", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
+__all__ = ["STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
 
-STRENGTH_RULES = ("diffusers", "comfyui_denoise", "round")
+StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
+STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TruncatedSchedule:
     """An executed sigma schedule.
 

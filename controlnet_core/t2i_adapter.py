@@ -365,14 +365,10 @@ def detect_t2i_config(state_dict: Mapping[str, Tensor]) -> T2IAdapterConfig:
                 "light", tuple(state_dict[f"body.{i}.out_conv.weight"].shape[0] for i in levels), per_level,
                 hint_channels, unshuffle, 3, False,
                 tuple(state_dict[f"body.{i}.in_conv.weight"].shape[0] for i in levels))
-        conv_in = state_dict["conv_in.weight"]
-        hint_channels, unshuffle = _hint_layout(conv_in.shape[1], light)
-        channels = [conv_in.shape[0]]
-        for i in levels[1:]:
-            in_conv = state_dict.get(f"body.{i}.in_conv.weight")
-            channels.append(channels[-1] if in_conv is None else in_conv.shape[0])
+        hint_channels, unshuffle = _hint_layout(state_dict["conv_in.weight"].shape[1], light)
+        channels = tuple(state_dict[f"body.{i}.resnets.0.block1.weight"].shape[0] for i in levels)
         kind = "full_xl" if unshuffle > LATENT_SCALE else "full"
-        return T2IAdapterConfig(kind, tuple(channels), per_level, hint_channels, unshuffle,
+        return T2IAdapterConfig(kind, channels, per_level, hint_channels, unshuffle,
                                 state_dict["body.0.resnets.0.block2.weight"].shape[-1],
                                 any(".down_conv." in k for k in state_dict))
     except KeyError as e:
@@ -402,7 +398,11 @@ def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = No
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     with torch.device("meta"):
         net = T2IAdapter(config)
-    missing, unexpected = net.load_state_dict(sd, strict=False, assign=True)
+    try:
+        missing, unexpected = net.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:  # shapes that contradict each other
+        mismatch = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+        raise ControlNetFormatError(f"weights do not fit the detected {config.kind} T2I-Adapter: {mismatch}") from None
     if missing or unexpected:
         raise ControlNetFormatError(
             f"weights do not fit the detected {config.kind} T2I-Adapter ({len(config.channels)} levels of "

@@ -293,6 +293,6 @@ def test_inpaint_mask_turns_masked_hint_pixels_to_minus_one(nodes, base_model, l
     mask = torch.zeros(1, 32, 32)
     mask[:, 8:16, 8:24] = 1.0  # half the hint's size: resampled to it
     model = apply(nodes, base_model, load_cn(), inpaint_mask=mask)
-    hint = model.model_options["model_function_wrapper"].hint
+    hint = model.model_options["model_function_wrapper"].spec.hint
     assert torch.all(hint[..., 16:32, 16:48] == -1)
     assert torch.equal(hint[..., :16, :], HINT.movedim(-1, 1)[..., :16, :])

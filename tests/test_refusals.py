@@ -5,7 +5,7 @@ import diffusers
 import pytest
 import torch
 
-from cnr_pack.controlnet_core import diffusers_to_original
+from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.refusals import REFUSALS, refusal_for
 from comfy_host import comfyui_root
@@ -59,48 +59,48 @@ CASES = {  # id: (weights, refusal name, message pattern)
                              "lllite_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.down.0.weight"),
                "controlnet_lllite", rf"ControlNet-LLLite.*2 modules such as '{LLLITE}'.*ControlNet-LLLite-ComfyUI"),
     "controlnet-xs": (lambda: controlnet_xs(fused=False), "controlnet_xs",
-                      r"^a ControlNet-XS \(base_to_ctrl.*ControlNetXSPipeline"),
+                      r"a ControlNet-XS \(base_to_ctrl.*ControlNetXSPipeline"),
     "controlnet-xs-fused": (lambda: controlnet_xs(fused=True), "controlnet_xs",
-                            r"^a UNet fused with a ControlNet-XS.*neither this pack nor ComfyUI"),
+                            r"a UNet fused with a ControlNet-XS.*neither this pack nor ComfyUI"),
     "flux-instantx": (flux_instantx, "flux_instantx_controlnet",
-                      r"^a Flux InstantX ControlNet \(1 controlnet_blocks, 2 controlnet_single_blocks\): "
+                      r"a Flux InstantX ControlNet \(1 controlnet_blocks, 2 controlnet_single_blocks\): "
                       r"not yet supported by this pack; use ComfyUI's own"),
     "flux-instantx-union": (lambda: flux_instantx(num_mode=7), "flux_instantx_controlnet",
-                            r"Flux InstantX Union \(7 modes\) ControlNet"),
+                            r"a Flux InstantX Union \(7 modes\) ControlNet"),
     "flux-xlabs": (lambda: zeros("controlnet_blocks.0.weight", "controlnet_blocks.1.weight",
                                  "double_blocks.0.img_attn.norm.key_norm.scale", "input_hint_block.0.weight"),
-                   "flux_xlabs_controlnet", r"Flux XLabs ControlNet \(1 double_blocks, 2 controlnet_blocks\).*"
+                   "flux_xlabs_controlnet", r"a Flux XLabs ControlNet \(1 double_blocks, 2 controlnet_blocks\).*"
                                             r"not yet supported"),
     "flux-mistoline": (lambda: zeros("controlnet_blocks.0.linear.weight", "single_controlnet_blocks.0.linear.weight"),
-                       "flux_mistoline_controlnet", r"Flux Mistoline ControlNet.*not yet supported"),
-    "sd3": (sd3_controlnet, "sd3_controlnet", r"^an SD3 ControlNet \(2 transformer_blocks\): not yet supported"),
+                       "flux_mistoline_controlnet", r"a Flux Mistoline ControlNet.*not yet supported"),
+    "sd3": (sd3_controlnet, "sd3_controlnet", r"an SD3 ControlNet \(2 transformer_blocks\): not yet supported"),
     "sd35": (lambda: zeros("controlnet_blocks.0.weight", "pos_embed_input.proj.weight",
                            "transformer_blocks.0.adaLN_modulation.1.bias"),
-             "sd35_controlnet", r"^an SD3\.5 \(Stability\) ControlNet.*not yet supported"),
+             "sd35_controlnet", r"an SD3\.5 \(Stability\) ControlNet.*not yet supported"),
     "qwen-image": (lambda: zeros("controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"),
-                   "qwen_image_controlnet", r"Qwen-Image InstantX ControlNet.*not yet supported"),
+                   "qwen_image_controlnet", r"a Qwen-Image InstantX ControlNet.*not yet supported"),
     "hunyuan-dit": (lambda: zeros(*(f"after_proj_list.{i}.bias" for i in range(19))), "hunyuan_dit_controlnet",
-                    r"HunyuanDiT ControlNet \(19 after_proj_list\).*not yet supported"),
+                    r"a HunyuanDiT ControlNet \(19 after_proj_list\).*not yet supported"),
     "stable-cascade": (lambda: zeros("backbone.0.0.weight", "backbone.1.weight"), "stable_cascade_controlnet",
-                       r"Stable Cascade ControlNet.*not yet supported"),
-    "t2i-style": (comfy_style_adapter, "t2i_style_adapter", r"T2I style adapter.*Load Style Model"),
+                       r"a Stable Cascade ControlNet.*not yet supported"),
+    "t2i-style": (comfy_style_adapter, "t2i_style_adapter", r"a T2I style adapter.*Load Style Model"),
     "lora-kohya": (lambda: zeros("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
                                  "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight"),
-                   "lora", r"^a LoRA .*'lora_unet_down.*lora_controlnet.*Load LoRA"),
+                   "lora", r"a LoRA .*'lora_unet_down.*lora_controlnet.*Load LoRA"),
     "lora-peft": (lambda: zeros("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight",
-                                "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight"), "lora", "Load LoRA"),
+                                "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight"), "lora", "a LoRA .*Load LoRA"),
     "checkpoint": (lambda: zeros("model.diffusion_model.input_blocks.0.0.weight", "first_stage_model.decoder.conv_in"),
-                   "not_a_control_model", r"^a full checkpoint .*model\.diffusion_model.*Load Checkpoint"),
+                   "not_a_control_model", r"a full checkpoint .*model\.diffusion_model.*Load Checkpoint"),
     "unet-diffusers": (lambda: tiny_diffusers_unet().state_dict(), "not_a_control_model",
-                       r"^a UNet with decoder blocks, with keys such as 'up_blocks.*Load Diffusion Model"),
+                       r"a UNet with decoder blocks, with keys such as 'up_blocks.*Load Diffusion Model"),
     "unet-original": (lambda: zeros("input_blocks.0.0.weight", "output_blocks.0.0.in_layers.0.weight"),
-                      "not_a_control_model", r"^a UNet .*'output_blocks"),
+                      "not_a_control_model", r"a UNet .*'output_blocks"),
     "flux-model": (lambda: zeros("double_blocks.0.img_attn.qkv.weight", "final_layer.linear.weight"),
-                   "not_a_control_model", r"^a diffusion transformer"),
+                   "not_a_control_model", r"a diffusion transformer"),
     "vae": (lambda: zeros("decoder.up.0.block.0.conv1.weight", "encoder.down.0.block.0.conv1.weight"),
-            "not_a_control_model", r"^a VAE, with keys .*Load VAE"),
+            "not_a_control_model", r"a VAE, with keys .*Load VAE"),
     "clip": (lambda: zeros("text_model.encoder.layers.0.mlp.fc1.weight"), "not_a_control_model",
-             r"^a text encoder, with keys .*Load CLIP"),
+             r"a text encoder, with keys .*Load CLIP"),
 }
 
 
@@ -110,8 +110,8 @@ def test_recognised_weights_are_refused_with_what_they_are_and_what_to_use(case)
     state_dict = make()
     refusal = refusal_for(state_dict)
     assert refusal is not None and refusal.name == name
-    with pytest.raises(ControlNetFormatError, match=message):
-        refusal.build(state_dict, dtype=torch.float16)
+    with pytest.raises(ControlNetFormatError, match=f"^state dict: {message}"):
+        load_controlnet(state_dict, dtype=torch.float16)
 
 
 def supported_weights():

@@ -5,7 +5,9 @@ import re
 import diffusers
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from cnr_pack.controlnet_core import load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.model import ControlNetInputError
 from cnr_pack.controlnet_core.t2i_adapter import build, claims
@@ -300,3 +302,34 @@ def test_build_casts_to_the_requested_dtype():
     res = ours(torch.zeros(1, 4, 8, 8), torch.zeros(1), None, torch.rand(1, 3, 64, 64))
     assert {p.dtype for p in ours.parameters()} == {torch.float16}
     assert {t.dtype for t in res.tensors} == {torch.float16}
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "original"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_load_controlnet_reads_adapter_files_in_both_layouts(kind, layout, tmp_path):
+    reference = tiny_adapter(kind)
+    sd = {k: v.clone() for k, v in reference.state_dict().items()}
+    path = tmp_path / "adapter.safetensors"
+    save_file(sd if layout == "diffusers" else to_original(sd, kind), str(path))
+    ours = load_controlnet(path, dtype=torch.float32)
+    hint = hint_for(kind)
+    with torch.no_grad():
+        res = ours(torch.zeros(2, 4, 16, 16), torch.zeros(2), None, hint)
+        theirs = reference(hint)
+    assert max_diff(res.tensors, theirs) <= TOL
+
+
+def test_load_controlnet_names_the_file_of_broken_adapter_weights(tmp_path):
+    sd = tiny_adapter("full_adapter").state_dict()
+    del sd["adapter.body.1.in_conv.weight"]
+    path = tmp_path / "broken.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(ControlNetFormatError, match=r"broken\.safetensors: weights do not fit the detected full"):
+        load_controlnet(path)
+
+
+def test_contradicting_shapes_are_a_format_error_naming_the_tensor():
+    sd = tiny_adapter("full_adapter").state_dict()
+    sd["adapter.conv_in.weight"] = torch.zeros(16, 192, 3, 3)
+    with pytest.raises(ControlNetFormatError, match=r"size mismatch for conv_in\.weight"):
+        build(sd)
