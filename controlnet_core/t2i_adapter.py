@@ -34,13 +34,16 @@ from .errors import ControlNetFormatError
 from .model import ControlNetInputError
 from .residuals import ControlResiduals
 
-__all__ = ["LATENT_SCALE", "T2IAdapter", "T2IAdapterConfig", "build", "claims", "detect_t2i_config",
-           "t2i_state_dict"]
+__all__ = ["A1111_SOFT_WEIGHTS", "LATENT_SCALE", "T2IAdapter", "T2IAdapterConfig", "build", "claims",
+           "detect_t2i_config", "feature_scales", "t2i_state_dict"]
 
 LATENT_SCALE = 8
 """Hint pixels per latent pixel: the downscale of the Stable Diffusion VAEs."""
 
 KINDS = ("full", "light", "full_xl")
+A1111_SOFT_WEIGHTS = (0.25, 0.62, 0.825, 1.0)
+"""sd-webui-controlnet's per-feature weights for T2I-Adapters in its soft ("prompt/ControlNet is more
+important") modes, shallow to deep; ControlNets use the ``0.825 ** (12 - i)`` curve there instead."""
 _HINT_CHANNELS = (3, 1)
 _XL_SLOTS = (None, None, None, 0, None, 1, None, None, 2)
 
@@ -277,6 +280,34 @@ class T2IAdapter(nn.Module):
         fresh = hint_embedding is None
         features = self.embed_hint(hint) if fresh else tuple(hint_embedding)
         return self.residuals([_with_batch(f, x.shape[0], fresh) for f in features])
+
+
+def feature_scales(num_features: int, strength: float = 1.0, mode: str = "balanced",
+                   block_weights: Optional[Sequence[float]] = None) -> Tuple[float, ...]:
+    """Multiplier per adapter feature, shallow to deep (the order of :attr:`ControlResiduals.tensors`).
+
+    Args:
+        num_features: the adapter's features (4 for every released adapter).
+        strength: global scale (diffusers' ``adapter_conditioning_scale``).
+        mode: ``balanced`` (strength alone), or ``prompt`` / ``controlnet``: A1111's soft weights
+            :data:`A1111_SOFT_WEIGHTS` (the caller drops the uncond rows for ``controlnet``).
+        block_weights: optional extra multiplier per feature.
+
+    Example:
+        >>> feature_scales(4, 2.0, "prompt")
+        (0.5, 1.24, 1.65, 2.0)
+    """
+    if mode == "balanced":
+        curve = (1.0,) * num_features
+    elif num_features == len(A1111_SOFT_WEIGHTS):
+        curve = A1111_SOFT_WEIGHTS
+    else:
+        raise ValueError(f"the soft modes weight exactly {len(A1111_SOFT_WEIGHTS)} adapter features; "
+                         f"this adapter has {num_features}: use balanced")
+    weights = (1.0,) * num_features if block_weights is None else tuple(block_weights)
+    if len(weights) != num_features:
+        raise ValueError(f"block weights need {num_features} values (one per adapter feature), got {len(weights)}")
+    return tuple(strength * c * w for c, w in zip(curve, weights))
 
 
 def _with_batch(feature: Tensor, batch: int, fresh: bool) -> Tensor:

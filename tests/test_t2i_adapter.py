@@ -333,3 +333,22 @@ def test_contradicting_shapes_are_a_format_error_naming_the_tensor():
     sd["adapter.conv_in.weight"] = torch.zeros(16, 192, 3, 3)
     with pytest.raises(ControlNetFormatError, match=r"size mismatch for conv_in\.weight"):
         build(sd)
+
+
+def test_sdxl_features_stack_block_by_block_with_comfyuis_own_sdxl_adapter():
+    from cnr_pack.controlnet_core.residuals import merge_control
+    sd = to_original(tiny_adapter("full_adapter_xl").state_dict(), "full_adapter_xl")
+    hint = hint_for("full_adapter_xl", batch=1)
+    with torch.no_grad():
+        comfy_input, comfy_middle = comfy_layout(comfy_adapter(sd, "full_adapter_xl")(hint), xl=True)
+        ours = build(sd)(torch.zeros(1, 4, 16, 16), torch.zeros(1), None, hint)
+    # The dict as ComfyUI's T2IAdapter.get_control hands it to the UNet: input popped from the end.
+    control = {"input": list(reversed(comfy_input)), "middle": comfy_middle, "output": []}
+    merged = merge_control(control, ours)
+    blocks = list(reversed(merged["input"]))
+    assert len(blocks) == len(comfy_input)
+    for theirs, mine, got in zip(comfy_input, list(ours.input) + [None], blocks):
+        assert (got is None) == (theirs is None)
+        if got is not None:
+            assert torch.equal(got, theirs + mine)
+    assert torch.equal(merged["middle"][0], comfy_middle[0] + ours.middle[0])
