@@ -17,6 +17,8 @@ from conftest import REPO_ROOT
 from example_images import PHOTO, write_examples
 from PIL import Image
 
+pytestmark = pytest.mark.comfy
+
 API_FILES = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
 # As in test_workflows: inputs IMAGE_SIZE px, latents and crops GENERATED px, STEPS steps.
 IMAGE_SIZE, GENERATED, STEPS = 192, 128, 4

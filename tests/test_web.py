@@ -11,6 +11,8 @@ import frontends
 import pytest
 from example_images import INPAINT, write_examples
 
+pytestmark = [pytest.mark.comfy, pytest.mark.browser]
+
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (make env)")
 
 TIMELINE = "cnr_timeline"

@@ -77,6 +77,28 @@ def boot():
     return nodes
 
 
+def node_defaults(node_class) -> dict:
+    """Every input of a node class that has a default: its ``default``, or the first entry of a choice list."""
+    spec = node_class.INPUT_TYPES()
+    values = {}
+    for section in ("required", "optional"):
+        for name, (kind, *rest) in spec.get(section, {}).items():
+            options = rest[0] if rest else {}
+            if "default" in options:
+                values[name] = options["default"]
+            elif isinstance(kind, (list, tuple)) and kind:
+                values[name] = kind[0]
+    return values
+
+
+def run_node(node_id: str, **inputs):
+    """Run a node as ComfyUI's executor would: inputs not given take their defaults, and the result
+    tuple is returned (taken out of a ``{"ui", "result"}`` dict when the node returns one)."""
+    node_class = boot().NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(node_class(), node_class.FUNCTION)(**{**node_defaults(node_class), **inputs})
+    return out["result"] if isinstance(out, dict) else out
+
+
 def _comfyui() -> None:
     """ComfyUI importable: as it is inside a running ComfyUI (the test server's stand-in loader, which must not
     redirect the server's folders or load the pack twice), else through :func:`boot`."""
@@ -97,14 +119,17 @@ def init_builtin_extras(nodes):
             nodes.load_custom_node(str(comfyui_root() / "comfy_extras" / name))
 
 
-def tiny_unet(seed: int = 0, sdxl: bool = False):
-    """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
+def tiny_unet(seed: int = 0, sdxl: bool = False, **overrides):
+    """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher.
+
+    ``overrides`` replace entries of the config (e.g. ``channel_mult``).
+    """
     _comfyui()
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
     family = comfy.supported_models.SDXL if sdxl else comfy.supported_models.SD15
-    model = family(dict(TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG)).get_model({})
+    model = family(dict(TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG, **overrides)).get_model({})
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.diffusion_model.parameters():
