@@ -167,8 +167,8 @@ def test_crop_preview_with_its_box_appears_after_a_run(page):
         ctx.drawImage(img, 0, 0);
         const d = ctx.getImageData(0, 0, c.width, c.height).data;
         let n = 0;
-        for (let i = 0; i < d.length; i += 4)
-            if (Math.abs(d[i] - colour[0]) < 8 && Math.abs(d[i + 1] - colour[1]) < 8 && Math.abs(d[i + 2] - colour[2]) < 8) n++;
+        const near = (i) => [0, 1, 2].every(k => Math.abs(d[i + k] - colour[k]) < 8);
+        for (let i = 0; i < d.length; i += 4) if (near(i)) n++;
         return n;
     }""", list(BOX_COLOUR))
     assert box_pixels > 100

@@ -169,7 +169,10 @@ def queue_crop_preview(page, image: str, pos=(380, 60)):
         app.graph.clear();
         const load = LiteGraph.createNode("LoadImage"), crop = LiteGraph.createNode("CNR_PaddedCrop");
         const preview = LiteGraph.createNode("PreviewImage");
-        [[load, -340], [crop, 0], [preview, 380]].forEach(([n, dx]) => { n.pos = [pos[0] + dx, pos[1]]; app.graph.add(n); });
+        for (const [n, dx] of [[load, -340], [crop, 0], [preview, 380]]) {
+            n.pos = [pos[0] + dx, pos[1]];
+            app.graph.add(n);
+        }
         load.widgets.find(w => w.name === "image").value = image;
         load.connect(0, crop, 0);
         load.connect(1, crop, 1);

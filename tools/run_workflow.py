@@ -95,9 +95,11 @@ def set_input(prompt: dict, assignment: str) -> None:
 def upload(server: str, path: Path) -> str:
     """Sends ``path`` to the server's input folder (``/upload/image``); returns the name it is stored under."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + \
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--{boundary}--\r\n".encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n")
+    tail = (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n"
+            f"--{boundary}--\r\n")
+    body = head.encode() + path.read_bytes() + tail.encode()
     answer = _request(f"{server}/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     return json.loads(answer)["name"]
 
