@@ -1,12 +1,12 @@
-"""Control-LoRA (Stability AI ``control-lora-*-rank128/256``): a ControlNet stored as a low-rank
-difference from the base UNet it was trained on.
+r"""Control-LoRA (Stability AI ``control-lora-*-rank128/256``): a ControlNet stored as a low-rank difference.
 
-The file holds, in the original (``cldm``) layout and marked by an empty ``lora_controlnet`` tensor:
+The difference is from the base UNet the ControlNet was trained on. The file holds, in the
+original (``cldm``) layout and marked by an empty ``lora_controlnet`` tensor:
 ``<module>.up`` :math:`(O, r[, 1, 1])` and ``<module>.down`` :math:`(r, I[, k, k])` for every weight
 the ControlNet shares with the UNet encoder, and full tensors for the rest (hint embedding, zero
 convolutions, biases and norms). The ControlNet weight is
 
-.. math:: W = W_\\text{unet} + \\text{up} \\cdot \\text{down}
+.. math:: W = W_\text{unet} + \text{up} \cdot \text{down}
 
 with no scale (as ComfyUI's ``ControlLoraOps``). ComfyUI recomputes the product inside every
 forward; here it is merged once into a plain :class:`ControlNet`.

@@ -1,7 +1,7 @@
 """The ControlNet module: hint embedding, copied UNet encoder, zero convolutions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +95,10 @@ class ControlNet(nn.Module):
         """Hint pixels per latent pixel (8: three stride-2 convolutions)."""
         return 2 ** (len(self.config.hint_block_channels) - 1)
 
+    def hint_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The hint size for a latent of ``height`` x ``width``."""
+        return height * self.hint_downscale, width * self.hint_downscale
+
     def check_inputs(self, x: Tensor, context: Tensor, hint: Tensor, y: Optional[Tensor]) -> None:
         """Raise :class:`ControlNetInputError` naming the first input that does not fit."""
         cfg = self.config
@@ -135,13 +139,13 @@ class ControlNet(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor,
                 y: Optional[Tensor] = None, *, control_type=None,
                 hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
-        """Compute the residuals.
+        r"""Compute the residuals.
 
         Args:
             x: the scaled latent the UNet sees, :math:`(B, 4, h, w)`.
             timesteps: model timesteps, :math:`(B,)` or a scalar.
             context: cross-attention context, :math:`(B, T, D)`.
-            hint: control image in 0..1, :math:`(B \\text{ or } 1, 3, 8h, 8w)`.
+            hint: control image in 0..1, :math:`(B \text{ or } 1, 3, 8h, 8w)`.
             y: SDXL pooled-text and size vector, :math:`(B, A)`; None for SD1.x/2.x.
             control_type: ignored (ControlNet Union's type choice; every family takes the argument).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier; then ``hint`` is only
@@ -173,13 +177,13 @@ class ControlNet(nn.Module):
         return emb
 
     def encode(self, x: Tensor, emb: Tensor, context: Tensor, guided_hint: Tensor) -> ControlResiduals:
-        """The copied encoder and its zero convolutions, from embeddings computed beforehand.
+        r"""The copied encoder and its zero convolutions, from embeddings computed beforehand.
 
         Args:
             x: the scaled latent, :math:`(B, 4, h, w)`.
             emb: :meth:`embed_time` (plus any family-specific term), :math:`(B, 4 C_0)`.
             context: cross-attention context, :math:`(B, T, D)`.
-            guided_hint: added after the first input block, :math:`(B \\text{ or } 1, C_0, h, w)`.
+            guided_hint: added after the first input block, :math:`(B \text{ or } 1, C_0, h, w)`.
 
         Returns:
             :class:`ControlResiduals` in the parameters' dtype.

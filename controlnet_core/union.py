@@ -102,7 +102,7 @@ class _TokenMLP(nn.Module):
 
 
 class TokenBlock(nn.Module):
-    """Pre-norm residual attention block over type tokens, :math:`(B, K, C) \\to (B, K, C)`."""
+    r"""Pre-norm residual attention block over type tokens, :math:`(B, K, C) \to (B, K, C)`."""
 
     def __init__(self, channels: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
@@ -216,16 +216,16 @@ class UnionControlNet(ControlNet):
         return self.control_add_embedding(code.to(dtype))
 
     def embed_hint(self, hint: Hints, *, control_type: Optional[ControlType] = None) -> Tensor:
-        """The fused hint added after the first input block, :math:`(B \\text{ or } 1, C_0, H/8, W/8)`.
+        r"""The fused hint added after the first input block, :math:`(B \text{ or } 1, C_0, H/8, W/8)`.
 
         Args:
-            hint: one control image per type, each :math:`(B \\text{ or } 1, 3, H, W)` in 0..1; a
+            hint: one control image per type, each :math:`(B \text{ or } 1, 3, H, W)` in 0..1; a
                 single tensor for a single type.
             control_type: the type index of each hint.
 
         Returns:
-            :math:`\\sum_k (E(h_k) + P(T(\\bar E(h_k) + e_{t_k})))` with :math:`E` the hint embedding,
-            :math:`\\bar E` its spatial mean, :math:`e` the type vectors, :math:`T` the token blocks and
+            :math:`\sum_k (E(h_k) + P(T(\bar E(h_k) + e_{t_k})))` with :math:`E` the hint embedding,
+            :math:`\bar E` its spatial mean, :math:`e` the type vectors, :math:`T` the token blocks and
             :math:`P` the channel projection. It does not depend on the latent or the timestep.
         """
         indices = self.type_indices(control_type)
