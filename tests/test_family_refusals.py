@@ -152,13 +152,6 @@ def test_marker_alone_is_claimed_so_the_refusal_names_control_lora():
         control_lora.build({MARKER: torch.tensor([])})
 
 
-def test_a_plain_lora_is_refused_as_not_a_control_model():
-    sd = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(4, 1)}
-    with pytest.raises(ControlNetFormatError, match="state dict: these weights are a LoRA .* without the "
-                                                    "'lora_controlnet' marker of a Control-LoRA"):
-        load_controlnet(sd)
-
-
 def test_load_controlnet_names_the_file_when_the_base_model_does_not_fit(sdxl_lora, tmp_path):
     path = tmp_path / "control-lora-sdxl.safetensors"
     save_file(sdxl_lora, str(path))
