@@ -24,12 +24,17 @@ class ControlNetFormatError(ValueError):
 
 
 def _reject_non_controlnet(keys) -> None:
-    if any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.")) for k in keys):
+    if any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.", "first_stage_model.",
+                         "cond_stage_model.", "conditioner.")) for k in keys):
         raise ControlNetFormatError(
             "these weights are a UNet or a full checkpoint (they have decoder/output blocks), not a "
             "ControlNet; load it with a checkpoint loader and pick a ControlNet file here")
     if any("lora" in k for k in keys):
-        raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+        if "lora_controlnet" in keys or any(k.startswith("input_hint_block.") for k in keys):
+            raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+        raise ControlNetFormatError(
+            "these are LoRA weights (low-rank updates for a model), not a ControlNet; load them with a LoRA "
+            "loader and pick a ControlNet file here")
     if not any(k.startswith("input_hint_block.") for k in keys):
         sample = sorted(keys)[:3]
         raise ControlNetFormatError(
@@ -104,6 +109,49 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     )
 
 
+def _architecture(state_dict: Mapping[str, Tensor], where: str, global_pool: bool, config: Optional[ControlNetConfig],
+                  overrides: dict):
+    """Original-layout weights and their config; any parsing failure becomes a ControlNetFormatError."""
+    state_dict = strip_original_prefix(state_dict)
+    try:
+        if is_diffusers_layout(state_dict):
+            state_dict = diffusers_to_original(state_dict)
+        config = config or detect_config(state_dict, global_pool)
+        return state_dict, replace(config, **overrides) if overrides else config
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except (KeyError, IndexError, ValueError, TypeError, StopIteration, RuntimeError) as e:
+        detail = e.args[0] if e.args else type(e).__name__
+        raise ControlNetFormatError(f"{where}: the keys look like a ControlNet, but their shapes fit no architecture "
+                                    f"this loader knows ({detail}); the file is damaged or of an unsupported "
+                                    "kind") from None
+
+
+def _check_fit(state_dict: Mapping[str, Tensor], config: ControlNetConfig, where: str) -> ControlNet:
+    """A ControlNet on the meta device, after checking ``state_dict`` has exactly its keys and shapes."""
+    try:
+        with torch.device("meta"):
+            net = ControlNet(config)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError) as e:
+        raise ControlNetFormatError(f"{where}: the detected {config.family} architecture cannot be built ({e}); "
+                                    "the file is damaged or of an unsupported kind") from None
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise ControlNetFormatError(
+            f"{where}: weights do not fit the detected {config.family} architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
+    if wrong:
+        k = wrong[0]
+        raise ControlNetFormatError(
+            f"{where}: {len(wrong)} tensors have the wrong shape for the detected {config.family} architecture, "
+            f"e.g. {k} is {list(state_dict[k].shape)} where {list(expected[k])} belongs; the file is damaged or "
+            "mixes two models")
+    return net
+
+
 def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
@@ -138,28 +186,19 @@ def load_controlnet(
     Example:
         >>> net = load_controlnet("control_v11p_sd15_canny.safetensors", dtype=torch.float16)  # doctest: +SKIP
     """
+    checked = []  # the meta module built while the file's keys and shapes were checked
     if isinstance(source, Mapping):
         state_dict = {k: v if dtype is None or not v.is_floating_point() else v.to(dtype) for k, v in source.items()}
         where = "state dict"
     else:
-        state_dict = read_state_dict(os.fspath(source), dtype)
         where = os.fspath(source)
-    state_dict = strip_original_prefix(state_dict)
-    try:
-        if is_diffusers_layout(state_dict):
-            state_dict = diffusers_to_original(state_dict)
-        config = config or detect_config(state_dict, global_pool)
-    except (KeyError, ControlNetFormatError) as e:
-        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
-    if config_overrides:
-        config = replace(config, **config_overrides)
-    with torch.device("meta"):
-        net = ControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"{where}: weights do not fit the detected {config.family} architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+        # Keys and shapes are checked before any tensor data is read: a full checkpoint or another
+        # architecture is refused without converting gigabytes first.
+        state_dict = read_state_dict(where, dtype, inspect=lambda sd: checked.append(_check_fit(
+            *_architecture(sd, where, global_pool, config, config_overrides), where)))
+    state_dict, config = _architecture(state_dict, where, global_pool, config, config_overrides)
+    net = checked[0] if checked else _check_fit(state_dict, config, where)
+    net.load_state_dict(state_dict, strict=True, assign=True)
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)
