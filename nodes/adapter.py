@@ -22,8 +22,10 @@ from ..controlnet_core.injection import weight_residuals
 from ..controlnet_core.model import ControlNet
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
 from ..controlnet_core.window import active_at_sigma, active_at_step, step_index
+from .validation import check_broadcast
 
 LOG = logging.getLogger("ControlNetRefine")
+NODE = "CNR_ApplyControlResiduals"
 
 
 @dataclass
@@ -132,6 +134,10 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
+        # The latent batch is first known here; the Apply node has checked everything else.
+        check_broadcast(NODE, "image", self.hint.shape[0], "the latent", per_chunk)
+        if self.mask is not None:
+            check_broadcast(NODE, "mask", self.mask.shape[0], "the latent", per_chunk)
         hint, embedding = self.hint_for(x, net)
         embedding = tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]

@@ -15,6 +15,7 @@ from ..controlnet_core.injection import A1111_SOFT_BASE, block_scales, uncond_mu
 from ..controlnet_core.window import check_window
 from .adapter import LoadedControlNet, ResidualInjection
 from .conversions import image_to_bchw, mask_to_b1hw
+from .validation import check_batches, check_inputs, check_number
 
 CATEGORY = "ControlNet Refine/controlnet"
 CONTROL_MODE_LABELS = {
@@ -53,8 +54,10 @@ class ControlNetLoader:
         try:
             net = load_controlnet(path, dtype=dtype, device=comfy.model_management.unet_offload_device(),
                                   global_pool=global_average_pooling)
-        except (ControlNetFormatError, WeightFileError) as e:
-            raise ValueError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}': {e}") from None
+        except (ControlNetFormatError, WeightFileError, OSError) as e:
+            reason = str(e).removeprefix(f"{path}: ")
+            raise ValueError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}' cannot be loaded: "
+                             f"{reason}") from None
         return (wrap_controlnet(net, control_net_name),)
 
 
@@ -72,6 +75,8 @@ def parse_block_weights(text: str, count: int):
         values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"CNR_ApplyControlResiduals: block_weights '{text}' must be comma-separated numbers") from None
+    for v in values:
+        check_number("CNR_ApplyControlResiduals", "block_weights", v)
     if len(values) != count:
         raise ValueError(f"CNR_ApplyControlResiduals: block_weights has {len(values)} values; this ControlNet needs "
                          f"{count} ({count - 1} down blocks, shallow to deep, then the middle block)")
@@ -146,25 +151,28 @@ class ApplyControlResiduals:
     def apply(self, model, controlnet, image, strength, start_percent, end_percent, control_mode, resize_mode,
               window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, inpaint_mask=None,
               block_weights=""):
+        node = "CNR_ApplyControlResiduals"
+        check_inputs(self, node, locals())
+        hint = image_to_bchw(image, node, "image")
+        mask = None if mask is None else mask_to_b1hw(mask, node, "mask")
+        inpaint = None if inpaint_mask is None else mask_to_b1hw(inpaint_mask, node, "inpaint_mask")
+        check_batches(node, {"image": hint.shape[0], "mask": None if mask is None else mask.shape[0],
+                             "inpaint_mask": None if inpaint is None else inpaint.shape[0]})
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         try:
             check_window(start_percent, end_percent)
         except ValueError as e:
-            raise ValueError(f"CNR_ApplyControlResiduals: start_percent/end_percent: {e}") from None
+            raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
         check_model_fits(model, controlnet)
         net = controlnet.net
         mode = CONTROL_MODE_LABELS[control_mode]
         scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
                               parse_block_weights(block_weights, net.config.num_down_residuals + 1))
-        if mask is not None:
-            mask = mask_to_b1hw(mask, "CNR_ApplyControlResiduals", "mask")
-            if not torch.any(mask):
-                return (model,)  # an all-zero mask means no control anywhere: nothing to run
-        hint = image_to_bchw(image, "CNR_ApplyControlResiduals", "image")
-        if inpaint_mask is not None:
-            hint = inpaint_hint(hint, resize_hint(mask_to_b1hw(inpaint_mask, "CNR_ApplyControlResiduals", "inpaint_mask"),
-                                                  tuple(hint.shape[-2:]), "stretch"))
+        if mask is not None and not torch.any(mask):
+            return (model,)  # an all-zero mask means no control anywhere: nothing to run
+        if inpaint is not None:
+            hint = inpaint_hint(hint, resize_hint(inpaint, tuple(hint.shape[-2:]), "stretch"))
         sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") \
             else model.model.model_sampling
         model = model.clone()

@@ -11,6 +11,7 @@ from ..controlnet_core import masks as mask_ops
 from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
 from ..controlnet_core.schedule import truncate_schedule
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
+from .validation import check_broadcast, check_inputs, check_same_size
 
 LOG = logging.getLogger("ControlNetRefine")
 STRENGTH_RULE_LABELS = {
@@ -55,7 +56,16 @@ class Img2ImgStrength:
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        node = "CNR_Img2ImgStrength"
+        check_inputs(self, node, locals())
+        try:
+            schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        if not bool(torch.isfinite(schedule.sigmas).all()):
+            shown = [round(v, 4) for v in schedule.sigmas[:4].tolist()]
+            raise ValueError(f"{node}: scheduler '{scheduler}' returns non-finite sigmas for {steps} steps (starting "
+                             f"{shown}); use more steps or another scheduler")
         if schedule.executed_steps == 0:
             LOG.info("CNR_Img2ImgStrength: strength %s runs no step; the sampler returns the latent unchanged", strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
@@ -114,17 +124,15 @@ class InpaintMaskPrep:
     def prepare(self, image, mask, vae, grow, feather, threshold, invert, fill, latent_downscale, feather_sampling,
                 positive=None, negative=None):
         node = "CNR_InpaintMaskPrep"
+        check_inputs(self, node, locals())
         pixels = image_to_bchw(image, node, "image")
         m = mask_to_b1hw(mask, node, "mask")
         h, w = pixels.shape[-2:]
-        if tuple(m.shape[-2:]) != (h, w):
-            raise ValueError(f"{node}: mask is {m.shape[-1]}x{m.shape[-2]} but image is {w}x{h}; "
-                             "resize the mask to the image first")
+        check_same_size(node, "mask", m.shape[-2:], "image", (h, w), "resize the mask to the image first")
         if h % 8 or w % 8:
             raise ValueError(f"{node}: image is {w}x{h}; width and height must be multiples of 8 for the VAE "
                              "(crop with CNR_PaddedCrop, which snaps sizes)")
-        if m.shape[0] not in (1, pixels.shape[0]):
-            raise ValueError(f"{node}: {m.shape[0]} masks for {pixels.shape[0]} images; give one or one per image")
+        check_broadcast(node, "mask", m.shape[0], "image", pixels.shape[0])
         grown = mask_ops.grow(mask_ops.binarize(1.0 - m if invert else m, threshold), grow)
         paste = mask_ops.feather_inside(grown, feather)
         sample = paste if feather_sampling else grown
