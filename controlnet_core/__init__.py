@@ -5,18 +5,22 @@ Imports nothing from ComfyUI; usable from plain PyTorch or diffusers code.
 from .config import ControlNetConfig
 from .convert import diffusers_to_original, original_to_diffusers
 from .files import WeightFileError, read_state_dict
-from .loading import ControlNetFormatError, detect_config, load_controlnet
+from .errors import ControlNetFormatError
+from .loading import FORMATS, ModelFormat, detect_config, detect_format, load_controlnet
 from .model import ControlNet, ControlNetInputError
 from .residuals import ControlResiduals
 
 __all__ = [
+    "FORMATS",
     "ControlNet",
     "ControlNetConfig",
     "ControlNetFormatError",
     "ControlNetInputError",
     "ControlResiduals",
+    "ModelFormat",
     "WeightFileError",
     "detect_config",
+    "detect_format",
     "diffusers_to_original",
     "load_controlnet",
     "original_to_diffusers",

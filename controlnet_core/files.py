@@ -212,7 +212,7 @@ def _read_pickle(path: str, zipped: bool, dtype: Optional[torch.dtype],
         raise WeightFileError(
             path, f"refused: {_refusal(e)}. Only pickles of plain tensors are read, since others can run code; "
                   "get the .safetensors release of this model, or convert the file with a tool you trust") from None
-    except Exception as e:  # noqa: BLE001  (any other failure of the reader means a damaged file)
+    except Exception as e:  # any other failure of the reader means a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise WeightFileError(path, f"truncated or corrupt checkpoint ({first}); {_DOWNLOAD_AGAIN}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -1,14 +1,15 @@
 """Fitting a control image to the latent grid, and the inpaint-ControlNet hint."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple, get_args
 
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RESIZE_MODES", "resize_hint", "inpaint_hint"]
+__all__ = ["RESIZE_MODES", "ResizeMode", "resize_hint", "inpaint_hint"]
 
-RESIZE_MODES = ("crop", "stretch", "fill")
+ResizeMode = Literal["crop", "stretch", "fill"]
+RESIZE_MODES: Tuple[ResizeMode, ...] = get_args(ResizeMode)
 
 
 def _resample(image: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -56,11 +57,11 @@ def resize_hint(image: Tensor, size: Tuple[int, int], mode: str = "crop") -> Ten
 
 
 def inpaint_hint(image: Tensor, mask: Tensor, threshold: float = 0.5) -> Tensor:
-    """Hint for ``control_v11p_sd15_inpaint``: the image with masked pixels set to -1.
+    r"""Hint for ``control_v11p_sd15_inpaint``: the image with masked pixels set to -1.
 
     Args:
         image: :math:`(B, C, H, W)` in 0..1.
-        mask: :math:`(B \\text{ or } 1, 1, H, W)`, 1 = repaint.
+        mask: :math:`(B \text{ or } 1, 1, H, W)`, 1 = repaint.
         threshold: mask values above it count as masked (A1111 uses 0.5).
     """
     masked = (mask > threshold).to(image.dtype)

@@ -11,7 +11,7 @@ Semantics follow the reference tools (see the README's semantics table):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Literal, Optional, Sequence, Tuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from .residuals import ControlResiduals, check_same_layout
 
 __all__ = [
     "CONTROL_MODES",
+    "ControlMode",
     "A1111_SOFT_BASE",
     "DIFFUSERS_SOFT_BASE",
     "soft_weights",
@@ -31,7 +32,8 @@ __all__ = [
     "sum_residuals",
 ]
 
-CONTROL_MODES = ("balanced", "prompt", "controlnet")
+ControlMode = Literal["balanced", "prompt", "controlnet"]
+CONTROL_MODES: Tuple[ControlMode, ...] = get_args(ControlMode)
 A1111_SOFT_BASE = 0.825
 DIFFUSERS_SOFT_BASE = 10 ** (-1 / 12)
 
@@ -76,7 +78,8 @@ def block_scales(
     if block_weights is None:
         block_weights = (1.0,) * (num_down + 1)
     if len(block_weights) != num_down + 1:
-        raise ValueError(f"block weights need {num_down + 1} values ({num_down} down + 1 mid), got {len(block_weights)}")
+        raise ValueError(
+            f"block weights need {num_down + 1} values ({num_down} down + 1 mid), got {len(block_weights)}")
     return tuple(strength * c * w for c, w in zip(curve, block_weights))
 
 
@@ -88,7 +91,7 @@ def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
 def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[float]] = None,
                      row_scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                      inplace: bool = False) -> ControlResiduals:
-    """Apply per-residual scales, per-row scales and a spatial mask in one pass.
+    r"""Apply per-residual scales, per-row scales and a spatial mask in one pass.
 
     Args:
         residuals: batch of B.

@@ -1,45 +1,142 @@
-"""``load_controlnet``: any supported file or state dict in, a ready :class:`ControlNet` out."""
+"""``load_controlnet``: any supported file or state dict in, a ready control model out.
+
+The family comes from an ordered table of formats, :data:`FORMATS`: each entry claims weights
+from their keys and shapes (never a file name) and builds its module. Entries are tried in order,
+specific before broad; refusals (weights that are recognised but not control models this core
+runs) are entries too, so their messages say what was found.
+"""
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
-from typing import Mapping, Optional, Union
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Optional, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
+from .errors import ControlNetFormatError
 from .files import read_state_dict
 from .model import ControlNet
 
-__all__ = ["ControlNetFormatError", "detect_config", "load_controlnet"]
+__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "check_fits", "describe_weights", "detect_config",
+           "detect_format", "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
-class ControlNetFormatError(ValueError):
-    """The weights are not a ControlNet this core can build."""
+@dataclass(frozen=True)
+class ModelFormat:
+    """One entry of the format table.
+
+    Attributes:
+        name: what the weights are, for messages (e.g. ``"controlnet"``).
+        claims: ``state_dict -> bool`` from keys and shapes alone.
+        build: ``(state_dict, *, dtype, device, **options) -> nn.Module``; raises
+            :class:`ControlNetFormatError` for weights it recognises but refuses.
+    """
+
+    name: str
+    claims: Callable[[Mapping[str, Tensor]], bool]
+    build: Callable[..., nn.Module]
 
 
-def _reject_non_controlnet(keys) -> None:
-    if any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.", "first_stage_model.",
-                         "cond_stage_model.", "conditioner.")) for k in keys):
+def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
+    """A short account of unknown weights for error messages: key count, first keys and shapes.
+
+    Example:
+        >>> print(describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)}))
+        2 tensors, e.g. a.weight (2, 3), b (1,)
+    """
+    keys = sorted(state_dict)
+    sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
+    return f"{len(keys)} tensors, e.g. {sample}"
+
+
+def _is_full_model(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.", "first_stage_model.",
+                             "cond_stage_model.", "conditioner.")) for k in state_dict)
+
+
+def _refuse_full_model(state_dict, **_options) -> nn.Module:
+    raise ControlNetFormatError(
+        "these weights are a UNet or a full checkpoint (they have decoder/output blocks), not a "
+        "ControlNet; load it with a checkpoint loader and pick a ControlNet file here")
+
+
+def _is_lora(state_dict: Mapping[str, Tensor]) -> bool:
+    return any("lora" in k for k in state_dict)
+
+
+def _refuse_lora(state_dict, **_options) -> nn.Module:
+    if "lora_controlnet" in state_dict or _is_classic_controlnet(state_dict):
+        raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+    raise ControlNetFormatError("these are LoRA weights (low-rank updates for a model), not a ControlNet; load them "
+                                "with a LoRA loader and pick a ControlNet file here")
+
+
+def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith(("input_hint_block.", "controlnet_cond_embedding.")) for k in state_dict)
+
+
+def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, device=None, global_pool: bool = False,
+                              config: Optional[ControlNetConfig] = None, **config_overrides) -> ControlNet:
+    if is_diffusers_layout(state_dict):
+        state_dict = diffusers_to_original(state_dict)
+    config = config or detect_config(state_dict, global_pool)
+    if config_overrides:
+        config = replace(config, **config_overrides)
+    with torch.device("meta"):
+        net = ControlNet(config)
+    check_fits(net, state_dict, f"detected {config.family}")
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return net
+
+
+def check_fits(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
+    """Raise :class:`ControlNetFormatError` unless ``state_dict`` has exactly ``module``'s keys and shapes.
+
+    Args:
+        module: the module built for the weights (on the meta device is enough).
+        state_dict: the weights, in the module's key layout.
+        what: the architecture, for the message (e.g. ``"detected sd1"``).
+    """
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
         raise ControlNetFormatError(
-            "these weights are a UNet or a full checkpoint (they have decoder/output blocks), not a "
-            "ControlNet; load it with a checkpoint loader and pick a ControlNet file here")
-    if any("lora" in k for k in keys):
-        if "lora_controlnet" in keys or any(k.startswith("input_hint_block.") for k in keys):
-            raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
+            f"weights do not fit the {what} architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
+    if wrong:
         raise ControlNetFormatError(
-            "these are LoRA weights (low-rank updates for a model), not a ControlNet; load them with a LoRA "
-            "loader and pick a ControlNet file here")
-    if not any(k.startswith("input_hint_block.") for k in keys):
-        sample = sorted(keys)[:3]
-        raise ControlNetFormatError(
-            f"unknown weights: no hint embedding (input_hint_block / controlnet_cond_embedding) among "
-            f"{len(keys)} keys, e.g. {sample}; this is not a ControlNet (T2I-Adapters are not supported)")
+            f"{len(wrong)} tensors have the wrong shape for the {what} architecture, e.g. {wrong[0]} is "
+            f"{list(state_dict[wrong[0]].shape)} where {list(expected[wrong[0]])} belongs; the file is damaged or "
+            "mixes two models")
+
+
+FORMATS: Tuple[ModelFormat, ...] = (
+    ModelFormat("full model", _is_full_model, _refuse_full_model),
+    ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
+)
+
+
+def detect_format(state_dict: Mapping[str, Tensor]) -> ModelFormat:
+    """The first entry of :data:`FORMATS` that claims ``state_dict``.
+
+    Raises:
+        ControlNetFormatError: no entry claims it; the message says what the weights look like.
+    """
+    for entry in FORMATS:
+        if entry.claims(state_dict):
+            return entry
+    raise ControlNetFormatError(
+        f"unknown weights ({describe_weights(state_dict)}): no hint embedding (input_hint_block / "
+        "controlnet_cond_embedding), so this is not a ControlNet this pack can load")
 
 
 def _count(keys, pattern: str) -> int:
@@ -59,7 +156,6 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
         with convolution projections and 64-channel heads with linear ones.
     """
     keys = list(state_dict)
-    _reject_non_controlnet(keys)
     try:
         conv_in = state_dict["input_blocks.0.0.weight"]
         hint_in = state_dict["input_hint_block.0.weight"]
@@ -87,7 +183,9 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     use_linear = proj_in.ndim == 2
     # SD1.x fixes the head count, SD2.x/SDXL the head width; other widths follow the projection style.
     fixed_heads = family == "sd1" or (family == "custom" and not use_linear)
-    middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.") if "middle_block.2.in_layers.0.weight" in state_dict else -1
+    middle = -1
+    if "middle_block.2.in_layers.0.weight" in state_dict:
+        middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
     hint_blocks = sorted(int(m.group(1)) for k in keys if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     hint_channels = tuple(state_dict[f"input_hint_block.{i}.weight"].shape[0] for i in hint_blocks[:-1:2])
     return ControlNetConfig(
@@ -109,62 +207,42 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     )
 
 
-def _architecture(state_dict: Mapping[str, Tensor], where: str, global_pool: bool, config: Optional[ControlNetConfig],
-                  overrides: dict):
-    """Original-layout weights and their config; any parsing failure becomes a ControlNetFormatError."""
-    state_dict = strip_original_prefix(state_dict)
+def _build(state_dict: Mapping[str, Tensor], where: str, **options) -> nn.Module:
+    """The claiming format's module; every way the weights fail to fit is a ControlNetFormatError."""
     try:
-        if is_diffusers_layout(state_dict):
-            state_dict = diffusers_to_original(state_dict)
-        config = config or detect_config(state_dict, global_pool)
-        return state_dict, replace(config, **overrides) if overrides else config
+        return detect_format(state_dict).build(state_dict, **options)
     except ControlNetFormatError as e:
         raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
     except (KeyError, IndexError, ValueError, TypeError, StopIteration, RuntimeError) as e:
         detail = e.args[0] if e.args else type(e).__name__
-        raise ControlNetFormatError(f"{where}: the keys look like a ControlNet, but their shapes fit no architecture "
-                                    f"this loader knows ({detail}); the file is damaged or of an unsupported "
-                                    "kind") from None
-
-
-def _check_fit(state_dict: Mapping[str, Tensor], config: ControlNetConfig, where: str) -> ControlNet:
-    """A ControlNet on the meta device, after checking ``state_dict`` has exactly its keys and shapes."""
-    try:
-        with torch.device("meta"):
-            net = ControlNet(config)
-    except (ValueError, RuntimeError, TypeError, ZeroDivisionError) as e:
-        raise ControlNetFormatError(f"{where}: the detected {config.family} architecture cannot be built ({e}); "
+        raise ControlNetFormatError(f"{where}: the weights' keys or shapes fit no model this loader knows ({detail}); "
                                     "the file is damaged or of an unsupported kind") from None
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"{where}: weights do not fit the detected {config.family} architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
-    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
-    if wrong:
-        k = wrong[0]
-        raise ControlNetFormatError(
-            f"{where}: {len(wrong)} tensors have the wrong shape for the detected {config.family} architecture, "
-            f"e.g. {k} is {list(state_dict[k].shape)} where {list(expected[k])} belongs; the file is damaged or "
-            "mixes two models")
-    return net
+
+
+def _refuse_early(state_dict: Mapping[str, Tensor], where: str, options: dict) -> None:
+    """Refuse a file from its keys and shapes (meta tensors), before its gigabytes are read.
+
+    Catches a full checkpoint, a LoRA, unknown weights or tensors of the wrong shape without
+    converting anything.
+    """
+    state_dict = strip_original_prefix(state_dict)
+    try:
+        detect_format(state_dict).build(state_dict, **options)
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except Exception:
+        # A builder that needs tensor values cannot run on meta tensors: the real weights decide.
+        return
 
 
 def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
-    *,
-    global_pool: bool = False,
-    config: Optional[ControlNetConfig] = None,
-    **config_overrides,
-) -> ControlNet:
-    """Load a ControlNet from a file or a state dict, in either key layout.
+    **options,
+) -> nn.Module:
+    """Load a control model from a file or a state dict; the family comes from :data:`FORMATS`.
 
-    The format (original ``control_model.*`` / bare ``input_blocks.*``, or diffusers) and the
-    architecture (SD1.x, SD2.x, SDXL and its smaller variants) come from the keys and shapes.
     The module is built on the meta device and takes the loaded tensors as its parameters, so
     no random initialisation is thrown away and each weight is cast once.
 
@@ -172,33 +250,27 @@ def load_controlnet(
         source: path to ``.safetensors`` (preferred) or ``.pth/.pt/.ckpt/.bin``, or a state dict.
         dtype: compute dtype of the parameters; None keeps the stored dtype.
         device: where the parameters live; None keeps the CPU.
-        global_pool: average residuals over space (shuffle-style models).
-        config: the architecture, to skip detection.
-        **config_overrides: fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
+        **options: passed to the family's builder. ControlNets take ``global_pool`` (average
+            residuals over space, for shuffle-style models), ``config`` (skip detection) and
+            config fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
 
     Returns:
-        A :class:`ControlNet` in eval mode.
+        The family's module (e.g. a :class:`ControlNet`) in eval mode.
 
     Raises:
         FileNotFoundError, WeightFileError: the file is missing, truncated, corrupt or unsafe.
-        ControlNetFormatError: the weights are not a supported ControlNet.
+        ControlNetFormatError: the weights are not a supported control model.
 
     Example:
         >>> net = load_controlnet("control_v11p_sd15_canny.safetensors", dtype=torch.float16)  # doctest: +SKIP
     """
-    checked = []  # the meta module built while the file's keys and shapes were checked
     if isinstance(source, Mapping):
         state_dict = {k: v if dtype is None or not v.is_floating_point() else v.to(dtype) for k, v in source.items()}
         where = "state dict"
     else:
         where = os.fspath(source)
-        # Keys and shapes are checked before any tensor data is read: a full checkpoint or another
-        # architecture is refused without converting gigabytes first.
-        state_dict = read_state_dict(where, dtype, inspect=lambda sd: checked.append(_check_fit(
-            *_architecture(sd, where, global_pool, config, config_overrides), where)))
-    state_dict, config = _architecture(state_dict, where, global_pool, config, config_overrides)
-    net = checked[0] if checked else _check_fit(state_dict, config, where)
-    net.load_state_dict(state_dict, strict=True, assign=True)
+        state_dict = read_state_dict(where, dtype, inspect=lambda sd: _refuse_early(sd, where, options))
+    net = _build(strip_original_prefix(state_dict), where, dtype=dtype, device=device, **options)
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

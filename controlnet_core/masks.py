@@ -8,6 +8,7 @@ widens the changed area.
 from __future__ import annotations
 
 import math
+from typing import Literal, Tuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,9 @@ from torch import Tensor
 
 __all__ = [
     "LATENT_DOWNSCALES",
+    "LatentDownscale",
     "FILLS",
+    "Fill",
     "binarize",
     "grow",
     "feather_inside",
@@ -24,8 +27,10 @@ __all__ = [
     "masked_image",
 ]
 
-LATENT_DOWNSCALES = ("nearest", "bilinear_round", "any_pixel")
-FILLS = ("grey", "original")
+LatentDownscale = Literal["nearest", "bilinear_round", "any_pixel"]
+LATENT_DOWNSCALES: Tuple[LatentDownscale, ...] = get_args(LatentDownscale)
+Fill = Literal["grey", "original"]
+FILLS: Tuple[Fill, ...] = get_args(Fill)
 
 
 def binarize(mask: Tensor, threshold: float) -> Tensor:
@@ -140,11 +145,11 @@ def latent_mask(mask: Tensor, size: tuple, mode: str = "nearest") -> Tensor:
 
 
 def masked_image(image: Tensor, mask: Tensor, fill: str = "grey", threshold: float = 0.5) -> Tensor:
-    """The image with masked pixels filled, for inpaint models' masked-image latent.
+    r"""The image with masked pixels filled, for inpaint models' masked-image latent.
 
     Args:
         image: :math:`(B, C, H, W)` in 0..1.
-        mask: :math:`(B \\text{ or } 1, 1, H, W)`.
+        mask: :math:`(B \text{ or } 1, 1, H, W)`.
         fill: ``grey`` (0.5, as ComfyUI and diffusers) or ``original`` (keep the pixels).
         threshold: pixels with ``mask > threshold`` are filled (0.5 as ComfyUI's round and diffusers).
     """

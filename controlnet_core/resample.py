@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Literal, Tuple, get_args
 
 import torch
 from torch import Tensor
 
-__all__ = ["RESAMPLE_FILTERS", "resize"]
+__all__ = ["RESAMPLE_FILTERS", "ResampleFilter", "resize"]
 
 
 def _triangle(x: Tensor) -> Tensor:
@@ -29,7 +29,8 @@ def _lanczos3(x: Tensor) -> Tensor:
 _FILTERS: Dict[str, Tuple[Callable[[Tensor], Tensor], float]] = {
     "bicubic": (_cubic, 2.0), "bilinear": (_triangle, 1.0), "lanczos": (_lanczos3, 3.0),
 }
-RESAMPLE_FILTERS = ("bicubic", "bilinear", "lanczos", "area", "nearest")
+ResampleFilter = Literal["bicubic", "bilinear", "lanczos", "area", "nearest"]
+RESAMPLE_FILTERS: Tuple[ResampleFilter, ...] = get_args(ResampleFilter)
 """``area`` averages exactly when shrinking and repeats pixels (nearest) when enlarging."""
 
 
@@ -43,7 +44,8 @@ def _weights(size_in: int, size_out: int, name: str, device: torch.device, dtype
     scale = size_in / size_out
     centres = (torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale - 0.5
     if name == "nearest" or (name == "area" and size_out >= size_in):
-        idx = torch.floor((torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale).long().clamp(max=size_in - 1)
+        idx = torch.floor((torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale).long()
+        idx = idx.clamp(max=size_in - 1)
         return torch.nn.functional.one_hot(idx, size_in).to(dtype)
     kernel, support = _FILTERS.get(name, (None, 0.0))
     stretch = max(scale, 1.0)

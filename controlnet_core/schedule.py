@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Tuple, get_args
 
 from torch import Tensor
 
-__all__ = ["MAX_SCHEDULE_STEPS", "STRENGTH_RULES", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
+__all__ = ["MAX_SCHEDULE_STEPS", "STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_start_index",
+           "truncate_schedule"]
 
-STRENGTH_RULES = ("diffusers", "comfyui_denoise", "round")
+StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
+STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
 # The most steps the comfyui_denoise rule may ask a scheduler for (steps / strength grows without bound).
 MAX_SCHEDULE_STEPS = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TruncatedSchedule:
     """An executed sigma schedule.
 
@@ -39,6 +41,7 @@ class TruncatedSchedule:
 
     @property
     def start_sigma(self) -> float:
+        """The noise level the init latent gets."""
         return float(self.sigmas[0])
 
 

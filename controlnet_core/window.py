@@ -8,11 +8,15 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence, Tuple, get_args
 
-__all__ = ["WINDOW_TIMINGS", "check_window", "active_at_step", "active_at_sigma", "step_index"]
+__all__ = ["WINDOW_TIMINGS", "WindowTiming", "ControlWindow", "check_window", "active_at_step", "active_at_sigma",
+           "step_index"]
 
-WINDOW_TIMINGS = ("executed_steps", "model_sigma")
+WindowTiming = Literal["executed_steps", "model_sigma"]
+WINDOW_TIMINGS: Tuple[WindowTiming, ...] = get_args(WindowTiming)
 
 
 def check_window(start: float, end: float) -> None:
@@ -59,3 +63,60 @@ def step_index(sigma: float, sample_sigmas: Sequence[float]) -> Optional[int]:
         if sigma > sigmas[i + 1] + tol:
             return i
     return len(sigmas) - 2
+
+
+@dataclass(frozen=True)
+class ControlWindow:
+    """When a control acts, as fractions of the run and as model sigmas.
+
+    Attributes:
+        start: fraction where the control starts acting, 0..1.
+        end: fraction where it stops, ``start < end <= 1``.
+        timing: ``executed_steps`` (fractions of the steps actually run) or ``model_sigma``
+            (fractions of the model's whole noise range).
+        sigma_start: the model's sigma at ``start`` (used by ``model_sigma`` timing, and by
+            ``executed_steps`` when the host does not report the run's schedule).
+        sigma_end: the model's sigma at ``end``.
+
+    Example:
+        >>> w = ControlWindow(0.0, 0.5, "executed_steps", sigma_start=14.6, sigma_end=1.0)
+        >>> [w.active(s, [14.6, 5.0, 2.0, 0.5, 0.0]) for s in (14.6, 5.0, 2.0, 0.5)]
+        [True, True, False, False]
+    """
+
+    start: float = 0.0
+    end: float = 1.0
+    timing: WindowTiming = "executed_steps"
+    sigma_start: float = math.inf
+    sigma_end: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_window(self.start, self.end)
+        if self.timing not in WINDOW_TIMINGS:
+            raise ValueError(f"window timing {self.timing!r} is not one of {WINDOW_TIMINGS}")
+        if self.sigma_start < self.sigma_end:
+            raise ValueError(f"sigma_start ({self.sigma_start}) must not be below sigma_end ({self.sigma_end})")
+
+    @property
+    def always(self) -> bool:
+        """The window covers the whole run."""
+        return self.start <= 0.0 and self.end >= 1.0
+
+    def needs_schedule(self) -> bool:
+        """Whether :meth:`active` needs the run's schedule to follow this window's timing."""
+        return self.timing == "executed_steps" and not self.always
+
+    def active(self, sigma: float, sample_sigmas: Optional[Sequence[float]] = None) -> bool:
+        """Is a model call at ``sigma`` inside the window?
+
+        Args:
+            sigma: the call's sigma.
+            sample_sigmas: the run's schedule (``N + 1`` descending values), or None when the host
+                does not report it; ``executed_steps`` timing then falls back to the sigma bounds.
+        """
+        if self.always:
+            return True
+        if self.timing == "executed_steps" and sample_sigmas is not None:
+            index = step_index(sigma, sample_sigmas)
+            return index is not None and active_at_step(index, len(sample_sigmas) - 1, self.start, self.end)
+        return active_at_sigma(sigma, self.sigma_start, self.sigma_end)

@@ -1,132 +1,135 @@
 """The ComfyUI side of residual injection: a UNet function wrapper on a cloned ModelPatcher.
 
-Once per model call the wrapper computes the ControlNet's residuals from the same scaled input
-and timestep the UNet sees, and merges them into ``c["control"]``, the dict ComfyUI's UNet adds to
-its skip connections (``output``) and after its middle block (``middle``). Residuals from
-ComfyUI's own ControlNets already in that dict are kept and added to.
+Once per model call the wrapper computes the control's residuals from the same scaled input and
+timestep the UNet sees, and merges them into ``c["control"]``, the dict ComfyUI's UNet adds to its
+skip connections (``output``), after its middle block (``middle``) and after its input blocks
+(``input``). Residuals of ComfyUI's own ControlNets already in that dict are kept and added to.
+
+One wrapper instance may be shared by every clone of the patched MODEL (newer ComfyUI shares
+``model_options`` leaves between clones) and called from several threads, so its only state is a
+cache of hint embeddings keyed by device, size and dtype, guarded by a lock and emptied when
+sampling ends.
 """
 from __future__ import annotations
 
 import copy
-import logging
+import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-import comfy.model_management
-
 from ..controlnet_core.hint import resize_hint
 from ..controlnet_core.injection import weight_residuals
-from ..controlnet_core.model import ControlNet
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
-from ..controlnet_core.window import active_at_sigma, active_at_step, step_index
+from ..controlnet_core.spec import InjectionSpec
+from . import compat
+from .base import LOG
 from .validation import check_broadcast
 
-LOG = logging.getLogger("ControlNetRefine")
-NODE = "CNR_ApplyControlResiduals"
+NODE_ID = "CNR_ApplyControlResiduals"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class LoadedControlNet:
-    """What ``CNR_CONTROLNET`` carries: the core module and the ModelPatcher that moves it."""
+    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it."""
 
-    net: ControlNet
+    net: torch.nn.Module
     patcher: object
     name: str
 
 
 class ResidualInjection:
-    """UNet function wrapper adding one ControlNet's residuals (see the module docstring).
+    """UNet function wrapper adding one control's residuals (see the module docstring).
 
     Args:
-        control: the loaded ControlNet.
-        hint: control image :math:`(N, 3, H, W)` in 0..1 on the CPU.
-        scales: multiplier per residual (down, then mid).
-        uncond_multiplier: multiplier for uncond rows (0 = cond rows only).
-        mask: where the control acts, :math:`(N, 1, H, W)`, or None.
-        start, end: the window, as fractions.
-        timing: ``executed_steps`` or ``model_sigma``.
-        sigma_start, sigma_end: the window as model sigmas (for ``model_sigma``).
-        model_sampling: the model's sampling object (input scaling, sigma to timestep).
-        resize_mode: how the hint fits the latent grid.
+        control: the loaded control model.
+        spec: what to add and when.
+        model_sampling: the MODEL's sampling object (input scaling, sigma to timestep).
         previous: a wrapper already on the model, called after this one.
     """
 
-    def __init__(self, control: LoadedControlNet, hint: Tensor, scales: Sequence[float], uncond_multiplier: float,
-                 mask: Optional[Tensor], start: float, end: float, timing: str, sigma_start: float,
-                 sigma_end: float, model_sampling, resize_mode: str, previous: Optional[Callable] = None) -> None:
+    def __init__(self, control: LoadedControlNet, spec: InjectionSpec, model_sampling,
+                 previous: Optional[Callable] = None) -> None:
         self.control = control
-        self.hint = hint
-        self.scales = tuple(scales)
-        self.uncond_multiplier = uncond_multiplier
-        self.mask = mask
-        self.start, self.end, self.timing = start, end, timing
-        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.spec = spec
         self.model_sampling = model_sampling
-        self.resize_mode = resize_mode
         self.previous = previous
-        self._hint_cache = None  # (key, hint, embedding) at the last latent size: resized and embedded once
+        self._lock = threading.Lock()
+        self._hints: Dict[torch.device, Tuple[tuple, Tensor, object]] = {}
         self._warned_timing = False
 
     def __deepcopy__(self, memo: dict) -> "ResidualInjection":
-        # ModelPatcher.clone() deep-copies model_options; the weights, hint and sampling object are
-        # shared read-only, so only the chain of wrappers needs copying.
+        # ComfyUI before 2025 deep-copies model_options on clone: the weights, spec, cache and lock
+        # are shared read-only or lock-guarded, so only the chain of wrappers is copied.
         new = copy.copy(self)
         new.previous = copy.deepcopy(self.previous, memo)
         return new
 
+    @property
+    def cached_hints(self) -> int:
+        """How many hint embeddings the wrapper holds (one per device at most)."""
+        return len(self._hints)
+
+    def cleanup(self, *_patcher) -> None:
+        """Drop every cached hint embedding; ComfyUI calls it when sampling ends."""
+        with self._lock:
+            self._hints.clear()
+
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
         c = args["c"]
-        if self.is_active(float(args["timestep"].flatten()[0]), c.get("transformer_options", {})):
+        sigma = float(args["timestep"].flatten()[0])
+        if self.is_active(sigma, c.get("transformer_options", {})):
             residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"])
             if residuals is not None:
-                c = dict(c, control=merge_control(c.get("control"), residuals))
-                args = dict(args, c=c)
+                args = dict(args, c=dict(c, control=merge_control(c.get("control"), residuals)))
         if self.previous is not None:
             return self.previous(apply_model, args)
-        return apply_model(args["input"], args["timestep"], **c)
+        return apply_model(args["input"], args["timestep"], **args["c"])
 
     def is_active(self, sigma: float, transformer_options: dict) -> bool:
-        if self.start <= 0.0 and self.end >= 1.0:
-            return True
-        if self.timing == "executed_steps":
-            sample_sigmas = transformer_options.get("sample_sigmas")
-            if sample_sigmas is not None:
-                index = step_index(sigma, sample_sigmas.tolist())
-                return index is not None and active_at_step(index, len(sample_sigmas) - 1, self.start, self.end)
-            if not self._warned_timing:
-                LOG.warning("CNR_ApplyControlResiduals: this ComfyUI does not report the sampling schedule "
-                            "(transformer_options['sample_sigmas']); using model-sigma window timing instead")
-                self._warned_timing = True
-        return active_at_sigma(sigma, self.sigma_start, self.sigma_end)
+        window = self.spec.window
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        if window.needs_schedule() and sample_sigmas is None and not self._warned_timing:
+            LOG.warning("%s: this ComfyUI does not report the sampling schedule "
+                        "(transformer_options['sample_sigmas']); using model-sigma window timing instead", NODE_ID)
+            self._warned_timing = True
+        return window.active(sigma, None if sample_sigmas is None else sample_sigmas.tolist())
 
     def row_scales(self, batch: int, cond_or_uncond: Sequence[int]) -> Tensor:
         per_chunk = batch // len(cond_or_uncond)
-        values = [1.0 if kind == 0 else self.uncond_multiplier for kind in cond_or_uncond]
+        values = [1.0 if kind == 0 else self.spec.uncond_multiplier for kind in cond_or_uncond]
         return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
 
-    def hint_for(self, x: Tensor, net: ControlNet):
-        """The hint resized to ``x``'s grid and its embedding, computed once per size and device."""
+    def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tensor, object]:
+        """The hint resized to ``x``'s grid and its embedding, computed once per device, size and dtype."""
         size = (x.shape[-2] * net.hint_downscale, x.shape[-1] * net.hint_downscale)
-        key = (size, x.device, next(net.parameters()).dtype)
-        if self._hint_cache is None or self._hint_cache[0] != key:
-            hint = resize_hint(self.hint, size, self.resize_mode).to(x.device)
-            self._hint_cache = (key, hint, net.embed_hint(hint))
-        return self._hint_cache[1], self._hint_cache[2]
+        key = (size, next(net.parameters()).dtype)
+        with self._lock:
+            cached = self._hints.get(x.device)
+            if cached is None or cached[0] != key:
+                hint = resize_hint(self.spec.hint, size, self.spec.resize_mode).to(x.device)
+                cached = (key, hint, net.embed_hint(hint))
+                self._hints[x.device] = cached
+        return cached[1], cached[2]
 
-    def ensure_loaded(self, device: torch.device) -> ControlNet:
+    def ensure_loaded(self, device: torch.device) -> torch.nn.Module:
         net = self.control.net
         if next(net.parameters()).device != device:
-            # Hosts without ModelPatcher.additional_models (ComfyUI before 2024-12) load it here.
-            comfy.model_management.load_models_gpu([self.control.patcher])
+            load_device = getattr(self.control.patcher, "load_device", device)
+            if torch.device(load_device) != device:
+                raise RuntimeError(
+                    f"{NODE_ID}: the model runs on {device} but controlnet '{self.control.name}' is loaded for "
+                    f"{load_device}; ComfyUI's MultiGPU split is not supported by this pack: sample on one device")
+            # Hosts without ModelPatcher.additional_models load it here; a partial (low VRAM) load is completed.
+            compat.load_fully(self.control.patcher)
         return net
 
     def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
         row_scale = self.row_scales(x.shape[0], cond_or_uncond)
         rows = torch.nonzero(row_scale).flatten()
-        if rows.numel() == 0 or not any(self.scales):
+        if rows.numel() == 0 or self.spec.skips_everything:
             return None
         per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
         net = self.ensure_loaded(x.device)
@@ -135,9 +138,9 @@ class ResidualInjection:
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
         # The latent batch is first known here; the Apply node has checked everything else.
-        check_broadcast(NODE, "image", self.hint.shape[0], "the latent", per_chunk)
-        if self.mask is not None:
-            check_broadcast(NODE, "mask", self.mask.shape[0], "the latent", per_chunk)
+        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
+        if self.spec.mask is not None:
+            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
         hint, embedding = self.hint_for(x, net)
         embedding = tile_rows(embedding, per_chunk, chunks, "control image")
         subset = rows.numel() < x.shape[0]
@@ -145,10 +148,10 @@ class ResidualInjection:
         # With the embedding given, the forward only checks the hint's size: one row is enough.
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
                   None if y is None else pick(y), hint_embedding=pick(embedding))
-        mask = None if self.mask is None else pick(tile_rows(self.mask.to(x.device), per_chunk, chunks, "mask"))
-        res = weight_residuals(res, self.scales, row_scale[rows], mask, inplace=True)
+        mask = None
+        if self.spec.mask is not None:
+            mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
+        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True)
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
         return res.map(lambda t: t.to(x.dtype))
-
-

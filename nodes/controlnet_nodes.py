@@ -2,35 +2,41 @@
 from __future__ import annotations
 
 import os
+from typing import Dict
 
 import torch
 
 import comfy.model_management
-import comfy.model_patcher
 import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
 from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
-from ..controlnet_core.injection import A1111_SOFT_BASE, block_scales, uncond_multiplier_for
-from ..controlnet_core.window import check_window
+from ..controlnet_core.injection import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
+from ..controlnet_core.spec import InjectionSpec
+from ..controlnet_core.window import ControlWindow, WindowTiming
+from . import compat
 from .adapter import LoadedControlNet, ResidualInjection
+from .base import NodeInputError, category
 from .conversions import image_to_bchw, mask_to_b1hw
 from .validation import check_batches, check_inputs, check_number
 
-CATEGORY = "ControlNet Refine/controlnet"
-CONTROL_MODE_LABELS = {
+CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
     "my prompt is more important": "prompt",
     "controlnet is more important": "controlnet",
 }
-TIMING_LABELS = {"executed steps (diffusers)": "executed_steps", "model sigma (ComfyUI)": "model_sigma"}
-ADDITIONAL_MODELS_KEY = "cnr_controlnet"
+TIMING_LABELS: Dict[str, WindowTiming] = {
+    "executed steps (diffusers)": "executed_steps",
+    "model sigma (ComfyUI)": "model_sigma",
+}
 
 
 class ControlNetLoader:
+    NODE_ID = "CNR_ControlNetLoader"
+    DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred) for ControlNet Refine's Apply node. Architecture and format come from the weights.")
-    CATEGORY = "ControlNet Refine/loaders"
+    CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
     OUTPUT_TOOLTIPS = ("The loaded ControlNet, for CNR_ApplyControlResiduals.",)
@@ -48,7 +54,7 @@ class ControlNetLoader:
     def load(self, control_net_name, global_average_pooling=False):
         path = folder_paths.get_full_path("controlnet", control_net_name)
         if path is None or not os.path.isfile(path):
-            raise FileNotFoundError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}' is not in the "
+            raise FileNotFoundError(f"{self.NODE_ID}: control_net_name '{control_net_name}' is not in the "
                                     "controlnet model folder; put the file there and refresh")
         dtype = comfy.model_management.unet_dtype()
         try:
@@ -56,51 +62,54 @@ class ControlNetLoader:
                                   global_pool=global_average_pooling)
         except (ControlNetFormatError, WeightFileError, OSError) as e:
             reason = str(e).removeprefix(f"{path}: ")
-            raise ValueError(f"CNR_ControlNetLoader: control_net_name '{control_net_name}' cannot be loaded: "
-                             f"{reason}") from None
+            raise NodeInputError(self.NODE_ID, "control_net_name", f"'{control_net_name}' cannot be loaded: "
+                                                                   f"{reason}") from None
         return (wrap_controlnet(net, control_net_name),)
 
 
 def wrap_controlnet(net, name: str) -> LoadedControlNet:
-    patcher = comfy.model_patcher.ModelPatcher(net, load_device=comfy.model_management.get_torch_device(),
+    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
     return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
-def parse_block_weights(text: str, count: int):
+def parse_block_weights(text: str, count: int, node_id: str):
     """``""`` = all ones; otherwise ``count`` comma-separated numbers (down residuals, then mid)."""
     if not text.strip():
         return None
     try:
         values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"CNR_ApplyControlResiduals: block_weights '{text}' must be comma-separated numbers") from None
-    for v in values:
-        check_number("CNR_ApplyControlResiduals", "block_weights", v)
+        raise ValueError(f"{node_id}: block_weights '{text}' must be comma-separated numbers") from None
+    for value in values:
+        check_number(node_id, "block_weights", value)
     if len(values) != count:
-        raise ValueError(f"CNR_ApplyControlResiduals: block_weights has {len(values)} values; this ControlNet needs "
+        raise ValueError(f"{node_id}: block_weights has {len(values)} values; this ControlNet needs "
                          f"{count} ({count - 1} down blocks, shallow to deep, then the middle block)")
     return values
 
 
-def check_model_fits(model, control) -> None:
+def check_model_fits(model, control, node_id: str) -> None:
     """Raise unless the ControlNet was made for this model's family (context width, SDXL y vector)."""
     unet = model.model.model_config.unet_config
     cfg = control.net.config
     model_name = type(model.model.model_config).__name__
-    if unet.get("context_dim") != cfg.context_dim or (unet.get("adm_in_channels") is None) != (cfg.adm_in_channels is None):
+    same_y = (unet.get("adm_in_channels") is None) == (cfg.adm_in_channels is None)
+    if unet.get("context_dim") != cfg.context_dim or not same_y:
         raise ValueError(
-            f"CNR_ApplyControlResiduals: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
+            f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
             f"{cfg.context_dim}, {'with' if cfg.adm_in_channels else 'no'} SDXL y vector) but the model is "
             f"{model_name} (context {unet.get('context_dim')}, {'with' if unet.get('adm_in_channels') else 'no'} "
             f"y vector); load a ControlNet made for {model_name}")
 
 
 class ApplyControlResiduals:
+    NODE_ID = "CNR_ApplyControlResiduals"
+    DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block) at every "
                    "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
                    "working beside it. The input MODEL is not changed.")
-    CATEGORY = CATEGORY
+    CATEGORY = category("controlnet")
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model with the ControlNet attached; sample with any sampler.",)
     FUNCTION = "apply"
@@ -151,8 +160,8 @@ class ApplyControlResiduals:
     def apply(self, model, controlnet, image, strength, start_percent, end_percent, control_mode, resize_mode,
               window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, inpaint_mask=None,
               block_weights=""):
-        node = "CNR_ApplyControlResiduals"
-        check_inputs(self, node, locals())
+        node = self.NODE_ID
+        check_inputs(self, locals())
         hint = image_to_bchw(image, node, "image")
         mask = None if mask is None else mask_to_b1hw(mask, node, "mask")
         inpaint = None if inpaint_mask is None else mask_to_b1hw(inpaint_mask, node, "inpaint_mask")
@@ -160,30 +169,26 @@ class ApplyControlResiduals:
                              "inpaint_mask": None if inpaint is None else inpaint.shape[0]})
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
+        check_model_fits(model, controlnet, node)
+        sampling = compat.model_sampling(model)
         try:
-            check_window(start_percent, end_percent)
+            window = ControlWindow(start_percent, end_percent, TIMING_LABELS[window_timing],
+                                   sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent))
         except ValueError as e:
             raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
-        check_model_fits(model, controlnet)
         net = controlnet.net
         mode = CONTROL_MODE_LABELS[control_mode]
         scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
-                              parse_block_weights(block_weights, net.config.num_down_residuals + 1))
+                              parse_block_weights(block_weights, net.config.num_down_residuals + 1, node))
         if mask is not None and not torch.any(mask):
             return (model,)  # an all-zero mask means no control anywhere: nothing to run
         if inpaint is not None:
             hint = inpaint_hint(hint, resize_hint(inpaint, tuple(hint.shape[-2:]), "stretch"))
-        sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") \
-            else model.model.model_sampling
+        spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
         model = model.clone()
-        injection = ResidualInjection(
-            controlnet, hint, scales,
-            uncond_multiplier_for(mode, uncond_multiplier), mask, start_percent, end_percent,
-            TIMING_LABELS[window_timing], sampling.percent_to_sigma(start_percent),
-            sampling.percent_to_sigma(end_percent), sampling, resize_mode,
-            previous=model.model_options.get("model_function_wrapper"))
+        injection = ResidualInjection(controlnet, spec, sampling,
+                                      previous=model.model_options.get("model_function_wrapper"))
         model.set_model_unet_function_wrapper(injection)
-        if hasattr(model, "set_additional_models"):
-            model.set_additional_models(ADDITIONAL_MODELS_KEY,
-                                        model.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [controlnet.patcher])
+        compat.attach_additional_model(model, controlnet.patcher)
+        compat.on_sampling_end(model, injection.cleanup)
         return (model,)

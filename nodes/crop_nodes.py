@@ -1,9 +1,9 @@
 """CNR_PaddedCrop, CNR_PaddedPaste and CNR_ApplyCrop."""
 from __future__ import annotations
 
-import logging
 import os
 import uuid
+from typing import Literal, Tuple, get_args
 
 import numpy as np
 import torch
@@ -13,17 +13,20 @@ import comfy.utils
 import folder_paths
 
 from ..controlnet_core import crop as crop_ops
-from ..controlnet_core.crop import long_side_size, plan_crop, snap
+from ..controlnet_core.crop import PASTE_MODES, long_side_size, plan_crop, snap
 from ..controlnet_core.resample import RESAMPLE_FILTERS, resize
+from .base import LOG, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 from .validation import check_broadcast, check_inputs, check_same_size
 
-LOG = logging.getLogger("ControlNetRefine")
-CATEGORY = "ControlNet Refine/inpaint"
-SIZE_MODES = ("width x height", "long side", "native (no resize)")
+CATEGORY = category("inpaint")
+SizeMode = Literal["width x height", "long side", "native (no resize)"]
+SIZE_MODES: Tuple[SizeMode, ...] = get_args(SizeMode)
 
 
 class PaddedCrop:
+    NODE_ID = "CNR_PaddedCrop"
+    DISPLAY_NAME = "Padded Crop (CNR)"
     DESCRIPTION = ("Crops around the mask with padding, grown to the target aspect and kept inside the image (as "
                    "diffusers' padding_mask_crop), resized in float. The CNR_CROP output pastes the result back "
                    "with CNR_PaddedPaste and crops control images identically with CNR_ApplyCrop. The node shows "
@@ -53,7 +56,7 @@ class PaddedCrop:
                 "multiple": ([8, 16, 32, 64], {"default": 8, "tooltip": "Output sizes snap to this multiple."}),
                 "filter": (list(RESAMPLE_FILTERS), {"default": "bicubic", "tooltip":
                            "Resampling filter, in float (no 8-bit round trip); antialiased when shrinking."}),
-                "paste_mode": (["mask", "box"], {"default": "mask", "tooltip":
+                "paste_mode": (list(PASTE_MODES), {"default": "mask", "tooltip":
                                "What CNR_PaddedPaste blends back: the mask (feathered inward; nothing outside it "
                                "changes) or the whole box (edges feathered)."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 512, "tooltip":
@@ -66,8 +69,8 @@ class PaddedCrop:
 
     def crop(self, image, mask, padding, size_mode, width, height, long_side, multiple, filter, paste_mode, feather,
              context_mask=None):
-        node = "CNR_PaddedCrop"
-        check_inputs(self, node, locals())
+        node = self.NODE_ID
+        check_inputs(self, locals())
         pixels = image_to_bchw(image, node, "image")
         masks = mask_to_b1hw(mask, node, "mask")[:, 0]
         size = tuple(pixels.shape[-2:])
@@ -118,6 +121,8 @@ def save_crop_preview(image, mask, box, max_side: int = 256) -> dict:
 
 
 class PaddedPaste:
+    NODE_ID = "CNR_PaddedPaste"
+    DISPLAY_NAME = "Padded Paste (CNR)"
     DESCRIPTION = ("Pastes generated crops back into the original image: resized in float, blended with the crop's "
                    "feathered weights. Every pixel with weight 0 is the original, bit for bit.")
     CATEGORY = CATEGORY
@@ -140,7 +145,7 @@ class PaddedPaste:
         }
 
     def paste(self, original, generated, crop, paste_mask=None):
-        node = "CNR_PaddedPaste"
+        node = self.NODE_ID
         base = image_to_bchw(original, node, "original")
         pieces = image_to_bchw(generated, node, "generated")
         weights = None if paste_mask is None else mask_to_b1hw(paste_mask, node, "paste_mask")
@@ -157,6 +162,8 @@ class PaddedPaste:
 
 
 class ApplyCrop:
+    NODE_ID = "CNR_ApplyCrop"
+    DISPLAY_NAME = "Apply Crop (CNR)"
     DESCRIPTION = ("Crops another image or mask (e.g. the ControlNet hint) exactly as CNR_PaddedCrop cropped the "
                    "original; images of another size are cropped at the same relative place.")
     CATEGORY = CATEGORY
@@ -172,7 +179,7 @@ class ApplyCrop:
                              "mask": ("MASK", {"tooltip": "Any mask for the full picture."})}}
 
     def apply(self, crop, image=None, mask=None):
-        node = "CNR_ApplyCrop"
+        node = self.NODE_ID
         pixels = None if image is None else image_to_bchw(image, node, "image")
         masks = None if mask is None else mask_to_b1hw(mask, node, "mask")
         for name, t in (("image", pixels), ("mask", masks)):

@@ -1,7 +1,7 @@
 """CNR_Img2ImgStrength and CNR_InpaintMaskPrep."""
 from __future__ import annotations
 
-import logging
+from typing import Dict
 
 import torch
 
@@ -9,31 +9,26 @@ import comfy.samplers
 
 from ..controlnet_core import masks as mask_ops
 from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
-from ..controlnet_core.schedule import truncate_schedule
+from ..controlnet_core.schedule import StrengthRule, truncate_schedule
+from . import compat
+from .base import LOG, NodeInputError, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 from .validation import check_broadcast, check_inputs, check_same_size
 
-LOG = logging.getLogger("ControlNetRefine")
-STRENGTH_RULE_LABELS = {
+STRENGTH_RULE_LABELS: Dict[str, StrengthRule] = {
     "diffusers (strength)": "diffusers",
     "comfyui (denoise)": "comfyui_denoise",
     "round (SplitSigmasDenoise)": "round",
 }
 
 
-def full_schedule(model, scheduler: str):
-    """``n -> sigmas`` for this model and scheduler, in either ComfyUI era."""
-    if hasattr(comfy.samplers, "calculate_sigmas"):
-        sampling = model.get_model_object("model_sampling")
-        return lambda n: comfy.samplers.calculate_sigmas(sampling, scheduler, n).cpu()
-    return lambda n: comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, n).cpu()
-
-
 class Img2ImgStrength:
+    NODE_ID = "CNR_Img2ImgStrength"
+    DISPLAY_NAME = "Img2Img Strength Sigmas (CNR)"
     DESCRIPTION = ("Sigmas for img2img at a given strength, for SamplerCustom / SamplerCustomAdvanced: the tail of "
                    "the schedule, cut as diffusers does (int(steps * strength) steps run), or by ComfyUI's denoise "
                    "rule. Strength 0 samples nothing; 1 runs the whole schedule.")
-    CATEGORY = "ControlNet Refine/sampling"
+    CATEGORY = category("sampling")
     RETURN_TYPES = ("SIGMAS", "INT", "FLOAT")
     RETURN_NAMES = ("sigmas", "executed_steps", "start_sigma")
     OUTPUT_TOOLTIPS = ("The executed part of the schedule; connect to SamplerCustom's sigmas.",
@@ -56,18 +51,29 @@ class Img2ImgStrength:
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        node = "CNR_Img2ImgStrength"
-        check_inputs(self, node, locals())
+        node = self.NODE_ID
+        check_inputs(self, locals())
+        schedule_of = compat.schedule_function(model, scheduler)
+
+        def full(n: int):
+            try:
+                return schedule_of(n)
+            except Exception as e:  # whatever fails inside ComfyUI's scheduler
+                raise NodeInputError(node, "scheduler", f"'{scheduler}' fails for a {n}-step schedule ({e}); use "
+                                                        "another scheduler or another step count") from None
+
         try:
-            schedule = truncate_schedule(full_schedule(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+            schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule])
+        except NodeInputError:
+            raise
         except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
+            raise NodeInputError(node, "strength", str(e)) from None
         if not bool(torch.isfinite(schedule.sigmas).all()):
             shown = [round(v, 4) for v in schedule.sigmas[:4].tolist()]
-            raise ValueError(f"{node}: scheduler '{scheduler}' returns non-finite sigmas for {steps} steps (starting "
-                             f"{shown}); use more steps or another scheduler")
+            raise NodeInputError(node, "scheduler", f"'{scheduler}' returns non-finite sigmas for {steps} steps "
+                                                    f"(starting {shown}); use more steps or another scheduler")
         if schedule.executed_steps == 0:
-            LOG.info("CNR_Img2ImgStrength: strength %s runs no step; the sampler returns the latent unchanged", strength)
+            LOG.info("%s: strength %s runs no step; the sampler returns the latent unchanged", self.NODE_ID, strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
 
 
@@ -76,10 +82,12 @@ def _set_conditioning(conditioning, values):
 
 
 class InpaintMaskPrep:
+    NODE_ID = "CNR_InpaintMaskPrep"
+    DISPLAY_NAME = "Inpaint Mask Prep (CNR)"
     DESCRIPTION = ("Prepares inpainting: the latent of the image with a noise mask (only the mask is sampled), the "
                    "processed sampling mask, a separate feathered paste mask that stays inside it, the masked image, "
                    "and conditioning for 9-channel inpaint checkpoints (as InpaintModelConditioning).")
-    CATEGORY = "ControlNet Refine/inpaint"
+    CATEGORY = category("inpaint")
     RETURN_TYPES = ("LATENT", "MASK", "MASK", "IMAGE", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("latent", "sample_mask", "paste_mask", "masked_image", "positive", "negative")
     OUTPUT_TOOLTIPS = (
@@ -123,8 +131,8 @@ class InpaintMaskPrep:
 
     def prepare(self, image, mask, vae, grow, feather, threshold, invert, fill, latent_downscale, feather_sampling,
                 positive=None, negative=None):
-        node = "CNR_InpaintMaskPrep"
-        check_inputs(self, node, locals())
+        node = self.NODE_ID
+        check_inputs(self, locals())
         pixels = image_to_bchw(image, node, "image")
         m = mask_to_b1hw(mask, node, "mask")
         h, w = pixels.shape[-2:]

@@ -1,36 +1,40 @@
 """Input checks the nodes run first, one helper per kind of check.
 
-ComfyUI shows the exception text to the user, so every message starts with the node id (once),
-names the input and the sizes involved, and says what to do. ComfyUI's own validation checks
-widget ranges but lets NaN through (every comparison with NaN is false) and does not check
-values arriving over a link, so numbers are checked here against the ranges the node declares.
+ComfyUI shows the exception text to the user, so every check raises :class:`NodeInputError`:
+the node id once, the input, the sizes involved and what to do. ComfyUI's own validation checks
+widget ranges but lets NaN through (every comparison with NaN is false) and checks neither
+ranges nor choices of values arriving over a link, so :func:`check_inputs` checks them against
+what the node declares.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from .base import NodeInputError
 
 
 def check_number(node: str, name: str, value, lo: Optional[float] = None, hi: Optional[float] = None) -> None:
     """Raise unless ``value`` is a finite number inside ``lo..hi`` (either bound may be None)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{node}: {name} must be a number; got {type(value).__name__} {value!r}")
+        raise NodeInputError(node, name, f"must be a number; got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{node}: {name} is {value}; it must be a finite number. Check the node that computes it")
+        raise NodeInputError(node, name, f"is {value}; it must be a finite number: check the node that computes it")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{node}: {name} is {value}; it must lie in {lo}..{hi}")
+        raise NodeInputError(node, name, f"is {value}; it must lie in {lo}..{hi}")
 
 
-def check_inputs(node_instance, node: str, values: Mapping[str, object]) -> None:
+def check_inputs(node_instance, values: Mapping[str, object]) -> None:
     """Check every number and choice in ``values`` against what the node's ``INPUT_TYPES`` declares.
 
-    INT and FLOAT inputs go through :func:`check_number` with the declared min and max; choice
-    lists must contain the value. Pass the node function's ``locals()`` so no input is missed;
+    INT and FLOAT inputs go through :func:`check_number` with the declared min and max; a choice
+    must be one of the listed ones. Pass the node function's ``locals()`` so no input is missed;
     names that are not declared inputs (``self``) and unconnected optional inputs are skipped.
     """
+    node = node_instance.NODE_ID
     declared = type(node_instance).INPUT_TYPES()
     for section in ("required", "optional"):
         for name, spec in declared.get(section, {}).items():
@@ -39,11 +43,16 @@ def check_inputs(node_instance, node: str, values: Mapping[str, object]) -> None
                 continue
             options = spec[1] if len(spec) > 1 else {}
             if isinstance(spec[0], (list, tuple)):
-                if value not in spec[0]:
-                    shown = ", ".join(repr(c) for c in list(spec[0])[:12])
-                    raise ValueError(f"{node}: {name} is {value!r}; it must be one of {shown}")
+                check_choice(node, name, value, spec[0])
             elif spec[0] in ("INT", "FLOAT"):
                 check_number(node, name, value, options.get("min"), options.get("max"))
+
+
+def check_choice(node: str, name: str, value, choices: Sequence) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        shown = ", ".join(repr(c) for c in list(choices)[:12])
+        raise NodeInputError(node, name, f"is {value!r}; it must be one of {shown}")
 
 
 def check_finite(node: str, name: str, tensor: Tensor, what: str = "values") -> None:
@@ -51,9 +60,8 @@ def check_finite(node: str, name: str, tensor: Tensor, what: str = "values") -> 
     if tensor.is_floating_point() and tensor.numel():
         bad = ~torch.isfinite(tensor)
         if bool(bad.any()):
-            raise ValueError(
-                f"{node}: {name} holds {int(bad.sum())} NaN or infinite {what} of {tensor.numel()}; the node that "
-                "made it produced invalid values: fix that node's settings or replace it")
+            raise NodeInputError(node, name, f"holds {int(bad.sum())} NaN or infinite {what} of {tensor.numel()}; "
+                                             "the node that made it produced invalid values: fix or replace it")
 
 
 def check_batches(node: str, batches: Mapping[str, Optional[int]]) -> int:
@@ -65,21 +73,22 @@ def check_batches(node: str, batches: Mapping[str, Optional[int]]) -> int:
     given = {name: n for name, n in batches.items() if n is not None}
     sizes = {n for n in given.values() if n != 1}
     if len(sizes) > 1:
-        listed = ", ".join(f"{name} has {n}" for name, n in given.items())
-        raise ValueError(f"{node}: batch sizes do not match ({listed}); give each of them one item, or the same "
-                         "number as the others")
+        names = list(given)
+        listed = ", ".join(f"{name} {n}" for name, n in given.items())
+        raise NodeInputError(node, "/".join(names), f"batch sizes do not match ({listed}); give each one item, "
+                                                    "or the same number as the others")
     return sizes.pop() if sizes else 1
-
-
-def check_same_size(node: str, name: str, size, other: str, other_size, fix: str) -> None:
-    """Raise unless two (H, W) sizes agree, naming both as width x height."""
-    if tuple(size) != tuple(other_size):
-        raise ValueError(f"{node}: {name} is {size[1]}x{size[0]} but {other} is {other_size[1]}x{other_size[0]}; "
-                         f"{fix}")
 
 
 def check_broadcast(node: str, name: str, n: int, target: str, size: int) -> None:
     """Raise unless ``name``'s batch ``n`` is 1 (used for all) or ``target``'s batch ``size``."""
     if n not in (1, size):
-        raise ValueError(f"{node}: {name} has a batch of {n} but {target} has {size}; give one {name} for all "
-                         f"or exactly {size}")
+        raise NodeInputError(node, name, f"has a batch of {n} but {target} has {size}; give one {name} for all or "
+                                         f"exactly {size}")
+
+
+def check_same_size(node: str, name: str, size, other: str, other_size, fix: str) -> None:
+    """Raise unless two (H, W) sizes agree, naming both as width x height."""
+    if tuple(size) != tuple(other_size):
+        raise NodeInputError(node, name, f"is {size[1]}x{size[0]} but {other} is {other_size[1]}x{other_size[0]}; "
+                                         f"{fix}")

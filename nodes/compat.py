@@ -1,0 +1,71 @@
+"""Every ComfyUI version difference the pack handles, each behind a feature check.
+
+One function per difference; each says which ComfyUI builds need which branch. Nothing here
+imports a module newer than the oldest supported host at import time.
+"""
+from __future__ import annotations
+
+import inspect
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.samplers
+
+ADDITIONAL_MODELS_KEY = "cnr_controlnet"
+
+
+def patcher_class():
+    """The patcher class ComfyUI builds its own ControlNets with.
+
+    ``CoreModelPatcher`` (2026 builds, rebound to the dynamic-VRAM patcher on NVIDIA); plain
+    ``ModelPatcher`` before.
+    """
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
+def model_sampling(model):
+    """The MODEL's sampling object; ``get_model_object`` exists from 2024-06 builds on."""
+    if hasattr(model, "get_model_object"):
+        return model.get_model_object("model_sampling")
+    return model.model.model_sampling
+
+
+def attach_additional_model(model, patcher) -> bool:
+    """Have ComfyUI load ``patcher`` with ``model`` for sampling (ModelPatcher.set_additional_models,
+    2024-12 builds on). Returns False on older builds, where the wrapper loads it itself."""
+    if not hasattr(model, "set_additional_models"):
+        return False
+    model.set_additional_models(ADDITIONAL_MODELS_KEY,
+                                model.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [patcher])
+    return True
+
+
+def on_sampling_end(model, callback) -> bool:
+    """Call ``callback(patcher)`` when sampling with ``model`` ends (the ON_CLEANUP patcher callback,
+    2024-11 builds on). Returns False on older builds, which have no such hook."""
+    try:
+        from comfy.patcher_extension import CallbacksMP
+    except ImportError:
+        return False
+    if not hasattr(model, "add_callback"):
+        return False
+    model.add_callback(CallbacksMP.ON_CLEANUP, callback)
+    return True
+
+
+def load_fully(patcher) -> None:
+    """Load ``patcher`` onto its device with every weight there (``force_full_load``, 2024-08 builds on),
+    so one forward never mixes devices after a partial (low VRAM) load."""
+    if "force_full_load" in inspect.signature(comfy.model_management.load_models_gpu).parameters:
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    else:
+        comfy.model_management.load_models_gpu([patcher])
+
+
+def schedule_function(model, scheduler: str):
+    """``n -> sigmas`` for this model and scheduler: ``calculate_sigmas`` (2024-06 builds on) or the
+    older ``calculate_sigmas_scheduler``."""
+    if hasattr(comfy.samplers, "calculate_sigmas"):
+        sampling = model_sampling(model)
+        return lambda n: comfy.samplers.calculate_sigmas(sampling, scheduler, n).cpu()
+    return lambda n: comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, n).cpu()
