@@ -23,6 +23,8 @@ StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
 STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
 # The most steps the comfyui_denoise rule may ask a scheduler for (steps / strength grows without bound).
 MAX_SCHEDULE_STEPS = 10_000
+# KSampler.set_steps runs the whole schedule above this denoise, whatever its length.
+_KSAMPLER_FULL_DENOISE = 0.9999
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +88,9 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         if strength == 0.0:
             full = full_schedule(steps)
             return TruncatedSchedule(full[-1:].clone(), 0, len(full) - 1)
+        if strength > _KSAMPLER_FULL_DENOISE:
+            full = full_schedule(steps)
+            return TruncatedSchedule(full.clone(), len(full) - 1, 0)
         total = int(steps / strength)
         if total > MAX_SCHEDULE_STEPS:
             least = math.ceil(steps / MAX_SCHEDULE_STEPS * 1000) / 1000

@@ -27,7 +27,8 @@ def image_to_bchw(image: Tensor, node: str, name: str) -> Tensor:
                                          "RGBA with 4 are converted too: grey is repeated, alpha dropped)")
     check_finite(node, name, image, "pixel values")
     rgb = image[..., :3] if channels == 4 else image.expand(*image.shape[:-1], 3) if channels == 1 else image
-    return rgb.movedim(-1, 1).to(torch.float32, copy=True)
+    # One memory layout whatever the input's strides, so equal pixels give bit-equal results downstream.
+    return rgb.movedim(-1, 1).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
 def bchw_to_image(image: Tensor) -> Tensor:
