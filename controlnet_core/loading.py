@@ -15,11 +15,16 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from . import t2i_adapter
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
+from .flux_loading import (build_flux_diffusers, build_flux_mistoline, build_flux_xlabs, claims_flux_diffusers,
+                           claims_flux_mistoline, claims_flux_xlabs)
 from .model import ControlNet
+from .refusals import BROAD_REFUSALS, REFUSALS
+from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
 __all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "check_fits", "describe_weights", "detect_config",
            "detect_format", "load_controlnet"]
@@ -53,28 +58,6 @@ def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
     keys = sorted(state_dict)
     sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
     return f"{len(keys)} tensors, e.g. {sample}"
-
-
-def _is_full_model(state_dict: Mapping[str, Tensor]) -> bool:
-    return any(k.startswith(("model.diffusion_model.", "output_blocks.", "up_blocks.", "out.", "first_stage_model.",
-                             "cond_stage_model.", "conditioner.")) for k in state_dict)
-
-
-def _refuse_full_model(state_dict, **_options) -> nn.Module:
-    raise ControlNetFormatError(
-        "these weights are a UNet or a full checkpoint (they have decoder/output blocks), not a "
-        "ControlNet; load it with a checkpoint loader and pick a ControlNet file here")
-
-
-def _is_lora(state_dict: Mapping[str, Tensor]) -> bool:
-    return any("lora" in k for k in state_dict)
-
-
-def _refuse_lora(state_dict, **_options) -> nn.Module:
-    if "lora_controlnet" in state_dict or _is_classic_controlnet(state_dict):
-        raise ControlNetFormatError("Control-LoRA weights are not supported; use a full ControlNet file")
-    raise ControlNetFormatError("these are LoRA weights (low-rank updates for a model), not a ControlNet; load them "
-                                "with a LoRA loader and pick a ControlNet file here")
 
 
 def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
@@ -119,10 +102,20 @@ def check_fits(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -
 
 
 FORMATS: Tuple[ModelFormat, ...] = (
-    ModelFormat("full model", _is_full_model, _refuse_full_model),
-    ModelFormat("LoRA", _is_lora, _refuse_lora),
+    # Refusals first: ControlNet-XS files also carry a hint embedding.
+    *(ModelFormat(r.name, r.claims, r.build) for r in REFUSALS),
+    ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
+    ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
+    ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
+    # XLabs files share the classic ControlNet's hint-block key, so they come before it.
+    ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
+    ModelFormat("t2i_adapter", t2i_adapter.claims, t2i_adapter.build),
+    # Last: checkpoints, UNets, transformers, VAEs and text encoders share key prefixes with control models.
+    *(ModelFormat(r.name, r.claims, r.build) for r in BROAD_REFUSALS),
 )
+
 
 
 def detect_format(state_dict: Mapping[str, Tensor]) -> ModelFormat:

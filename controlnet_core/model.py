@@ -1,7 +1,7 @@
 """The ControlNet module: hint embedding, copied UNet encoder, zero convolutions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,10 @@ class ControlNet(nn.Module):
     def hint_downscale(self) -> int:
         """Hint pixels per latent pixel (8: three stride-2 convolutions)."""
         return 2 ** (len(self.config.hint_block_channels) - 1)
+
+    def hint_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The hint size for a latent of ``height`` x ``width``."""
+        return height * self.hint_downscale, width * self.hint_downscale
 
     def check_inputs(self, x: Tensor, context: Tensor, hint: Tensor, y: Optional[Tensor]) -> None:
         """Raise :class:`ControlNetInputError` naming the first input that does not fit."""

@@ -4,9 +4,9 @@ A :class:`ControlResiduals` names its tensors by the injection point ComfyUI's m
 their ``control`` dict:
 
 * ``input``: added to the hidden state after input blocks (T2I-Adapter features on a UNet; per
-  double/joint block on the diffusion transformers).
-* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals;
-  per single block on Flux).
+  double block on Flux).
+* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals);
+  per single block on Flux; per joint block on SD3 (ComfyUI's MMDiT reads ``output``).
 * ``middle``: added to the middle block's output.
 
 ``input`` holds one entry per block of the base model, ``None`` where nothing is added, so that
@@ -99,7 +99,9 @@ def merge_control(control: Optional[Dict[str, list]], residuals: ControlResidual
         A new dict with new lists.
 
     Raises:
-        ValueError: both sides hold a list for the same point but of different lengths.
+        ValueError: both sides hold an ``output`` or ``middle`` list of different lengths.
+            ``input`` lists of different lengths are aligned on the first block (ComfyUI's own
+            SDXL T2I-Adapter lists 10 entries for SDXL's 9 input blocks).
 
     Example:
         >>> r = ControlResiduals(output=(torch.ones(1), torch.ones(1)), middle=(torch.ones(1),))
@@ -116,11 +118,21 @@ def merge_control(control: Optional[Dict[str, list]], residuals: ControlResidual
             merged.setdefault(key, [])
             continue
         old = merged.get(key) or [None] * len(new)
+        if key == "input" and len(old) != len(new):
+            old, new = _align_blocks(old, new, input_popped)
         if len(old) != len(new):
             raise ValueError(f"cannot add {len(new)} '{key}' residuals to another control's {len(old)}; "
                              "the two controls were made for different models")
         merged[key] = [_add(o, n) for o, n in zip(old, new)]
     return merged
+
+
+def _align_blocks(a: list, b: list, popped: bool) -> Tuple[list, list]:
+    pad = [None] * abs(len(a) - len(b))
+
+    def grow(x: list) -> list:
+        return pad + x if popped else x + pad  # popped lists hold the first block last
+    return (grow(a), b) if len(a) < len(b) else (a, grow(b))
 
 
 def tile_rows(t: Tensor, per_chunk: int, chunks: int, what: str) -> Tensor:

@@ -77,6 +77,15 @@ class ResidualInjection:
         with self._lock:
             self._hints.clear()
 
+    def to(self, device_or_dtype) -> "ResidualInjection":
+        """ComfyUI moves model patches with the MODEL; when it leaves a device, its cached hints go too."""
+        if isinstance(device_or_dtype, (str, torch.device)):
+            device = torch.device(device_or_dtype)
+            with self._lock:
+                for cached in [d for d in self._hints if d != device]:
+                    del self._hints[cached]
+        return self
+
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
         c = args["c"]
         sigma = float(args["timestep"].flatten()[0])
@@ -104,7 +113,7 @@ class ResidualInjection:
 
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tensor, object]:
         """The hint resized to ``x``'s grid and its embedding, computed once per device, size and dtype."""
-        size = (x.shape[-2] * net.hint_downscale, x.shape[-1] * net.hint_downscale)
+        size = net.hint_size(x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
@@ -142,12 +151,12 @@ class ResidualInjection:
         if self.spec.mask is not None:
             check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
         hint, embedding = self.hint_for(x, net)
-        embedding = tile_rows(embedding, per_chunk, chunks, "control image")
+        embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
-                  None if y is None else pick(y), hint_embedding=pick(embedding))
+                  None if y is None else pick(y), hint_embedding=_each(pick, embedding))
         mask = None
         if self.spec.mask is not None:
             mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
@@ -155,3 +164,8 @@ class ResidualInjection:
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
         return res.map(lambda t: t.to(x.dtype))
+
+
+def _each(fn: Callable[[Tensor], Tensor], embedding):
+    """``fn`` on a hint embedding: one tensor, or a tuple of them (a T2I-Adapter's features)."""
+    return tuple(fn(t) for t in embedding) if isinstance(embedding, tuple) else fn(embedding)

@@ -13,6 +13,7 @@ from ..controlnet_core import ControlNetFormatError, WeightFileError, load_contr
 from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
 from ..controlnet_core.injection import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
 from ..controlnet_core.spec import InjectionSpec
+from ..controlnet_core.t2i_adapter import T2IAdapter, feature_scales
 from ..controlnet_core.window import ControlWindow, WindowTiming
 from . import compat
 from .adapter import LoadedControlNet, ResidualInjection
@@ -35,7 +36,8 @@ class ControlNetLoader:
     NODE_ID = "CNR_ControlNetLoader"
     DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
-                   "preferred) for ControlNet Refine's Apply node. Architecture and format come from the weights.")
+                   "preferred) or a T2I-Adapter (SD1.x full or light, SDXL) for ControlNet Refine's Apply node. "
+                   "Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -45,14 +47,14 @@ class ControlNetLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "control_net_name": (folder_paths.get_filename_list("controlnet"),
-                                 {"tooltip": "A file in ComfyUI's models/controlnet folder."}),
+            "control_net_name": (control_model_names(),
+                                 {"tooltip": "A file in ComfyUI's models/controlnet (or t2i_adapter) folder."}),
             "global_average_pooling": ("BOOLEAN", {"default": False, "tooltip":
                                        "Average every residual over the image (shuffle ControlNets need this)."}),
         }}
 
     def load(self, control_net_name, global_average_pooling=False):
-        path = folder_paths.get_full_path("controlnet", control_net_name)
+        path = control_model_path(control_net_name)
         if path is None or not os.path.isfile(path):
             raise FileNotFoundError(f"{self.NODE_ID}: control_net_name '{control_net_name}' is not in the "
                                     "controlnet model folder; put the file there and refresh")
@@ -67,13 +69,30 @@ class ControlNetLoader:
         return (wrap_controlnet(net, control_net_name),)
 
 
+def _model_folders():
+    # ComfyUI files models/t2i_adapter under "controlnet"; a host giving it a key of its own is read too.
+    return [key for key in ("controlnet", "t2i_adapter") if key in folder_paths.folder_names_and_paths]
+
+
+def control_model_names():
+    names = []
+    for key in _model_folders():
+        names += [n for n in folder_paths.get_filename_list(key) if n not in names]
+    return names
+
+
+def control_model_path(name: str):
+    return next((path for key in _model_folders() if (path := folder_paths.get_full_path(key, name))), None)
+
+
 def wrap_controlnet(net, name: str) -> LoadedControlNet:
     patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
     return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
-def parse_block_weights(text: str, count: int, node_id: str):
+def parse_block_weights(text: str, count: int, node_id: str,
+                        layout: str = "down blocks, shallow to deep, then the middle block"):
     """``""`` = all ones; otherwise ``count`` comma-separated numbers (down residuals, then mid)."""
     if not text.strip():
         return None
@@ -84,8 +103,8 @@ def parse_block_weights(text: str, count: int, node_id: str):
     for value in values:
         check_number(node_id, "block_weights", value)
     if len(values) != count:
-        raise ValueError(f"{node_id}: block_weights has {len(values)} values; this ControlNet needs "
-                         f"{count} ({count - 1} down blocks, shallow to deep, then the middle block)")
+        raise ValueError(f"{node_id}: block_weights has {len(values)} values; this control model needs "
+                         f"{count} ({layout})")
     return values
 
 
@@ -94,6 +113,9 @@ def check_model_fits(model, control, node_id: str) -> None:
     unet = model.model.model_config.unet_config
     cfg = control.net.config
     model_name = type(model.model.model_config).__name__
+    if isinstance(control.net, T2IAdapter):
+        check_adapter_fits(unet, control, model_name, node_id)
+        return
     same_y = (unet.get("adm_in_channels") is None) == (cfg.adm_in_channels is None)
     if unet.get("context_dim") != cfg.context_dim or not same_y:
         raise ValueError(
@@ -103,10 +125,24 @@ def check_model_fits(model, control, node_id: str) -> None:
             f"y vector); load a ControlNet made for {model_name}")
 
 
+def check_adapter_fits(unet: dict, control, model_name: str, node_id: str) -> None:
+    """Raise unless each adapter feature has the channels of the UNet block it is added after."""
+    cfg = control.net.config
+    mults = list(unet.get("channel_mult") or ())
+    levels = [unet.get("model_channels", 0) * m for m in mults]
+    fits = (levels + levels[-1:] if cfg.family == "sdxl" else levels) == list(cfg.channels)
+    if not fits or (cfg.family == "sdxl") != (unet.get("adm_in_channels") is not None):
+        raise ValueError(
+            f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} T2I-Adapter (features of "
+            f"{', '.join(map(str, cfg.channels))} channels) but the model is {model_name} (levels of "
+            f"{', '.join(map(str, levels))} channels); load a T2I-Adapter made for {model_name}")
+
+
 class ApplyControlResiduals:
     NODE_ID = "CNR_ApplyControlResiduals"
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
-    DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block) at every "
+    DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
+                   "T2I-Adapter's features after its input blocks (computed once per image), at every "
                    "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
                    "working beside it. The input MODEL is not changed.")
     CATEGORY = category("controlnet")
@@ -153,7 +189,8 @@ class ApplyControlResiduals:
                                           "image's pixels under this mask become -1, as A1111 feeds them."}),
                 "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip":
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
-                                  "SD1.x/2.x, 9 + 1 for SDXL, shallow to deep. Empty = all 1."}),
+                                  "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
+                                  "to deep. Empty = all 1."}),
             },
         }
 
@@ -178,8 +215,16 @@ class ApplyControlResiduals:
             raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
         net = controlnet.net
         mode = CONTROL_MODE_LABELS[control_mode]
-        scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
-                              parse_block_weights(block_weights, net.config.num_down_residuals + 1, node))
+        if isinstance(net, T2IAdapter):
+            count = len(net.config.channels)
+            weights = parse_block_weights(block_weights, count, node, "one per adapter feature, shallow to deep")
+            try:
+                scales = feature_scales(count, strength, mode, weights)
+            except ValueError as e:
+                raise ValueError(f"{node}: control_mode: {e}") from None
+        else:
+            scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
+                                  parse_block_weights(block_weights, net.config.num_down_residuals + 1, node))
         if mask is not None and not torch.any(mask):
             return (model,)  # an all-zero mask means no control anywhere: nothing to run
         if inpaint is not None:

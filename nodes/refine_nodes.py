@@ -26,8 +26,9 @@ class Img2ImgStrength:
     NODE_ID = "CNR_Img2ImgStrength"
     DISPLAY_NAME = "Img2Img Strength Sigmas (CNR)"
     DESCRIPTION = ("Sigmas for img2img at a given strength, for SamplerCustom / SamplerCustomAdvanced: the tail of "
-                   "the schedule, cut as diffusers does (int(steps * strength) steps run), or by ComfyUI's denoise "
-                   "rule. Strength 0 samples nothing; 1 runs the whole schedule.")
+                   "the schedule, cut as diffusers does (int(steps * strength) steps run; on flow-matching models "
+                   "such as SD3 and Flux as diffusers' SD3/Flux img2img pipelines, about ceil(steps * strength)), "
+                   "or by ComfyUI's denoise rule. Strength 0 samples nothing; 1 runs the whole schedule.")
     CATEGORY = category("sampling")
     RETURN_TYPES = ("SIGMAS", "INT", "FLOAT")
     RETURN_NAMES = ("sigmas", "executed_steps", "start_sigma")
@@ -46,7 +47,8 @@ class Img2ImgStrength:
             "strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "How much of the image is re-noised: 0 keeps it, 1 starts from pure noise level."}),
             "rule": (list(STRENGTH_RULE_LABELS), {"default": "diffusers (strength)", "tooltip":
-                     "diffusers: run the last int(steps*strength) of steps; comfyui: build int(steps/strength) "
+                     "diffusers: run the last int(steps*strength) of steps (flow-matching models: diffusers' "
+                     "SD3/Flux rule, int(steps - steps*strength) skipped); comfyui: build int(steps/strength) "
                      "steps and run the last steps (KSampler's denoise); round: run round(steps*strength)."}),
         }}
 
@@ -63,7 +65,8 @@ class Img2ImgStrength:
                                                         "another scheduler or another step count") from None
 
         try:
-            schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule])
+            schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule],
+                                         flow_matching=compat.is_flow_matching(model))
         except NodeInputError:
             raise
         except ValueError as e:

@@ -112,14 +112,17 @@ def init_builtin_extras(nodes):
             nodes.load_custom_node(str(comfyui_root() / "comfy_extras" / name))
 
 
-def tiny_unet(seed: int = 0, sdxl: bool = False):
-    """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher."""
+def tiny_unet(seed: int = 0, sdxl: bool = False, **overrides):
+    """A tiny SD1.5- (or SDXL-) shaped UNet in ComfyUI's own model classes, wrapped in a ModelPatcher.
+
+    ``overrides`` replace entries of the config (e.g. ``channel_mult``).
+    """
     boot()
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
     family = comfy.supported_models.SDXL if sdxl else comfy.supported_models.SD15
-    model = family(dict(TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG)).get_model({})
+    model = family(dict(TINY_SDXL_CONFIG if sdxl else TINY_UNET_CONFIG, **overrides)).get_model({})
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.diffusion_model.parameters():
