@@ -34,6 +34,7 @@ _PICKLE_PROTOCOL = 0x80
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Windows has no madvise; there the mapping's pages are released when it is closed.
 _CAN_DROP_PAGES = hasattr(mmap, "MADV_DONTNEED")
+_CHUNK = 1 << 22  # elements cast and checked at a time
 _DOWNLOAD_AGAIN = "download the model file itself again (the .safetensors release where there is one)"
 
 
@@ -170,21 +171,29 @@ def _read_safetensors(path: str, size: int, dtype: Optional[torch.dtype],
 def _cast_checked(path: str, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
     """``tensor`` in its target dtype; raise if it holds NaN or infinity there."""
     target = _target_dtype(tensor.dtype, dtype)
-    out = tensor.to(target)
-    if out.is_floating_point() and out.numel() and not _finite(out):
-        if _finite(tensor):
-            raise WeightFileError(path, f"tensor {name!r} has values too large for {target} (up to "
-                                        f"{float(tensor.abs().max()):.3g}); load it in float32")
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise WeightFileError(path, f"tensor {name!r} holds {bad} NaN or infinite values: the weights are broken "
-                                    f"(a damaged file or a diverged training run); {_DOWNLOAD_AGAIN}")
+    if not target.is_floating_point or tensor.numel() == 0:
+        return tensor.to(target)
+    out = tensor if target == tensor.dtype else torch.empty(tensor.shape, dtype=target)
+    source, flat = tensor.reshape(-1), out.view(-1)
+    # Cast and check one cache-sized chunk at a time: the check then reads memory the cast has just
+    # written instead of making a second pass over gigabytes.
+    for start in range(0, flat.numel(), _CHUNK):
+        piece = flat[start:start + _CHUNK]
+        if out is not tensor:
+            piece.copy_(source[start:start + _CHUNK])
+        lo, hi = torch.aminmax(piece)  # min and max carry any NaN or infinity
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            raise WeightFileError(path, _non_finite(name, tensor, target))
     return out
 
 
-def _finite(tensor: Tensor) -> bool:
-    # min and max carry any NaN or infinity, without a mask the size of the tensor.
-    lo, hi = torch.aminmax(tensor)
-    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+def _non_finite(name: str, stored: Tensor, target: torch.dtype) -> str:
+    bad = int((~torch.isfinite(stored)).sum())
+    if bad == 0:
+        return f"tensor {name!r} has values too large for {target} (up to {float(stored.abs().max()):.3g}); load it " \
+               "in float32"
+    return (f"tensor {name!r} holds {bad} NaN or infinite values: the weights are broken (a damaged file or a "
+            f"diverged training run); {_DOWNLOAD_AGAIN}")
 
 
 def _refusal(error: Exception) -> str:
