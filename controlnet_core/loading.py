@@ -26,8 +26,8 @@ from .model import ControlNet
 from .refusals import BROAD_REFUSALS, REFUSALS
 from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
-__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
-           "load_controlnet"]
+__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "check_fits", "describe_weights", "detect_config",
+           "detect_format", "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
@@ -75,12 +75,32 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
         config = replace(config, **config_overrides)
     with torch.device("meta"):
         net = ControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
+    check_fits(net, state_dict, f"detected {config.family}")
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return net
+
+
+def check_fits(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
+    """Raise :class:`ControlNetFormatError` unless ``state_dict`` has exactly ``module``'s keys and shapes.
+
+    Args:
+        module: the module built for the weights (on the meta device is enough).
+        state_dict: the weights, in the module's key layout.
+        what: the architecture, for the message (e.g. ``"detected sd1"``).
+    """
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
         raise ControlNetFormatError(
-            f"weights do not fit the detected {config.family} architecture: "
+            f"weights do not fit the {what} architecture: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
-    return net
+    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
+    if wrong:
+        raise ControlNetFormatError(
+            f"{len(wrong)} tensors have the wrong shape for the {what} architecture, e.g. {wrong[0]} is "
+            f"{list(state_dict[wrong[0]].shape)} where {list(expected[wrong[0]])} belongs; the file is damaged or "
+            "mixes two models")
 
 
 FORMATS: Tuple[ModelFormat, ...] = (
@@ -184,6 +204,34 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     )
 
 
+def _build(state_dict: Mapping[str, Tensor], where: str, **options) -> nn.Module:
+    """The claiming format's module; every way the weights fail to fit is a ControlNetFormatError."""
+    try:
+        return detect_format(state_dict).build(state_dict, **options)
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except (KeyError, IndexError, ValueError, TypeError, StopIteration, RuntimeError) as e:
+        detail = e.args[0] if e.args else type(e).__name__
+        raise ControlNetFormatError(f"{where}: the weights' keys or shapes fit no model this loader knows ({detail}); "
+                                    "the file is damaged or of an unsupported kind") from None
+
+
+def _refuse_early(state_dict: Mapping[str, Tensor], where: str, options: dict) -> None:
+    """Refuse a file from its keys and shapes (meta tensors), before its gigabytes are read.
+
+    Catches a full checkpoint, a LoRA, unknown weights or tensors of the wrong shape without
+    converting anything.
+    """
+    state_dict = strip_original_prefix(state_dict)
+    try:
+        detect_format(state_dict).build(state_dict, **options)
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except Exception:
+        # A builder that needs tensor values cannot run on meta tensors: the real weights decide.
+        return
+
+
 def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
@@ -223,13 +271,10 @@ def load_controlnet(
         state_dict = {k: v if dtype is None or not v.is_floating_point() else v.to(dtype) for k, v in source.items()}
         where = "state dict"
     else:
-        state_dict = read_state_dict(os.fspath(source), dtype)
         where = os.fspath(source)
-    state_dict = strip_original_prefix(state_dict)
-    try:
-        net = detect_format(state_dict).build(state_dict, dtype=dtype, device=device, base_unet=base_unet, **options)
-    except (KeyError, ControlNetFormatError) as e:
-        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+        state_dict = read_state_dict(where, dtype,
+                                     inspect=lambda sd: _refuse_early(sd, where, dict(options, base_unet=base_unet)))
+    net = _build(strip_original_prefix(state_dict), where, dtype=dtype, device=device, base_unet=base_unet, **options)
     if not isinstance(net, nn.Module):
         return net
     if device is not None:

@@ -27,6 +27,7 @@ from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter
 from ..controlnet_core.spec import InjectionSpec
 from . import compat
 from .base import LOG
+from .validation import check_broadcast
 
 NODE_ID = "CNR_ApplyControlResiduals"
 
@@ -171,6 +172,10 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
+        # The latent batch is first known here; the Apply node has checked everything else.
+        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
+        if self.spec.mask is not None:
+            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
         hints, embedding = self.hint_for(x, net)
         embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]
