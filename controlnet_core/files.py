@@ -58,15 +58,16 @@ def _target_dtype(stored: torch.dtype, dtype: Optional[torch.dtype]) -> torch.dt
 
 def _sniff(head: bytes, size: int) -> str:
     """``safetensors``, ``zip`` (torch.save), ``pickle`` (legacy torch.save) or ``unknown``."""
-    if head.startswith(_ZIP_MAGIC):
-        return "zip"
-    if head[:1] == bytes([_PICKLE_PROTOCOL]):
-        return "pickle"
+    # Safetensors first: its little-endian header length may well start with the pickle protocol byte 0x80.
     if len(head) > 8:
         (header_len,) = struct.unpack("<Q", head[:8])
         # A plausible length (text never has the high bytes 0) followed by text: a JSON header.
         if 2 <= header_len <= size - 8 and 0x20 <= head[8] < 0x7F:
             return "safetensors"
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head[:1] == bytes([_PICKLE_PROTOCOL]):
+        return "pickle"
     return "unknown"
 
 
