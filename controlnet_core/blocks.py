@@ -79,6 +79,7 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """:math:`(B, C, H, W)` and the time embedding :math:`(B, E)` to :math:`(B, C_{out}, H, W)`."""
         h = self.in_layers(x)
         h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         return self.skip_connection(x) + self.out_layers(h)
@@ -92,6 +93,7 @@ class Downsample(nn.Module):
         self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
+        """:math:`(B, C, H, W)` to :math:`(B, C, H/2, W/2)`."""
         return self.op(x)
 
 
@@ -185,6 +187,7 @@ class SpatialTransformer(nn.Module):
         )
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """:math:`(B, C, H, W)` attending to the context :math:`(B, T, D)`; same shape out."""
         b, c, h, w = x.shape
         x_in = x
         x = self.norm(x)
@@ -208,6 +211,7 @@ class EmbedSequential(nn.Sequential):
     """A sequence of layers, each given the time embedding or the context it needs."""
 
     def forward(self, x: Tensor, emb: Tensor, context: Tensor) -> Tensor:  # type: ignore[override]
+        """Run the layers in order, giving each what it takes."""
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)

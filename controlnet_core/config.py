@@ -63,6 +63,7 @@ class ControlNetConfig:
 
     @property
     def time_embed_dim(self) -> int:
+        """Width of the time embedding (4x ``model_channels``)."""
         return self.model_channels * 4
 
     def heads_for(self, channels: int) -> int:

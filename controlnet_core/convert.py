@@ -77,13 +77,15 @@ def _prefix_pairs(res_per_level: List[int], hint_blocks: int) -> List[Tuple[str,
         ("controlnet_mid_block.", "middle_block_out.0."),
         ("mid_block.attentions.0.", "middle_block.1."),
     ]
-    pairs += [(f"controlnet_cond_embedding.blocks.{i}.", f"input_hint_block.{2 * (i + 1)}.") for i in range(hint_blocks)]
+    pairs += [(f"controlnet_cond_embedding.blocks.{i}.", f"input_hint_block.{2 * (i + 1)}.")
+              for i in range(hint_blocks)]
     for j, n in enumerate((0, 2)):
         pairs += [(f"mid_block.resnets.{j}.{d}.", f"middle_block.{n}.{o}.") for d, o in _RESNET_PARTS]
     block = 1
     for level, n_res in enumerate(res_per_level):
         for j in range(n_res):
-            pairs += [(f"down_blocks.{level}.resnets.{j}.{d}.", f"input_blocks.{block}.0.{o}.") for d, o in _RESNET_PARTS]
+            pairs += [(f"down_blocks.{level}.resnets.{j}.{d}.", f"input_blocks.{block}.0.{o}.")
+                      for d, o in _RESNET_PARTS]
             pairs.append((f"down_blocks.{level}.attentions.{j}.", f"input_blocks.{block}.1."))
             block += 1
         if level != len(res_per_level) - 1:

@@ -19,8 +19,8 @@ from .masks import feather_inside
 from .resample import ResampleFilter, resize
 
 __all__ = [
-    "PASTE_MODES", "PasteMode", "Box", "CropTransform", "mask_bbox", "diffusers_crop_region", "crop_box", "box_ramp", "long_side_size",
-    "plan_crop", "crop", "paste", "paste_weights_for",
+    "PASTE_MODES", "PasteMode", "Box", "CropTransform", "mask_bbox", "diffusers_crop_region", "crop_box", "box_ramp",
+    "long_side_size", "plan_crop", "crop", "paste", "paste_weights_for",
 ]
 
 
@@ -61,7 +61,8 @@ def diffusers_crop_region(mask: Tensor, width: int, height: int, pad: int = 0) -
 
     Args:
         mask: ``(H, W)``; any non-zero pixel counts.
-        width, height: the processing size whose aspect the region takes.
+        width: the processing width; the region takes the aspect ``width / height``.
+        height: the processing height.
         pad: pixels added on each side before the aspect growth.
 
     Returns:
@@ -108,7 +109,8 @@ def crop_box(mask: Tensor, pad: int, target: Optional[Tuple[int, int]], multiple
         w = min(math.ceil((x2 - x1) / multiple) * multiple, w_img // multiple * multiple or w_img)
         h = min(math.ceil((y2 - y1) / multiple) * multiple, h_img // multiple * multiple or h_img)
         w, h = max(w, min(bbox[2] - bbox[0], w_img)), max(h, min(bbox[3] - bbox[1], h_img))
-        return Box(_place((x1 + x2) / 2, w, w_img, bbox[0], bbox[2]), _place((y1 + y2) / 2, h, h_img, bbox[1], bbox[3]), w, h)
+        return Box(_place((x1 + x2) / 2, w, w_img, bbox[0], bbox[2]),
+                   _place((y1 + y2) / 2, h, h_img, bbox[1], bbox[3]), w, h)
     th, tw = target
     ratio = tw / th
     x1, y1, x2, y2 = diffusers_crop_region(mask, tw, th, pad)
@@ -130,6 +132,9 @@ def box_ramp(h: int, w: int, feather: int, open_sides: Tuple[bool, bool, bool, b
     """Weights ``(1, 1, h, w)``: 1 inside, ramping linearly to 0 at the box edge over ``feather`` px.
 
     Args:
+        h: box height.
+        w: box width.
+        feather: ramp width in pixels.
         open_sides: (left, top, right, bottom) sides on the image border, which get no ramp.
     """
     def axis(n: int, ramp_lo: bool, ramp_hi: bool) -> Tensor:
@@ -162,6 +167,7 @@ class CropTransform:
     empty: Tuple[bool, ...]
 
     def box_for(self, index: int) -> int:
+        """Index into :attr:`boxes` for image ``index`` (one box may serve the whole batch)."""
         return 0 if len(self.boxes) == 1 else index
 
     def scaled_box(self, index: int, size: Tuple[int, int]) -> Box:
@@ -188,6 +194,7 @@ def crop(image: Tensor, transform: CropTransform, clamp: bool = True,
 
     Args:
         image: :math:`(B, C, H, W)`; a size other than the transform's scales the boxes.
+        transform: where to cut, from :func:`plan_crop`.
         clamp: clamp to 0..1 after resampling (images and masks; bicubic/lanczos overshoot).
         on_item: called with each finished image's index (progress reporting).
     """
@@ -203,12 +210,13 @@ def crop(image: Tensor, transform: CropTransform, clamp: bool = True,
 
 def paste(original: Tensor, generated: Tensor, transform: CropTransform,
           weights: Optional[Tensor] = None, on_item: Optional[Callable[[int], None]] = None) -> Tensor:
-    """Put generated crops back into the original image.
+    r"""Put generated crops back into the original image.
 
     Args:
-        original: :math:`(1 \\text{ or } N, C, H, W)`.
+        original: :math:`(1 \text{ or } N, C, H, W)`.
         generated: :math:`(N, C, h, w)` at the transform's output size (other sizes are resized).
-        weights: optional blend weights :math:`(1 \\text{ or } N, 1, h, w)` at crop resolution,
+        transform: where the crops came from, from :func:`plan_crop`.
+        weights: optional blend weights :math:`(1 \text{ or } N, 1, h, w)` at crop resolution,
             replacing the transform's own (they are resized to each box).
         on_item: called with each finished image's index (progress reporting).
 
@@ -261,6 +269,10 @@ def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode:
 
     Args:
         mask: ``(H, W)`` inpaint mask at the original resolution.
+        box: the crop box.
+        image_size: (H, W) of the original image.
+        mode: ``mask`` or ``box``.
+        feather: ramp width in original pixels.
     """
     if mode == "box":
         h_img, w_img = image_size
@@ -290,7 +302,7 @@ def snap(value: float, multiple: int) -> int:
 def plan_crop(masks: Tensor, pad: int, output_size: Optional[Tuple[int, int]], multiple: int = 8,
               filter: ResampleFilter = "bicubic", paste_mode: PasteMode = "mask", feather: int = 16,
               context: Optional[Tensor] = None) -> CropTransform:
-    """One crop box per mask, and how each is pasted back.
+    r"""One crop box per mask, and how each is pasted back.
 
     Args:
         masks: :math:`(N, H, W)` inpaint masks (1 = repaint).

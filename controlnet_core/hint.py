@@ -57,11 +57,11 @@ def resize_hint(image: Tensor, size: Tuple[int, int], mode: str = "crop") -> Ten
 
 
 def inpaint_hint(image: Tensor, mask: Tensor, threshold: float = 0.5) -> Tensor:
-    """Hint for ``control_v11p_sd15_inpaint``: the image with masked pixels set to -1.
+    r"""Hint for ``control_v11p_sd15_inpaint``: the image with masked pixels set to -1.
 
     Args:
         image: :math:`(B, C, H, W)` in 0..1.
-        mask: :math:`(B \\text{ or } 1, 1, H, W)`, 1 = repaint.
+        mask: :math:`(B \text{ or } 1, 1, H, W)`, 1 = repaint.
         threshold: mask values above it count as masked (A1111 uses 0.5).
     """
     masked = (mask > threshold).to(image.dtype)

@@ -78,7 +78,8 @@ def block_scales(
     if block_weights is None:
         block_weights = (1.0,) * (num_down + 1)
     if len(block_weights) != num_down + 1:
-        raise ValueError(f"block weights need {num_down + 1} values ({num_down} down + 1 mid), got {len(block_weights)}")
+        raise ValueError(
+            f"block weights need {num_down + 1} values ({num_down} down + 1 mid), got {len(block_weights)}")
     return tuple(strength * c * w for c, w in zip(curve, block_weights))
 
 
@@ -90,7 +91,7 @@ def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
 def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[float]] = None,
                      row_scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                      inplace: bool = False) -> ControlResiduals:
-    """Apply per-residual scales, per-row scales and a spatial mask in one pass.
+    r"""Apply per-residual scales, per-row scales and a spatial mask in one pass.
 
     Args:
         residuals: batch of B.

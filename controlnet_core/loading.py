@@ -20,8 +20,11 @@ from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
 from .files import read_state_dict
+from .flux_loading import (build_flux_diffusers, build_flux_mistoline, build_flux_xlabs, claims_flux_diffusers,
+                           claims_flux_mistoline, claims_flux_xlabs)
 from .model import ControlNet
-from .refusals import REFUSALS
+from .refusals import NOT_A_CONTROL_MODEL, REFUSALS
+from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
 __all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
            "load_controlnet"]
@@ -49,8 +52,8 @@ def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
     """A short account of unknown weights for error messages: key count, first keys and shapes.
 
     Example:
-        >>> describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)})
-        "2 tensors, e.g. a.weight (2, 3), b (1,)"
+        >>> print(describe_weights({"a.weight": torch.zeros(2, 3), "b": torch.zeros(1)}))
+        2 tensors, e.g. a.weight (2, 3), b (1,)
     """
     keys = sorted(state_dict)
     sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
@@ -87,11 +90,18 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
 
 
 FORMATS: Tuple[ModelFormat, ...] = (
-    # Refusals first: ControlNet-XS and XLabs Flux files also carry a hint embedding.
+    # Refusals first: ControlNet-XS files also carry a hint embedding.
     *(ModelFormat(r.name, r.claims, r.build) for r in REFUSALS),
     ModelFormat("LoRA", _is_lora, _refuse_lora),
+    ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
+    ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
+    ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
+    ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
     ModelFormat("t2i_adapter", t2i_adapter.claims, t2i_adapter.build),
+    # Last: checkpoints, UNets, VAEs, text encoders share block names with ControlNets of every family.
+    ModelFormat(NOT_A_CONTROL_MODEL.name, NOT_A_CONTROL_MODEL.claims, NOT_A_CONTROL_MODEL.build),
 )
 
 
@@ -153,7 +163,9 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     use_linear = proj_in.ndim == 2
     # SD1.x fixes the head count, SD2.x/SDXL the head width; other widths follow the projection style.
     fixed_heads = family == "sd1" or (family == "custom" and not use_linear)
-    middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.") if "middle_block.2.in_layers.0.weight" in state_dict else -1
+    middle = -1
+    if "middle_block.2.in_layers.0.weight" in state_dict:
+        middle = _count(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
     hint_blocks = sorted(int(m.group(1)) for k in keys if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     hint_channels = tuple(state_dict[f"input_hint_block.{i}.weight"].shape[0] for i in hint_blocks[:-1:2])
     return ControlNetConfig(

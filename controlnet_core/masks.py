@@ -142,11 +142,11 @@ def latent_mask(mask: Tensor, size: tuple, mode: str = "nearest") -> Tensor:
 
 
 def masked_image(image: Tensor, mask: Tensor, fill: str = "grey", threshold: float = 0.5) -> Tensor:
-    """The image with masked pixels filled, for inpaint models' masked-image latent.
+    r"""The image with masked pixels filled, for inpaint models' masked-image latent.
 
     Args:
         image: :math:`(B, C, H, W)` in 0..1.
-        mask: :math:`(B \\text{ or } 1, 1, H, W)`.
+        mask: :math:`(B \text{ or } 1, 1, H, W)`.
         fill: ``grey`` (0.5, as ComfyUI and diffusers) or ``original`` (keep the pixels).
         threshold: pixels with ``mask > threshold`` are filled (0.5 as ComfyUI's round and diffusers).
     """

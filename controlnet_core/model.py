@@ -137,13 +137,13 @@ class ControlNet(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor,
                 y: Optional[Tensor] = None, *, hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
-        """Compute the residuals.
+        r"""Compute the residuals.
 
         Args:
             x: the scaled latent the UNet sees, :math:`(B, 4, h, w)`.
             timesteps: model timesteps, :math:`(B,)` or a scalar.
             context: cross-attention context, :math:`(B, T, D)`.
-            hint: control image in 0..1, :math:`(B \\text{ or } 1, 3, 8h, 8w)`.
+            hint: control image in 0..1, :math:`(B \text{ or } 1, 3, 8h, 8w)`.
             y: SDXL pooled-text and size vector, :math:`(B, A)`; None for SD1.x/2.x.
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier; then ``hint`` is only
                 checked, not embedded again.

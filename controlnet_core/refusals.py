@@ -2,13 +2,17 @@
 
 Every entry has the family seam's ``claims(state_dict)`` (keys and shapes only) and a ``build``
 that raises :class:`ControlNetFormatError` with the message, so the format table can list them
-beside the supported families. :data:`REFUSALS` is ordered specific before broad:
+beside the supported families. :data:`REFUSALS` claim nothing a supported family claims and go
+first in the table:
 
 * ControlNet-LLLite and ControlNet-XS work inside the UNet's blocks, not as residuals.
-* The diffusion-transformer ControlNets (Flux, SD3/SD3.5, Qwen-Image, HunyuanDiT) and Stable
-  Cascade ControlNets need their base model's transformer; not yet supported here, ComfyUI's own
-  loader takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``).
-* T2I style adapters, LoRAs, checkpoints, UNets, VAEs and text encoders are other kinds of model.
+* The Qwen-Image, HunyuanDiT and Stable Cascade ControlNets need their base model's network; not
+  yet supported here, ComfyUI's own loader takes them (detection keys as
+  ``comfy/controlnet.py:load_controlnet_state_dict``).
+* T2I style adapters and LoRAs are other kinds of model.
+
+:data:`NOT_A_CONTROL_MODEL` (checkpoints, UNets, diffusion transformers, VAEs, text encoders) shares
+block names with the DiT ControlNets, so it goes last.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from .errors import ControlNetFormatError
 
-__all__ = ["REFUSALS", "Refusal", "refusal_for"]
+__all__ = ["NOT_A_CONTROL_MODEL", "REFUSALS", "Refusal", "refusal_for"]
 
 _COMFY_CN = "use ComfyUI's own Load ControlNet Model and Apply ControlNet nodes"
 _DIT_TODO = f"not yet supported by this pack; {_COMFY_CN}"
@@ -82,18 +86,8 @@ def _dit(title: str, *prefixes: str) -> Callable[[Mapping[str, Tensor]], str]:
     return describe
 
 
-def _flux_instantx(sd: Mapping[str, Tensor]) -> str:
-    modes = sd.get("controlnet_mode_embedder.weight")
-    title = "a Flux InstantX" + ("" if modes is None else f" Union ({modes.shape[0]} modes)")
-    return _dit(title, "controlnet_blocks", "controlnet_single_blocks")(sd)
-
-
 def _has(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
     return lambda sd: all(k in sd for k in keys)
-
-
-def _dit_cn(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
-    return _has("controlnet_blocks.0.weight", *keys)
 
 
 _LORA = re.compile(r"(^lora_(unet|te\d?)_|\.lora_(up|down|A|B)\.|\.lora\.(up|down)\.|\.(hada|lokr)_w\d)")
@@ -140,26 +134,20 @@ REFUSALS: Tuple[Refusal, ...] = (
     Refusal("controlnet_xs", lambda sd: _has_part(sd, _XS_PARTS), _controlnet_xs),
     Refusal("hunyuan_dit_controlnet", lambda sd: any(k.startswith("after_proj_list.") for k in sd),
             _dit("a HunyuanDiT", "after_proj_list")),
-    Refusal("flux_xlabs_controlnet", _dit_cn("double_blocks.0.img_attn.norm.key_norm.scale"),
-            _dit("a Flux XLabs", "double_blocks", "controlnet_blocks")),
-    Refusal("sd35_controlnet", _dit_cn("pos_embed_input.proj.weight", "transformer_blocks.0.adaLN_modulation.1.bias"),
-            _dit("an SD3.5 (Stability)", "transformer_blocks")),
-    Refusal("sd3_controlnet", _dit_cn("pos_embed_input.proj.weight"), _dit("an SD3", "transformer_blocks")),
-    Refusal("qwen_image_controlnet", _dit_cn("transformer_blocks.0.img_mlp.net.0.proj.weight"),
+    Refusal("qwen_image_controlnet",
+            _has("controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"),
             _dit("a Qwen-Image InstantX", "transformer_blocks")),
-    Refusal("flux_instantx_controlnet", _dit_cn("controlnet_x_embedder.weight"), _flux_instantx),
-    Refusal("flux_mistoline_controlnet", _has("controlnet_blocks.0.linear.weight"),
-            _dit("a Flux Mistoline", "controlnet_blocks", "single_controlnet_blocks")),
     Refusal("stable_cascade_controlnet", lambda sd: any(k.startswith("backbone.") for k in sd),
             lambda sd: f"a Stable Cascade ControlNet: {_DIT_TODO}"),
     Refusal("t2i_style_adapter", _has("style_embedding"),
             lambda sd: ("a T2I style adapter: it adds image tokens to the prompt, not residuals; load it with "
                         "ComfyUI's Load Style Model and Apply Style Model")),
     Refusal("lora", _is_lora, _lora),
-    Refusal("not_a_control_model", lambda sd: _other_model(sd) is not None, _describe_other),
 )
+
+NOT_A_CONTROL_MODEL = Refusal("not_a_control_model", lambda sd: _other_model(sd) is not None, _describe_other)
 
 
 def refusal_for(state_dict: Mapping[str, Tensor]) -> Optional[Refusal]:
-    """The first entry of :data:`REFUSALS` claiming ``state_dict``, or None."""
-    return next((r for r in REFUSALS if r.claims(state_dict)), None)
+    """The first of :data:`REFUSALS`, then :data:`NOT_A_CONTROL_MODEL`, claiming ``state_dict``, or None."""
+    return next((r for r in REFUSALS + (NOT_A_CONTROL_MODEL,) if r.claims(state_dict)), None)

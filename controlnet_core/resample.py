@@ -44,7 +44,8 @@ def _weights(size_in: int, size_out: int, name: str, device: torch.device, dtype
     scale = size_in / size_out
     centres = (torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale - 0.5
     if name == "nearest" or (name == "area" and size_out >= size_in):
-        idx = torch.floor((torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale).long().clamp(max=size_in - 1)
+        idx = torch.floor((torch.arange(size_out, device=device, dtype=dtype) + 0.5) * scale).long()
+        idx = idx.clamp(max=size_in - 1)
         return torch.nn.functional.one_hot(idx, size_in).to(dtype)
     kernel, support = _FILTERS.get(name, (None, 0.0))
     stretch = max(scale, 1.0)

@@ -4,9 +4,9 @@ A :class:`ControlResiduals` names its tensors by the injection point ComfyUI's m
 their ``control`` dict:
 
 * ``input``: added to the hidden state after input blocks (T2I-Adapter features on a UNet; per
-  double/joint block on the diffusion transformers).
-* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals;
-  per single block on Flux).
+  double block on Flux).
+* ``output``: added to the UNet's skip connections, shallow to deep (ControlNet down residuals);
+  per single block on Flux; per joint block on SD3 (ComfyUI's MMDiT reads ``output``).
 * ``middle``: added to the middle block's output.
 
 ``input`` holds one entry per block of the base model, ``None`` where nothing is added, so that
@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import torch
 from torch import Tensor
 
 __all__ = ["ControlResiduals", "INJECTION_POINTS", "merge_control", "scatter_residuals", "scatter_rows",
@@ -137,19 +136,19 @@ def _align_blocks(a: list, b: list, popped: bool) -> Tuple[list, list]:
 
 
 def tile_rows(t: Tensor, per_chunk: int, chunks: int, what: str) -> Tensor:
-    """A per-latent tensor (batch 1 or ``per_chunk``) repeated for each cond/uncond chunk.
+    r"""A per-latent tensor (batch 1 or ``per_chunk``) repeated for each cond/uncond chunk.
 
     ComfyUI batches a model call as ``chunks`` blocks of ``per_chunk`` rows (cond, uncond, ...);
     a hint or mask given once per latent must line up with every block.
 
     Args:
-        t: :math:`(1 \\text{ or } P, ...)`.
+        t: :math:`(1 \text{ or } P, ...)`.
         per_chunk: latents per chunk, :math:`P`.
         chunks: number of chunks.
         what: the tensor's name for the error message.
 
     Returns:
-        :math:`(P \\cdot chunks, ...)` (a view when ``t`` has one row).
+        :math:`(P \cdot chunks, ...)` (a view when ``t`` has one row).
 
     Example:
         >>> tile_rows(torch.tensor([[1.0], [2.0]]), 2, 2, "hint").flatten().tolist()

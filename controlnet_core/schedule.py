@@ -4,6 +4,10 @@ Three rules users meet (steps = N, strength = s):
 
 * ``diffusers``: ``init = min(int(N * s), N)``, ``t_start = max(N - init, 0)``; run the schedule's
   last ``N - t_start`` steps (``StableDiffusionImg2ImgPipeline.get_timesteps``).
+  On flow-matching models (SD3, Flux) diffusers' img2img pipelines round the other way:
+  ``init = min(N * s, N)`` unrounded, ``t_start = int(max(N - init, 0))``, so ``ceil(N * s)`` steps
+  run (up to float rounding, reproduced exactly); the first sigma is the shifted schedule's
+  ``sigmas[t_start]``, the one ``FlowMatchEulerDiscreteScheduler.scale_noise`` noises the image to.
 * ``comfyui_denoise``: ComfyUI's ``denoise``: build a schedule of ``int(N / s)`` steps and run its
   last ``N`` (so N steps always execute, from a different start).
 * ``round``: ComfyUI's ``SplitSigmasDenoise``: run the last ``round(N * s)`` steps of N.
@@ -15,7 +19,8 @@ from typing import Callable, Literal, Tuple, get_args
 
 from torch import Tensor
 
-__all__ = ["STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_start_index", "truncate_schedule"]
+__all__ = ["STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_flow_start_index", "diffusers_start_index",
+           "truncate_schedule"]
 
 StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
 STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
@@ -37,6 +42,7 @@ class TruncatedSchedule:
 
     @property
     def start_sigma(self) -> float:
+        """The noise level the init latent gets."""
         return float(self.sigmas[0])
 
 
@@ -51,8 +57,19 @@ def diffusers_start_index(steps: int, strength: float) -> int:
     return max(steps - init_timestep, 0)
 
 
+def diffusers_flow_start_index(steps: int, strength: float) -> int:
+    """``t_start`` of the ``get_timesteps`` of diffusers' SD3 and Flux img2img pipelines.
+
+    Example:
+        >>> [diffusers_flow_start_index(n, s) for n, s in ((20, 0.5), (10, 0.33), (28, 0.7))]
+        [10, 6, 8]
+    """
+    init_timestep = min(steps * strength, steps)
+    return int(max(steps - init_timestep, 0))
+
+
 def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, strength: float,
-                      rule: str = "diffusers") -> TruncatedSchedule:
+                      rule: str = "diffusers", *, flow_matching: bool = False) -> TruncatedSchedule:
     """Cut the executed tail out of a schedule.
 
     Args:
@@ -61,6 +78,8 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         steps: the user's step count.
         strength: 0..1; 0 executes nothing, 1 the whole schedule.
         rule: one of :data:`STRENGTH_RULES`.
+        flow_matching: the model samples by flow matching (SD3, Flux); the ``diffusers`` rule then
+            follows diffusers' flow-matching img2img pipelines (:func:`diffusers_flow_start_index`).
 
     Returns:
         A :class:`TruncatedSchedule`. With 0 executed steps its ``sigmas`` holds only the final
@@ -81,7 +100,7 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         return TruncatedSchedule(sigmas, steps, total - steps)
     sigmas = full_schedule(steps)
     if rule == "diffusers":
-        start = diffusers_start_index(steps, strength)
+        start = (diffusers_flow_start_index if flow_matching else diffusers_start_index)(steps, strength)
     else:
         start = steps - int(round(steps * strength))
     return TruncatedSchedule(sigmas[start:].clone(), steps - start, start)

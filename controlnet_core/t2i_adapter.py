@@ -228,7 +228,7 @@ class T2IAdapter(nn.Module):
                 f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
 
     def embed_hint(self, hint: Tensor, *, control_type=None) -> Tuple[Tensor, ...]:
-        """The adapter's features, in diffusers' order (one per level, shallow to deep).
+        r"""The adapter's features, in diffusers' order (one per level, shallow to deep).
 
         Args:
             hint: control image in 0..1, :math:`(B, 3 \\text{ or } C, H, W)` with H and W multiples of
@@ -263,11 +263,14 @@ class T2IAdapter(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, context: Optional[Tensor], hint: Tensor,
                 y: Optional[Tensor] = None, *, control_type=None,
                 hint_embedding: Optional[Sequence[Tensor]] = None) -> ControlResiduals:
-        """The residuals for ``x``'s batch; ``timesteps``, ``context``, ``y`` and ``x``'s values are unused.
+        r"""The residuals for ``x``'s batch; ``timesteps``, ``context``, ``y`` and ``x``'s values are unused.
 
         Args:
             x: the latent, :math:`(B, 4, h, w)`: sets the batch and the expected hint size.
-            timesteps, context, y, control_type: unused (the family interface passes them).
+            timesteps: unused (adapters do not depend on the timestep).
+            context: unused (nor on the prompt).
+            y: unused.
+            control_type: unused (other families take it).
             hint: control image in 0..1, :math:`(B \\text{ or } 1, 3, H, W)`, :meth:`hint_size` of ``x``.
             hint_embedding: :meth:`embed_hint` of ``hint`` (batch B or 1), computed earlier; then
                 ``hint`` is only checked.

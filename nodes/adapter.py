@@ -76,6 +76,15 @@ class ResidualInjection:
         with self._lock:
             self._hints.clear()
 
+    def to(self, device_or_dtype) -> "ResidualInjection":
+        """ComfyUI moves model patches with the MODEL; when it leaves a device, its cached hints go too."""
+        if isinstance(device_or_dtype, (str, torch.device)):
+            device = torch.device(device_or_dtype)
+            with self._lock:
+                for cached in [d for d in self._hints if d != device]:
+                    del self._hints[cached]
+        return self
+
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
         c = args["c"]
         sigma = float(args["timestep"].flatten()[0])

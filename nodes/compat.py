@@ -9,6 +9,7 @@ import inspect
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
 import comfy.samplers
 
 ADDITIONAL_MODELS_KEY = "cnr_controlnet"
@@ -28,6 +29,13 @@ def model_sampling(model):
     if hasattr(model, "get_model_object"):
         return model.get_model_object("model_sampling")
     return model.model.model_sampling
+
+
+def is_flow_matching(model) -> bool:
+    """Whether the MODEL samples by flow matching (SD3, Flux, ...): ComfyUI's ``CONST`` parameterisation,
+    which builds from 2024-06 (SD3 support) on have and older ones lack, having no such models."""
+    const = getattr(comfy.model_sampling, "CONST", None)
+    return const is not None and isinstance(model_sampling(model), const)
 
 
 def attach_additional_model(model, patcher) -> bool:

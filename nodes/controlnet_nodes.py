@@ -111,7 +111,8 @@ def check_model_fits(model, control, node_id: str) -> None:
     if isinstance(control.net, T2IAdapter):
         check_adapter_fits(unet, control, model_name, node_id)
         return
-    if unet.get("context_dim") != cfg.context_dim or (unet.get("adm_in_channels") is None) != (cfg.adm_in_channels is None):
+    same_y = (unet.get("adm_in_channels") is None) == (cfg.adm_in_channels is None)
+    if unet.get("context_dim") != cfg.context_dim or not same_y:
         raise ValueError(
             f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
             f"{cfg.context_dim}, {'with' if cfg.adm_in_channels else 'no'} SDXL y vector) but the model is "

@@ -25,8 +25,9 @@ class Img2ImgStrength:
     NODE_ID = "CNR_Img2ImgStrength"
     DISPLAY_NAME = "Img2Img Strength Sigmas (CNR)"
     DESCRIPTION = ("Sigmas for img2img at a given strength, for SamplerCustom / SamplerCustomAdvanced: the tail of "
-                   "the schedule, cut as diffusers does (int(steps * strength) steps run), or by ComfyUI's denoise "
-                   "rule. Strength 0 samples nothing; 1 runs the whole schedule.")
+                   "the schedule, cut as diffusers does (int(steps * strength) steps run; on flow-matching models "
+                   "such as SD3 and Flux as diffusers' SD3/Flux img2img pipelines, about ceil(steps * strength)), "
+                   "or by ComfyUI's denoise rule. Strength 0 samples nothing; 1 runs the whole schedule.")
     CATEGORY = category("sampling")
     RETURN_TYPES = ("SIGMAS", "INT", "FLOAT")
     RETURN_NAMES = ("sigmas", "executed_steps", "start_sigma")
@@ -45,12 +46,15 @@ class Img2ImgStrength:
             "strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "How much of the image is re-noised: 0 keeps it, 1 starts from pure noise level."}),
             "rule": (list(STRENGTH_RULE_LABELS), {"default": "diffusers (strength)", "tooltip":
-                     "diffusers: run the last int(steps*strength) of steps; comfyui: build int(steps/strength) "
+                     "diffusers: run the last int(steps*strength) of steps (flow-matching models: diffusers' "
+                     "SD3/Flux rule, int(steps - steps*strength) skipped); comfyui: build int(steps/strength) "
                      "steps and run the last steps (KSampler's denoise); round: run round(steps*strength)."}),
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        schedule = truncate_schedule(compat.schedule_function(model, scheduler), steps, strength, STRENGTH_RULE_LABELS[rule])
+        full = compat.schedule_function(model, scheduler)
+        schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule],
+                                     flow_matching=compat.is_flow_matching(model))
         if schedule.executed_steps == 0:
             LOG.info("%s: strength %s runs no step; the sampler returns the latent unchanged", self.NODE_ID, strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)

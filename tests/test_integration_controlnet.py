@@ -13,9 +13,9 @@ from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet
 from cnr_pack.controlnet_core.injection import block_scales
 from tiny_models import tiny_sd15_diffusers, tiny_sdxl_diffusers
 
+pytestmark = pytest.mark.comfy
+
 HINT = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
-DEFAULTS = dict(strength=1.0, start_percent=0.0, end_percent=1.0, control_mode="balanced", resize_mode="crop",
-                window_timing="executed steps (diffusers)")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def controlnet_dir(tmp_path_factory, cn_weights, nodes):
     import folder_paths
     folder = tmp_path_factory.mktemp("controlnet")
     for seed, sd in cn_weights.items():
-        save_file({"control_model." + k: v.contiguous() for k, v in sd.items()}, str(folder / f"tiny_{seed}.safetensors"))
+        save_file({"control_model." + k: v.contiguous() for k, v in sd.items()},
+                  str(folder / f"tiny_{seed}.safetensors"))
     save_file(diffusers_to_original(tiny_sdxl_diffusers().state_dict()), str(folder / "tiny_sdxl.safetensors"))
     folder_paths.add_model_folder_path("controlnet", str(folder))
     return folder
@@ -52,8 +53,9 @@ def base_model():
 
 
 def apply(nodes, model, control, image=HINT, **overrides):
-    kwargs = dict(DEFAULTS, **overrides)
-    return nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(model, control, image, **kwargs)[0]
+    (patched,) = comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=control, image=image,
+                                     **overrides)
+    return patched
 
 
 POS, NEG = comfy_host.conditioning(10), comfy_host.conditioning(11)

@@ -5,6 +5,8 @@ from safetensors.torch import save_file
 
 import comfy_host
 
+pytestmark = pytest.mark.comfy
+
 HINT = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(7))
 
 
@@ -23,7 +25,8 @@ def setup(tmp_path_factory):
     model = comfy_host.tiny_unet(sdxl=True)
     gen = torch.Generator().manual_seed(3)
     import comfy.cldm.cldm
-    cfg = {k: v for k, v in comfy_host.TINY_SDXL_CONFIG.items() if k not in ("out_channels", "transformer_depth_output")}
+    unet_only = ("out_channels", "transformer_depth_output")
+    cfg = {k: v for k, v in comfy_host.TINY_SDXL_CONFIG.items() if k not in unet_only}
     keys = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="meta", **cfg).state_dict()
     weights = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in keys.items()}
     native = comfy_host.native_controlnet(weights, sdxl=True)
@@ -39,8 +42,8 @@ def test_sdxl_controlnet_matches_comfyui_native_with_the_y_vector(setup):
     assert ours.net.config.family == "sdxl" and ours.net.config.num_down_residuals == 9
     pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(POS, NEG, native, HINT, 0.9, 0.0, 1.0)[:2]
     expected = comfy_host.sample(model, pos, neg, steps=4)
-    patched = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(
-        model, ours, HINT, 0.9, 0.0, 1.0, "balanced", "crop", "model sigma (ComfyUI)")[0]
+    (patched,) = comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=ours, image=HINT,
+                                     strength=0.9, window_timing="model sigma (ComfyUI)")
     got = comfy_host.sample(patched, POS, NEG, steps=4)
     plain = comfy_host.sample(model, POS, NEG, steps=4)
     assert (expected - plain).abs().max() > 1e-2

@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 import comfy_host
 from test_t2i_adapter import tiny_adapter, to_original
 
+pytestmark = pytest.mark.comfy
+
 HINT = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
 UNETS = {"full_adapter": dict(channel_mult=[1, 2, 4, 4]),
          "full_adapter_xl": dict(sdxl=True, model_channels=32, channel_mult=[1, 2, 4])}
@@ -47,12 +49,13 @@ def unets(nodes):
 
 
 def load(nodes, name):
-    return nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
+    return comfy_host.run_node("CNR_ControlNetLoader", control_net_name=name)[0]
 
 
 def apply(nodes, model, control, strength=1.0, end=1.0, mode="balanced", **optional):
-    return nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(
-        model, control, HINT, strength, 0.0, end, mode, "crop", MODEL_SIGMA, **optional)[0]
+    return comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=control, image=HINT,
+                               strength=strength, end_percent=end, control_mode=mode, window_timing=MODEL_SIGMA,
+                               **optional)[0]
 
 
 @pytest.mark.parametrize("kind", list(UNETS))
@@ -128,7 +131,7 @@ def test_loader_lists_and_loads_a_hosts_own_t2i_adapter_folder(nodes, adapter_di
     try:
         loader = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]
         names = loader.INPUT_TYPES()["required"]["control_net_name"][0]
-        control = loader().load("only_in_t2i_folder.safetensors")[0]
+        control = load(nodes, "only_in_t2i_folder.safetensors")
     finally:
         if had is None:
             del folder_paths.folder_names_and_paths["t2i_adapter"]

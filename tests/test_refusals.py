@@ -7,10 +7,13 @@ import torch
 
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
-from cnr_pack.controlnet_core.refusals import REFUSALS, refusal_for
+from cnr_pack.controlnet_core.loading import detect_format
+from cnr_pack.controlnet_core.refusals import NOT_A_CONTROL_MODEL, REFUSALS, refusal_for
 from comfy_host import comfyui_root
 from test_t2i_adapter import KINDS, tiny_adapter, to_original
+from tiny_flux import tiny_flux_controlnet, tiny_xlabs_style_controlnet
 from tiny_models import tiny_sd15_diffusers, tiny_sdxl_diffusers
+from tiny_sd3 import sd35_reference_state_dict, tiny_instantx, tiny_sd3_transformer, tiny_sd35
 
 
 def zeros(*keys: str) -> dict:
@@ -31,19 +34,6 @@ def controlnet_xs(fused: bool) -> dict:
     return model.state_dict()
 
 
-def flux_instantx(num_mode=None) -> dict:
-    return diffusers.FluxControlNetModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
-        num_mode=num_mode).state_dict()
-
-
-def sd3_controlnet() -> dict:
-    return diffusers.SD3ControlNetModel(
-        sample_size=4, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=4, num_attention_heads=2,
-        joint_attention_dim=8, caption_projection_dim=8, pooled_projection_dim=8, out_channels=4).state_dict()
-
-
 def comfy_style_adapter() -> dict:
     path = comfyui_root() / "comfy" / "t2i_adapter" / "adapter.py"
     spec = importlib.util.spec_from_file_location("comfy_t2i_adapter_style", path)
@@ -62,21 +52,6 @@ CASES = {  # id: (weights, refusal name, message pattern)
                       r"a ControlNet-XS \(base_to_ctrl.*ControlNetXSPipeline"),
     "controlnet-xs-fused": (lambda: controlnet_xs(fused=True), "controlnet_xs",
                             r"a UNet fused with a ControlNet-XS.*neither this pack nor ComfyUI"),
-    "flux-instantx": (flux_instantx, "flux_instantx_controlnet",
-                      r"a Flux InstantX ControlNet \(1 controlnet_blocks, 2 controlnet_single_blocks\): "
-                      r"not yet supported by this pack; use ComfyUI's own"),
-    "flux-instantx-union": (lambda: flux_instantx(num_mode=7), "flux_instantx_controlnet",
-                            r"a Flux InstantX Union \(7 modes\) ControlNet"),
-    "flux-xlabs": (lambda: zeros("controlnet_blocks.0.weight", "controlnet_blocks.1.weight",
-                                 "double_blocks.0.img_attn.norm.key_norm.scale", "input_hint_block.0.weight"),
-                   "flux_xlabs_controlnet", r"a Flux XLabs ControlNet \(1 double_blocks, 2 controlnet_blocks\).*"
-                                            r"not yet supported"),
-    "flux-mistoline": (lambda: zeros("controlnet_blocks.0.linear.weight", "single_controlnet_blocks.0.linear.weight"),
-                       "flux_mistoline_controlnet", r"a Flux Mistoline ControlNet.*not yet supported"),
-    "sd3": (sd3_controlnet, "sd3_controlnet", r"an SD3 ControlNet \(2 transformer_blocks\): not yet supported"),
-    "sd35": (lambda: zeros("controlnet_blocks.0.weight", "pos_embed_input.proj.weight",
-                           "transformer_blocks.0.adaLN_modulation.1.bias"),
-             "sd35_controlnet", r"an SD3\.5 \(Stability\) ControlNet.*not yet supported"),
     "qwen-image": (lambda: zeros("controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"),
                    "qwen_image_controlnet", r"a Qwen-Image InstantX ControlNet.*not yet supported"),
     "hunyuan-dit": (lambda: zeros(*(f"after_proj_list.{i}.bias" for i in range(19))), "hunyuan_dit_controlnet",
@@ -104,7 +79,7 @@ CASES = {  # id: (weights, refusal name, message pattern)
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.comfy) if c == "t2i-style" else c for c in CASES])
 def test_recognised_weights_are_refused_with_what_they_are_and_what_to_use(case):
     make, name, message = CASES[case]
     state_dict = make()
@@ -123,6 +98,10 @@ def supported_weights():
         sd = tiny_adapter(kind).state_dict()
         yield kind, sd
         yield kind + "-original", to_original(sd, kind)
+    yield "flux-instantx", tiny_flux_controlnet().state_dict()
+    yield "flux-xlabs-diffusers-layout", tiny_xlabs_style_controlnet().state_dict()
+    yield "sd3-instantx", tiny_instantx().state_dict()
+    yield "sd35", sd35_reference_state_dict(tiny_sd35(tiny_sd3_transformer()))
     low_rank = ("input_blocks.1.0.in_layers.2.up", "input_blocks.1.0.in_layers.2.down")
     yield "control-lora", zeros("lora_controlnet", *low_rank, "input_hint_block.0.weight", "zero_convs.0.0.weight")
 
@@ -135,3 +114,15 @@ def test_no_refusal_claims_a_supported_model():
 def test_refusal_names_are_unique():
     names = [r.name for r in REFUSALS]
     assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("keys,family", [
+    (("img_in.weight", "pos_embed_input.weight", "double_blocks.0.img_attn.norm.key_norm.scale",
+      "controlnet_blocks.0.weight"), "Flux ControlNet (XLabs)"),
+    (("img_in.weight", "double_blocks.0.img_attn.qkv.weight", "controlnet_blocks.0.linear.weight"),
+     "Flux ControlNet (Mistoline)"),
+], ids=["xlabs", "mistoline"])
+def test_dit_controlnets_named_like_their_base_model_reach_their_family_before_the_catch_all(keys, family):
+    state_dict = zeros(*keys)
+    assert NOT_A_CONTROL_MODEL.claims(state_dict), "the catch-all would claim these keys if it came first"
+    assert detect_format(state_dict).name == family

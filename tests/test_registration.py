@@ -3,6 +3,8 @@ import pytest
 
 import comfy_host
 
+pytestmark = pytest.mark.comfy
+
 
 @pytest.fixture(scope="module")
 def pack_nodes():

@@ -49,7 +49,7 @@ def to_original(diffusers_sd: dict, kind: str) -> dict:
 
 
 def comfy_adapter_module():
-    """ComfyUI's ``comfy/t2i_adapter/adapter.py`` (plain torch) from the host in use."""
+    """ComfyUI's ``comfy/t2i_adapter/adapter.py`` (plain torch) from the host in use, read without booting it."""
     path = comfyui_root() / "comfy" / "t2i_adapter" / "adapter.py"
     spec = importlib.util.spec_from_file_location("comfy_t2i_adapter_oracle", path)
     module = importlib.util.module_from_spec(spec)
@@ -100,6 +100,7 @@ def test_features_equal_diffusers_in_order_in_both_layouts(kind, layout):
     assert max_diff(res.tensors, theirs) <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_original_layout_is_what_comfyui_loads_and_slots_are_where_it_adds_them(kind):
     sd = to_original(tiny_adapter(kind).state_dict(), kind)
@@ -182,6 +183,7 @@ def test_unet_with_our_slots_equals_diffusers_intrablock_residuals(kind):
     assert (ours - theirs).abs().max().item() <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("ksize,use_conv", [(1, True), (3, False)], ids=["conv-downsample", "kernel-3"])
 def test_original_variants_diffusers_cannot_express_match_comfyui(ksize, use_conv):
     mod = comfy_adapter_module()
@@ -195,6 +197,7 @@ def test_original_variants_diffusers_cannot_express_match_comfyui(ksize, use_con
     assert max_diff([t for t in res.input if t is not None], [t for t in comfy_input if t is not None]) <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_odd_latent_sizes_halve_like_comfyui(kind):
     sd = to_original(tiny_adapter(kind).state_dict(), kind)
@@ -335,6 +338,7 @@ def test_contradicting_shapes_are_a_format_error_naming_the_tensor():
         build(sd)
 
 
+@pytest.mark.comfy
 def test_sdxl_features_stack_block_by_block_with_comfyuis_own_sdxl_adapter():
     from cnr_pack.controlnet_core.residuals import merge_control
     sd = to_original(tiny_adapter("full_adapter_xl").state_dict(), "full_adapter_xl")

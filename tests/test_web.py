@@ -4,6 +4,8 @@ import pytest
 import comfy_host
 import comfy_server
 
+pytestmark = [pytest.mark.comfy, pytest.mark.browser]
+
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (make env)")
 
 
@@ -68,7 +70,9 @@ def test_advanced_inputs_are_shown_by_control_mode(page):
 
 
 def test_padded_crop_shows_only_the_size_inputs_of_its_mode(page):
-    page.evaluate("""() => { const n = LiteGraph.createNode("CNR_PaddedCrop"); app.graph.add(n); window.cnrNode = n; }""")
+    page.evaluate("""() => {
+        const n = LiteGraph.createNode("CNR_PaddedCrop"); app.graph.add(n); window.cnrNode = n;
+    }""")
     assert set(page.evaluate(SET, ["size_mode", "width x height"])["hidden"]) == {"long_side"}
     assert set(page.evaluate(SET, ["size_mode", "long side"])["hidden"]) == {"width", "height"}
     assert set(page.evaluate(SET, ["size_mode", "native (no resize)"])["hidden"]) == {"width", "height", "long_side"}

@@ -10,6 +10,8 @@ import workflow_runner
 from conftest import REPO_ROOT
 from example_images import INPAINT, hole, write_examples
 
+pytestmark = pytest.mark.comfy
+
 WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
 USER_FILE_INPUTS = {"ckpt_name", "control_net_name", "image"}  # lists of the user's own files
 # Tiny stand-in models run the graphs as shipped but smaller: attention over a 512 px latent costs

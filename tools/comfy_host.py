@@ -77,6 +77,28 @@ def boot():
     return nodes
 
 
+def node_defaults(node_class) -> dict:
+    """Every input of a node class that has a default: its ``default``, or the first entry of a choice list."""
+    spec = node_class.INPUT_TYPES()
+    values = {}
+    for section in ("required", "optional"):
+        for name, (kind, *rest) in spec.get(section, {}).items():
+            options = rest[0] if rest else {}
+            if "default" in options:
+                values[name] = options["default"]
+            elif isinstance(kind, (list, tuple)) and kind:
+                values[name] = kind[0]
+    return values
+
+
+def run_node(node_id: str, **inputs):
+    """Run a node as ComfyUI's executor would: inputs not given take their defaults, and the result
+    tuple is returned (taken out of a ``{"ui", "result"}`` dict when the node returns one)."""
+    node_class = boot().NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(node_class(), node_class.FUNCTION)(**{**node_defaults(node_class), **inputs})
+    return out["result"] if isinstance(out, dict) else out
+
+
 def init_builtin_extras(nodes):
     """Load ComfyUI's comfy_extras nodes (SamplerCustom, schedulers, ...) in either host."""
     if "SamplerCustom" in nodes.NODE_CLASS_MAPPINGS:

@@ -126,7 +126,7 @@ def build(description, classes) -> dict:
                 if extra_widget_values(name, spec):
                     values.append("image" if (spec[1] or {}).get("image_upload") else "fixed")
                 continue
-            link = next((l for l in links if l[3] == d["id"] and l[4] == name), None)
+            link = next((lk for lk in links if lk[3] == d["id"] and lk[4] == name), None)
             inputs.append({"name": name, "type": spec[0], "link": None if link is None else link[0]})
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
         nodes_out.append({

@@ -35,7 +35,8 @@ def main() -> None:
                 const x2 = Math.max(...nodes.map(n => n.pos[0] + n.size[0]));
                 const y2 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
                 const ds = app.canvas.ds;
-                ds.scale = Math.min(1.0, innerWidth / (x2 - Math.min(...xs) + 80), innerHeight / (y2 - Math.min(...ys) + 120));
+                ds.scale = Math.min(1.0, innerWidth / (x2 - Math.min(...xs) + 80),
+                                    innerHeight / (y2 - Math.min(...ys) + 120));
                 ds.offset = [-Math.min(...xs) + 40, -Math.min(...ys) + 60];
                 app.graph.setDirtyCanvas(true, true);
             }""")

@@ -1,0 +1,240 @@
+"""Flux transformer blocks, named like Black Forest Labs' weights (the names ComfyUI's Flux uses).
+
+A double-stream block keeps image and text tokens apart but lets them attend jointly; a
+single-stream block runs one fused attention + MLP over the concatenated sequence. Both are
+modulated by the conditioning vector ``vec`` (timestep, guidance and pooled text) and rotate
+queries and keys with a 3-axis rotary embedding of the token positions.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "rope_frequencies",
+    "apply_rope",
+    "MLPEmbedder",
+    "Modulation",
+    "QKNorm",
+    "SelfAttention",
+    "DoubleStreamBlock",
+    "SingleStreamBlock",
+]
+
+Rope = Tuple[Tensor, Tensor]
+
+
+def rope_frequencies(ids: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Rope:
+    """Cosines and sines of the rotary embedding of token positions.
+
+    Each position axis ``a`` takes ``axes_dim[a]`` channels of an attention head, rotating channel
+    pairs by ``pos * theta ** (-2j / axes_dim[a])``. Angles are computed in float64 like the
+    references, then kept in float32.
+
+    Args:
+        ids: :math:`(N, A)` positions per token and axis (Flux: ``(0, row, column)`` for image
+            tokens, zeros for text tokens).
+        axes_dim: channels per axis, summing to the head width (Flux: ``(16, 56, 56)``).
+        theta: base period.
+
+    Returns:
+        ``(cos, sin)``, each :math:`(N, D/2)` with :math:`D` = ``sum(axes_dim)``, float32.
+
+    Example:
+        >>> cos, sin = rope_frequencies(torch.zeros(5, 3), (4, 4, 8))
+        >>> tuple(cos.shape), bool(cos.eq(1).all()), bool(sin.eq(0).all())
+        ((5, 8), True, True)
+    """
+    angles = []
+    for axis, dim in enumerate(axes_dim):
+        exponent = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
+        angles.append(ids[:, axis].to(torch.float64)[:, None] * theta ** -exponent)
+    angles = torch.cat(angles, dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, rope: Rope) -> Tensor:
+    """Rotate consecutive channel pairs of ``x`` by the angles of :func:`rope_frequencies`.
+
+    Args:
+        x: :math:`(B, H, N, D)` queries or keys.
+        rope: ``(cos, sin)``, each :math:`(N, D/2)`.
+
+    Returns:
+        :math:`(B, H, N, D)` in the dtype of ``x`` (rotated in float32).
+    """
+    cos, sin = rope
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((cos * real - sin * imag, sin * real + cos * imag), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, rope: Rope) -> Tensor:
+    """Scaled dot-product attention with rotary positions: :math:`(B, H, N, D)` in, :math:`(B, N, H D)` out."""
+    out = F.scaled_dot_product_attention(apply_rope(q, rope), apply_rope(k, rope), v)
+    return out.transpose(1, 2).flatten(2)
+
+
+def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """Parameter-free LayerNorm, then the adaptive affine transform of the conditioning."""
+    return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale)
+
+
+class MLPEmbedder(nn.Module):
+    """Two linear layers with a SiLU between (timestep, guidance and pooled-text embedders)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        self.in_layer = nn.Linear(in_dim, hidden_dim, dtype=dtype, device=device)
+        self.out_layer = nn.Linear(hidden_dim, hidden_dim, dtype=dtype, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """:math:`(B, C_{in})` in, :math:`(B, D)` out."""
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class Modulation(nn.Module):
+    """Shift, scale and gate vectors from the conditioning vector (3 per stream sub-layer).
+
+    Args:
+        dim: hidden width.
+        count: number of (shift, scale, gate) triples (2 in a double block, 1 in a single block).
+    """
+
+    def __init__(self, dim: int, count: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        self.count = count
+        self.lin = nn.Linear(dim, 3 * count * dim, dtype=dtype, device=device)
+
+    def forward(self, vec: Tensor) -> Tuple[Tensor, ...]:
+        """:math:`(B, D)` in; ``3 * count`` tensors of shape :math:`(B, 1, D)` out."""
+        return self.lin(F.silu(vec))[:, None].chunk(3 * self.count, dim=-1)
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation over the last axis with a learnt ``scale`` (epsilon 1e-6)."""
+
+    def __init__(self, dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise :math:`(..., C)` over :math:`C`."""
+        if hasattr(F, "rms_norm"):
+            return F.rms_norm(x, self.scale.shape, self.scale, eps=1e-6)
+        # torch before 2.4, which ComfyUI still supports, has no fused RMS norm.
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.scale
+
+
+class QKNorm(nn.Module):
+    """Per-head RMS normalisation of queries and keys."""
+
+    def __init__(self, head_dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        self.query_norm = RMSNorm(head_dim, dtype=dtype, device=device)
+        self.key_norm = RMSNorm(head_dim, dtype=dtype, device=device)
+
+
+class SelfAttention(nn.Module):
+    """Fused query/key/value projection, QK normalisation and output projection of one stream."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool,
+                 dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **kw)
+        self.norm = QKNorm(dim // num_heads, **kw)
+        self.proj = nn.Linear(dim, dim, **kw)
+
+    def qkv_heads(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """:math:`(B, N, D)` in; normalised queries, keys and values as :math:`(B, H, N, D/H)` out."""
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        return self.norm.query_norm(q), self.norm.key_norm(k), v
+
+
+def _mlp(dim: int, hidden: int, kw) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden, **kw), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim, **kw))
+
+
+class DoubleStreamBlock(nn.Module):
+    """Image and text streams with their own weights and one joint attention.
+
+    Args:
+        dim: hidden width.
+        num_heads: attention heads.
+        mlp_hidden: hidden width of each stream's MLP (4x ``dim`` in Flux).
+        qkv_bias: the fused QKV projections have biases (True in Flux).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool,
+                 dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.img_mod = Modulation(dim, 2, **kw)
+        self.img_attn = SelfAttention(dim, num_heads, qkv_bias, **kw)
+        self.img_mlp = _mlp(dim, mlp_hidden, kw)
+        self.txt_mod = Modulation(dim, 2, **kw)
+        self.txt_attn = SelfAttention(dim, num_heads, qkv_bias, **kw)
+        self.txt_mlp = _mlp(dim, mlp_hidden, kw)
+
+    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope: Rope) -> Tuple[Tensor, Tensor]:
+        """One block.
+
+        Args:
+            img: :math:`(B, N_i, D)` image tokens.
+            txt: :math:`(B, N_t, D)` text tokens.
+            vec: :math:`(B, D)` conditioning vector.
+            rope: rotary frequencies of the text tokens followed by the image tokens.
+
+        Returns:
+            The updated ``(img, txt)``.
+        """
+        i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
+        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
+        iq, ik, iv = self.img_attn.qkv_heads(_modulate(img, i_shift1, i_scale1))
+        tq, tk, tv = self.txt_attn.qkv_heads(_modulate(txt, t_shift1, t_scale1))
+        attn = _attention(torch.cat((tq, iq), 2), torch.cat((tk, ik), 2), torch.cat((tv, iv), 2), rope)
+        txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
+
+        img = img + i_gate1 * self.img_attn.proj(img_attn)
+        img = img + i_gate2 * self.img_mlp(_modulate(img, i_shift2, i_scale2))
+        txt = txt + t_gate1 * self.txt_attn.proj(txt_attn)
+        txt = txt + t_gate2 * self.txt_mlp(_modulate(txt, t_shift2, t_scale2))
+        return img, txt
+
+
+class SingleStreamBlock(nn.Module):
+    """Attention and MLP in parallel over the joint text + image sequence.
+
+    ``linear1`` projects to queries, keys, values and the MLP input at once; ``linear2`` maps the
+    attention output and the activated MLP input back to the hidden width.
+
+    Args:
+        dim: hidden width.
+        num_heads: attention heads.
+        mlp_hidden: hidden width of the MLP branch.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int,
+                 dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.num_heads = num_heads
+        self.mlp_hidden = mlp_hidden
+        self.linear1 = nn.Linear(dim, 3 * dim + mlp_hidden, **kw)
+        self.linear2 = nn.Linear(dim + mlp_hidden, dim, **kw)
+        self.norm = QKNorm(dim // num_heads, **kw)
+        self.modulation = Modulation(dim, 1, **kw)
+
+    def forward(self, x: Tensor, vec: Tensor, rope: Rope) -> Tensor:
+        """:math:`(B, N, D)` joint tokens in and out; ``rope`` covers all :math:`N` tokens."""
+        shift, scale, gate = self.modulation(vec)
+        qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([x.shape[-1] * 3, self.mlp_hidden], dim=-1)
+        q, k, v = qkv.unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        attn = _attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope)
+        return x + gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=-1))

@@ -1,0 +1,69 @@
+"""Flow-matching img2img: executed steps and first sigma equal diffusers' SD3 and Flux img2img pipelines."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
+from diffusers.pipelines.flux.pipeline_flux_img2img import calculate_shift
+
+from cnr_pack.controlnet_core.schedule import truncate_schedule
+from test_schedule import STRENGTHS
+
+STEPS = range(1, 51)
+FLOW_STRENGTHS = sorted(set(STRENGTHS + [0.3, 0.35, 0.6, 0.7, 0.9, 0.01, 0.49, 0.51]))
+
+
+def _sd3():
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return scheduler, (lambda n: scheduler.set_timesteps(n)), StableDiffusion3Img2ImgPipeline.get_timesteps
+
+
+def _flux(image_seq_len):
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    mu = calculate_shift(image_seq_len, 256, 4096, 0.5, 1.15)
+
+    def set_timesteps(n):
+        # What FluxImg2ImgPipeline passes: its own sigmas, shifted by mu for the image size.
+        scheduler.set_timesteps(n, sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
+
+    return scheduler, set_timesteps, FluxImg2ImgPipeline.get_timesteps
+
+
+PIPELINES = {"sd3": _sd3, "flux-256-tokens": lambda: _flux(256), "flux-4096-tokens": lambda: _flux(4096),
+             "flux-1024-tokens": lambda: _flux(1024)}
+
+
+def _noise_level(scheduler, timesteps):
+    """The sigma the pipeline noises the init latent to: scale_noise(0, t, 1) = sigma."""
+    return float(scheduler.scale_noise(torch.zeros(1), timesteps[:1], torch.ones(1))[0])
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_flow_truncation_equals_diffusers_img2img_steps_and_noise_level(name):
+    scheduler, set_timesteps, get_timesteps = PIPELINES[name]()
+
+    def full(n):
+        set_timesteps(n)
+        return scheduler.sigmas.clone()
+
+    pipe = SimpleNamespace(scheduler=scheduler)
+    for steps in STEPS:
+        for strength in FLOW_STRENGTHS:
+            ours = truncate_schedule(full, steps, strength, flow_matching=True)
+            set_timesteps(steps)
+            timesteps, executed = get_timesteps(pipe, steps, strength, "cpu")
+            assert ours.executed_steps == executed == len(timesteps), (steps, strength)
+            assert len(ours.sigmas) == executed + 1
+            if executed:
+                assert ours.start_sigma == _noise_level(scheduler, timesteps), (steps, strength)
+
+
+def test_flow_rule_runs_the_step_the_unet_rule_drops():
+    scheduler, set_timesteps, get_timesteps = _sd3()
+    set_timesteps(10)
+    _, executed = get_timesteps(SimpleNamespace(scheduler=scheduler), 10, 0.33, "cpu")
+    full = lambda n: torch.linspace(1.0, 0.0, n + 1)  # noqa: E731
+    assert truncate_schedule(full, 10, 0.33, flow_matching=True).executed_steps == executed == 4
+    assert truncate_schedule(full, 10, 0.33, "diffusers").executed_steps == 3

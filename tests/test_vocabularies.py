@@ -1,0 +1,49 @@
+"""Option names: each node label map covers exactly its core vocabulary, and choices come from it."""
+import pytest
+
+import comfy_host
+from cnr_pack.controlnet_core.crop import PASTE_MODES
+from cnr_pack.controlnet_core.hint import RESIZE_MODES
+from cnr_pack.controlnet_core.injection import CONTROL_MODES
+from cnr_pack.controlnet_core.masks import FILLS, LATENT_DOWNSCALES
+from cnr_pack.controlnet_core.resample import RESAMPLE_FILTERS
+from cnr_pack.controlnet_core.schedule import STRENGTH_RULES
+from cnr_pack.controlnet_core.window import WINDOW_TIMINGS
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def node_modules():
+    comfy_host.boot()
+    import cnr_pack.nodes.controlnet_nodes as controlnet_nodes
+    import cnr_pack.nodes.refine_nodes as refine_nodes
+    return controlnet_nodes, refine_nodes
+
+
+def test_control_mode_labels_cover_every_control_mode_once(node_modules):
+    labels = node_modules[0].CONTROL_MODE_LABELS
+    assert sorted(labels.values()) == sorted(CONTROL_MODES)
+
+
+def test_window_timing_labels_cover_every_timing_once(node_modules):
+    labels = node_modules[0].TIMING_LABELS
+    assert sorted(labels.values()) == sorted(WINDOW_TIMINGS)
+
+
+def test_strength_rule_labels_cover_every_rule_once(node_modules):
+    labels = node_modules[1].STRENGTH_RULE_LABELS
+    assert sorted(labels.values()) == sorted(STRENGTH_RULES)
+
+
+@pytest.mark.parametrize("node_id,input_name,vocabulary", [
+    ("CNR_ApplyControlResiduals", "resize_mode", RESIZE_MODES),
+    ("CNR_InpaintMaskPrep", "fill", FILLS),
+    ("CNR_InpaintMaskPrep", "latent_downscale", LATENT_DOWNSCALES),
+    ("CNR_PaddedCrop", "filter", RESAMPLE_FILTERS),
+    ("CNR_PaddedCrop", "paste_mode", PASTE_MODES),
+])
+def test_choice_inputs_offer_exactly_the_core_vocabulary(node_modules, node_id, input_name, vocabulary):
+    spec = comfy_host.boot().NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+    choices = {**spec["required"], **spec.get("optional", {})}[input_name][0]
+    assert tuple(choices) == tuple(vocabulary)
