@@ -94,8 +94,11 @@ def _read_pickle(path: str, dtype: Optional[torch.dtype]) -> Dict[str, Tensor]:
             ".safetensors with a tool you trust") from None
     except (RuntimeError, EOFError) as e:
         raise WeightFileError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0]})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    # Training scripts nest the weights: Lightning under "state_dict", TencentARC's adapters under "adapter".
+    wrapper = next((k for k in ("state_dict", "adapter") if isinstance(obj, dict) and isinstance(obj.get(k), dict)),
+                   None)
+    if wrapper is not None:
+        obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightFileError(f"{path}: holds no state dict of tensors")
     return {k: v.to(_target_dtype(v.dtype, dtype)) for k, v in obj.items()}

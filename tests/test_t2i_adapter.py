@@ -356,3 +356,13 @@ def test_sdxl_features_stack_block_by_block_with_comfyuis_own_sdxl_adapter():
         if got is not None:
             assert torch.equal(got, theirs + mine)
     assert torch.equal(merged["middle"][0], comfy_middle[0] + ours.middle[0])
+
+
+def test_a_pth_holding_the_weights_under_adapter_loads_as_comfyui_reads_it(tmp_path):
+    reference = tiny_adapter("light_adapter")
+    path = tmp_path / "t2iadapter_color.pth"
+    torch.save({"adapter": to_original(reference.state_dict(), "light_adapter")}, path)
+    ours = load_controlnet(path)
+    hint = hint_for("light_adapter")
+    with torch.no_grad():
+        assert max_diff(ours.embed_hint(hint), reference(hint)) <= TOL
