@@ -6,6 +6,9 @@ Configurations run interleaved, round after round, after one warm-up round; per-
 from the sampler's step callback. Both paths compute the adapter's features once per sampling, so
 the per-step overhead over no control is what adding four feature maps to the UNet costs. Not a
 test: timings on a shared machine are noisy, so only ratios measured side by side mean anything.
+Because that overhead is far below the noise of a CPU step, a second table times each path's own
+work per model call with the UNet left out: ComfyUI's ``T2IAdapter.get_control`` against our
+wrapper with a no-op model.
 
     python bench/bench_t2i.py [--steps 4] [--rounds 2]
 """
@@ -70,6 +73,38 @@ def configurations(nodes, model, native, ours, pos, neg, hint):
     }
 
 
+def per_call_ms(nodes, patched, npos, calls: int = 200):
+    """Median milliseconds of each path's own work per model call (batch 2, 32x32 latent), UNet excluded."""
+    import time
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    sigma = torch.full((2,), 7.0)
+    native = npos[0][1]["control"]
+    native.cond_hint = None  # features are computed on the first call, as in sampling
+    cond = {"c_crossattn": torch.zeros(2, 77, 768)}
+    wrapper = patched.model_options["model_function_wrapper"]
+    args = {"input": x, "timestep": sigma, "c": dict(cond, transformer_options={}), "cond_or_uncond": [0, 1]}
+
+    def native_call():
+        try:
+            native.get_control(x, sigma, cond, 1, {})
+        except TypeError:  # the 2024 host has no transformer_options argument
+            native.get_control(x, sigma, cond, 1)
+
+    def ours_call():
+        wrapper(lambda inp, t, **c: inp, args)
+
+    paths = {"ComfyUI native T2I-Adapter": native_call, "CNR T2I-Adapter": ours_call}
+    samples = {name: [] for name in paths}
+    for call in paths.values():
+        call()
+    for _ in range(calls):  # interleaved, so that load from other processes hits both alike
+        for name, call in paths.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -82,6 +117,7 @@ def main() -> None:
         neg = [[torch.randn(1, 77, 768, generator=gen), {}]]
         hint = torch.rand(1, 256, 256, 3, generator=gen)
         configs = configurations(nodes, model, native, ours, pos, neg, hint)
+        overhead = per_call_ms(nodes, configs["CNR T2I-Adapter"][0], configs["ComfyUI native T2I-Adapter"][1])
         firsts = {name: [] for name in configs}  # the first step also computes the adapter's features
         times = {name: [] for name in configs}
         peaks = {name: 0.0 for name in configs}
@@ -105,6 +141,9 @@ def main() -> None:
         med = statistics.median(times[name])
         print(f"{name:<30}{statistics.median(firsts[name]):>11.3f}{med:>8.3f}{med / base:>14.3f}"
               f"{med / native_s:>10.3f}{peaks[name]:>15.0f}")
+    print(f"{'own work per model call, UNet excluded':<40}{'ms':>8}")
+    for name, ms in overhead.items():
+        print(f"{name:<40}{ms:>8.2f}")
     print("target: CNR T2I-Adapter s/step <= ComfyUI native (steps after the first)")
 
 

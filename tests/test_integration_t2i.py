@@ -139,3 +139,28 @@ def test_loader_lists_and_loads_a_hosts_own_t2i_adapter_folder(nodes, adapter_di
             folder_paths.folder_names_and_paths["t2i_adapter"] = had
     assert "only_in_t2i_folder.safetensors" in names and "full_adapter.safetensors" in names
     assert control.net.config.kind == "light"
+
+
+def test_weighted_features_are_reused_at_every_step_until_cleanup(nodes, adapter_dir, unets):
+    control = load(nodes, "full_adapter.safetensors")
+    patched = apply(nodes, unets["full_adapter"], control, strength=2.0)
+    wrapper = patched.model_options["model_function_wrapper"]
+    seen = []
+    base_wrapper_previous = wrapper.previous
+    try:
+        wrapper.previous = lambda apply_model, args: seen.append(args["c"]["control"]["input"][-3]) or \
+            apply_model(args["input"], args["timestep"], **args["c"])
+        comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=3)
+    finally:
+        wrapper.previous = base_wrapper_previous
+    assert len(seen) == 3 and all(t is seen[0] for t in seen), "one tensor for the first feature at every step"
+    features = control.net.embed_hint(torch.movedim(HINT, -1, 1))
+    assert torch.allclose(seen[0], 2.0 * features[0].expand_as(seen[0]), atol=1e-6), "the UNet left it unchanged"
+    wrapper.cleanup()
+    calls = []
+    handle = control.net.conv_in.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 1, "after cleanup the features are computed afresh"
