@@ -2,17 +2,13 @@
 
 Every entry has the family seam's ``claims(state_dict)`` (keys and shapes only) and a ``build``
 that raises :class:`ControlNetFormatError` with the message, so the format table can list them
-beside the supported families. :data:`REFUSALS` claim nothing a supported family claims and go
-first in the table:
+beside the supported families. :data:`REFUSALS` is ordered specific before broad:
 
 * ControlNet-LLLite and ControlNet-XS work inside the UNet's blocks, not as residuals.
-* The Qwen-Image, HunyuanDiT and Stable Cascade ControlNets need their base model's network; not
-  yet supported here, ComfyUI's own loader takes them (detection keys as
-  ``comfy/controlnet.py:load_controlnet_state_dict``).
-* T2I style adapters and LoRAs are other kinds of model.
-
-:data:`NOT_A_CONTROL_MODEL` (checkpoints, UNets, diffusion transformers, VAEs, text encoders) shares
-block names with the DiT ControlNets, so it goes last.
+* Qwen-Image and HunyuanDiT ControlNets and Stable Cascade ControlNets: not yet supported here,
+  ComfyUI's own loader takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``).
+  (Flux and SD3/SD3.5 ControlNets are families of their own.)
+* T2I style adapters, LoRAs, checkpoints, UNets, VAEs and text encoders are other kinds of model.
 """
 from __future__ import annotations
 
@@ -24,7 +20,7 @@ from torch import Tensor
 
 from .errors import ControlNetFormatError
 
-__all__ = ["NOT_A_CONTROL_MODEL", "REFUSALS", "Refusal", "refusal_for"]
+__all__ = ["BROAD_REFUSALS", "REFUSALS", "Refusal", "refusal_for"]
 
 _COMFY_CN = "use ComfyUI's own Load ControlNet Model and Apply ControlNet nodes"
 _DIT_TODO = f"not yet supported by this pack; {_COMFY_CN}"
@@ -90,6 +86,10 @@ def _has(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
     return lambda sd: all(k in sd for k in keys)
 
 
+def _dit_cn(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
+    return _has("controlnet_blocks.0.weight", *keys)
+
+
 _LORA = re.compile(r"(^lora_(unet|te\d?)_|\.lora_(up|down|A|B)\.|\.lora\.(up|down)\.|\.(hada|lokr)_w\d)")
 
 
@@ -134,8 +134,7 @@ REFUSALS: Tuple[Refusal, ...] = (
     Refusal("controlnet_xs", lambda sd: _has_part(sd, _XS_PARTS), _controlnet_xs),
     Refusal("hunyuan_dit_controlnet", lambda sd: any(k.startswith("after_proj_list.") for k in sd),
             _dit("a HunyuanDiT", "after_proj_list")),
-    Refusal("qwen_image_controlnet",
-            _has("controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"),
+    Refusal("qwen_image_controlnet", _dit_cn("transformer_blocks.0.img_mlp.net.0.proj.weight"),
             _dit("a Qwen-Image InstantX", "transformer_blocks")),
     Refusal("stable_cascade_controlnet", lambda sd: any(k.startswith("backbone.") for k in sd),
             lambda sd: f"a Stable Cascade ControlNet: {_DIT_TODO}"),
@@ -145,9 +144,12 @@ REFUSALS: Tuple[Refusal, ...] = (
     Refusal("lora", _is_lora, _lora),
 )
 
-NOT_A_CONTROL_MODEL = Refusal("not_a_control_model", lambda sd: _other_model(sd) is not None, _describe_other)
+# Broad: their key prefixes also occur in control models, so the format table tries them last.
+BROAD_REFUSALS: Tuple[Refusal, ...] = (
+    Refusal("not_a_control_model", lambda sd: _other_model(sd) is not None, _describe_other),
+)
 
 
 def refusal_for(state_dict: Mapping[str, Tensor]) -> Optional[Refusal]:
-    """The first of :data:`REFUSALS`, then :data:`NOT_A_CONTROL_MODEL`, claiming ``state_dict``, or None."""
-    return next((r for r in REFUSALS + (NOT_A_CONTROL_MODEL,) if r.claims(state_dict)), None)
+    """The first refusal (specific, then broad) claiming ``state_dict``, or None."""
+    return next((r for r in REFUSALS + BROAD_REFUSALS if r.claims(state_dict)), None)

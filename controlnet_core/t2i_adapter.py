@@ -234,7 +234,7 @@ class T2IAdapter(nn.Module):
         r"""The adapter's features, in diffusers' order (one per level, shallow to deep).
 
         Args:
-            hint: control image in 0..1, :math:`(B, 3 \\text{ or } C, H, W)` with H and W multiples of
+            hint: control image in 0..1, :math:`(B, 3 \text{ or } C, H, W)` with H and W multiples of
                 the unshuffle factor; RGB is averaged to gray for 1-channel adapters (as ComfyUI does).
             control_type: unused (other families take it).
 
@@ -270,11 +270,11 @@ class T2IAdapter(nn.Module):
 
         Args:
             x: the latent, :math:`(B, 4, h, w)`: sets the batch and the expected hint size.
-            timesteps: unused (adapters do not depend on the timestep).
-            context: unused (nor on the prompt).
+            timesteps: unused (the family interface passes it).
+            context: unused.
+            hint: control image in 0..1, :math:`(B \text{ or } 1, 3, H, W)`, :meth:`hint_size` of ``x``.
             y: unused.
-            control_type: unused (other families take it).
-            hint: control image in 0..1, :math:`(B \\text{ or } 1, 3, H, W)`, :meth:`hint_size` of ``x``.
+            control_type: unused.
             hint_embedding: :meth:`embed_hint` of ``hint`` (batch B or 1), computed earlier; then
                 ``hint`` is only checked.
 

@@ -8,12 +8,10 @@ import torch
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.loading import detect_format
-from cnr_pack.controlnet_core.refusals import NOT_A_CONTROL_MODEL, REFUSALS, refusal_for
+from cnr_pack.controlnet_core.refusals import REFUSALS, refusal_for
 from comfy_host import comfyui_root
 from test_t2i_adapter import KINDS, tiny_adapter, to_original
-from tiny_flux import tiny_flux_controlnet, tiny_xlabs_style_controlnet
 from tiny_models import tiny_sd15_diffusers, tiny_sdxl_diffusers
-from tiny_sd3 import sd35_reference_state_dict, tiny_instantx, tiny_sd3_transformer, tiny_sd35
 
 
 def zeros(*keys: str) -> dict:
@@ -32,6 +30,19 @@ def controlnet_xs(fused: bool) -> dict:
     adapter = diffusers.ControlNetXSAdapter.from_unet(unet, size_ratio=0.125, num_attention_heads=1)
     model = diffusers.UNetControlNetXSModel.from_unet(unet, adapter) if fused else adapter
     return model.state_dict()
+
+
+def flux_instantx(num_mode=None) -> dict:
+    return diffusers.FluxControlNetModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        num_mode=num_mode).state_dict()
+
+
+def sd3_controlnet() -> dict:
+    return diffusers.SD3ControlNetModel(
+        sample_size=4, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=4, num_attention_heads=2,
+        joint_attention_dim=8, caption_projection_dim=8, pooled_projection_dim=8, out_channels=4).state_dict()
 
 
 def comfy_style_adapter() -> dict:
@@ -79,7 +90,7 @@ CASES = {  # id: (weights, refusal name, message pattern)
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.comfy) if c == "t2i-style" else c for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_recognised_weights_are_refused_with_what_they_are_and_what_to_use(case):
     make, name, message = CASES[case]
     state_dict = make()
@@ -98,12 +109,16 @@ def supported_weights():
         sd = tiny_adapter(kind).state_dict()
         yield kind, sd
         yield kind + "-original", to_original(sd, kind)
-    yield "flux-instantx", tiny_flux_controlnet().state_dict()
-    yield "flux-xlabs-diffusers-layout", tiny_xlabs_style_controlnet().state_dict()
-    yield "sd3-instantx", tiny_instantx().state_dict()
-    yield "sd35", sd35_reference_state_dict(tiny_sd35(tiny_sd3_transformer()))
     low_rank = ("input_blocks.1.0.in_layers.2.up", "input_blocks.1.0.in_layers.2.down")
     yield "control-lora", zeros("lora_controlnet", *low_rank, "input_hint_block.0.weight", "zero_convs.0.0.weight")
+    yield "flux-instantx", flux_instantx()
+    yield "flux-instantx-union", flux_instantx(num_mode=7)
+    yield "sd3-instantx", sd3_controlnet()
+
+
+def test_flux_and_sd3_controlnets_are_claimed_by_their_own_families():
+    assert detect_format(flux_instantx()).name.startswith("Flux ControlNet")
+    assert detect_format(sd3_controlnet()).name.startswith("SD3 ControlNet")
 
 
 def test_no_refusal_claims_a_supported_model():
@@ -114,15 +129,3 @@ def test_no_refusal_claims_a_supported_model():
 def test_refusal_names_are_unique():
     names = [r.name for r in REFUSALS]
     assert len(set(names)) == len(names)
-
-
-@pytest.mark.parametrize("keys,family", [
-    (("img_in.weight", "pos_embed_input.weight", "double_blocks.0.img_attn.norm.key_norm.scale",
-      "controlnet_blocks.0.weight"), "Flux ControlNet (XLabs)"),
-    (("img_in.weight", "double_blocks.0.img_attn.qkv.weight", "controlnet_blocks.0.linear.weight"),
-     "Flux ControlNet (Mistoline)"),
-], ids=["xlabs", "mistoline"])
-def test_dit_controlnets_named_like_their_base_model_reach_their_family_before_the_catch_all(keys, family):
-    state_dict = zeros(*keys)
-    assert NOT_A_CONTROL_MODEL.claims(state_dict), "the catch-all would claim these keys if it came first"
-    assert detect_format(state_dict).name == family

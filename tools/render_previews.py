@@ -1,26 +1,69 @@
-"""Render workflows/<name>.png: each shipped workflow as ComfyUI's own canvas draws it.
+"""Render workflows/<name>.png, each shipped workflow as ComfyUI's own canvas draws it, and
+node_previews/<frontend>-<version>/<node>.png, each CNR_ node as each frontend shows it (not committed).
 
-Starts the CI-host ComfyUI with this pack on 127.0.0.1, opens it in headless Chromium, loads each
-workflow and screenshots the canvas. Needs Chromium (Debian package) and playwright (test deps).
+Starts a ComfyUI with this pack on 127.0.0.1 (the CI host, or COMFYUI_PATH), opens it in headless
+Chromium, loads each workflow and screenshots the canvas; then screenshots every CNR_ node on every
+frontend of tools/frontends.py that can run here (the newest frontend, with Nodes 2.0 off and on, needs
+COMFYUI_PATH). Needs Chromium (Debian package) and playwright (test deps).
 
     python tools/render_previews.py
 """
 import json
+import logging
 import sys
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import comfy_server  # noqa: E402
-from example_images import write_examples  # noqa: E402
+import frontends  # noqa: E402
+from example_images import INPAINT, write_examples  # noqa: E402
 
 SIZE = {"width": 1600, "height": 900}
+NODE_PREVIEWS = HERE.parent / "node_previews"
+LOG = logging.getLogger("render_previews")
+# Values that make a node's extras visible in its picture (a window that starts late and ends early).
+# Clear of the menus current frontends float over the top left of the canvas.
+NODE_POS = (200, 200)
+PREVIEW_VALUES = {"CNR_ApplyControlResiduals": {"start_percent": 0.15, "end_percent": 0.6}}
 
 
-def main() -> None:
-    from playwright.sync_api import sync_playwright
+def render_nodes(p, frontend: frontends.Frontend) -> None:
+    """One screenshot per CNR_ node; the crop node after a run, so its preview shows."""
+    with comfy_server.running_server(extra_args=frontends.server_args(frontend)) as (url, scratch):
+        write_examples(scratch / "input", 256)
+        with urllib.request.urlopen(url + "/object_info", timeout=30) as response:
+            # The crop runs a prompt; last, so no node drawn after it shows that prompt's outputs by id.
+            types = sorted((name for name in json.load(response) if name.startswith("CNR_")),
+                           key=lambda name: (name == "CNR_PaddedCrop", name))
+        browser = p.chromium.launch(executable_path=comfy_server.chromium_path(), args=comfy_server.CHROMIUM_ARGS)
+        page = frontends.open_page(browser, url, frontend, viewport=(1400, 1000))
+        out = NODE_PREVIEWS / f"{frontend.name}-{frontends.served_version(page)}"
+        out.mkdir(parents=True, exist_ok=True)
+        for node_type in types:
+            if node_type == "CNR_PaddedCrop":
+                node_id = frontends.queue_crop_preview(page, INPAINT, pos=NODE_POS)
+                frontends.wait_for_crop_preview(page, frontend, node_id)
+            else:
+                node_id = frontends.add_node(page, node_type, pos=NODE_POS)
+                for name, value in PREVIEW_VALUES.get(node_type, {}).items():
+                    frontends.set_widget(page, name, value)
+            page.wait_for_timeout(600)
+            if frontend.vue_nodes:
+                page.locator(f'[data-node-id="{node_id}"]').screenshot(path=str(out / f"{node_type}.png"))
+            else:
+                box = frontends.canvas_node_box(page)
+                clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
+                page.screenshot(path=str(out / f"{node_type}.png"), clip=clip)
+        LOG.info("%s (frontend %s): %d node previews in %s", frontend.name, frontends.served_version(page),
+                 len(types), out)
+        browser.close()
+
+
+def render_workflows(p) -> None:
     workflows = sorted((HERE.parent / "workflows").glob("*.json"))
-    with comfy_server.running_server() as (url, scratch), sync_playwright() as p:
+    with comfy_server.running_server() as (url, scratch):
         write_examples(scratch / "input")
         browser = p.chromium.launch(executable_path=comfy_server.chromium_path(), args=comfy_server.CHROMIUM_ARGS)
         page = browser.new_page(viewport=SIZE)
@@ -43,6 +86,19 @@ def main() -> None:
             page.wait_for_timeout(800)
             page.locator("canvas").first.screenshot(path=str(path.with_suffix(".png")))
         browser.close()
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with sync_playwright() as p:
+        render_workflows(p)
+        for frontend in frontends.FRONTENDS:
+            reason = frontends.unavailable(frontend)
+            if reason:
+                LOG.warning("no node previews for %s: %s", frontend.name, reason)
+                continue
+            render_nodes(p, frontend)
 
 
 if __name__ == "__main__":

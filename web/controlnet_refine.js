@@ -1,13 +1,22 @@
 // ControlNet Refine: show what the settings mean on the nodes themselves.
-// - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on; advanced inputs
-//   appear only for the control modes that use them.
-// - CNR_PaddedCrop: only the size inputs of the chosen size mode are shown.
+// - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text;
+//   advanced inputs appear only for the control modes that use them.
+// - CNR_PaddedCrop: only the size inputs of the chosen size mode are shown (its crop preview is the
+//   node's image output, which every frontend shows itself).
 // Nodes are selected by the id prefix CNR_ only (the folder name is the user's choice).
+//
+// Only APIs that the 2024 LiteGraph frontend, the classic canvas of current frontends and Nodes 2.0
+// (the Vue renderer, which never calls onDrawForeground) all honour: the timeline is a DOM widget,
+// and hidden widgets are marked through `widget.hidden` and `widget.options.hidden`.
 import { app } from "../../scripts/app.js";
 
 const PREFIX = "CNR_";
 const TIMELINE_STEPS = 20;
-const TIMELINE_HEIGHT = 26;
+const TIMELINE_WIDGET = "cnr_timeline";
+// The canvas renderers place a DOM widget 10 px inside its row on every side.
+const TIMELINE_ROW_HEIGHT = 52;
+const ON_COLOUR = "#4caf50";
+const OFF_COLOUR = "#444";
 
 // diffusers' rule: executed step i of n acts unless i/n < start or (i+1)/n > end.
 export function activeSteps(start, end, n) {
@@ -36,19 +45,82 @@ function values(node) {
   return out;
 }
 
-function setHidden(widget, hidden) {
+// Every renderer reads `hidden` (Nodes 2.0 through `options.hidden`), but canvases before ~2025 still give a
+// hidden widget its row: it also takes no height. The 2024 LiteGraph even draws it: there it also takes an
+// unknown type, drawn as nothing. Frontends that skip hidden widgets when drawing have isWidgetVisible.
+function setHidden(node, widget, hidden) {
   if (!!widget.cnrHidden === hidden) return false;
+  const legacy = typeof node.isWidgetVisible !== "function";
   if (hidden) {
     widget.cnrShown = { type: widget.type, computeSize: widget.computeSize };
-    widget.type = "cnr-hidden";
     widget.computeSize = () => [0, -4];
+    if (legacy) widget.type = "cnr-hidden";
   } else {
-    widget.type = widget.cnrShown.type;
     widget.computeSize = widget.cnrShown.computeSize;
+    if (legacy) widget.type = widget.cnrShown.type;
   }
-  widget.hidden = hidden;
   widget.cnrHidden = hidden;
+  widget.hidden = hidden;
+  if (widget.options) widget.options.hidden = hidden;
   return true;
+}
+
+function timelineState(node) {
+  const v = values(node);
+  const start = v.start_percent ?? 0;
+  const end = v.end_percent ?? 1;
+  if (String(v.window_timing || "").startsWith("model sigma")) {
+    const on = [];
+    for (let i = 0; i < TIMELINE_STEPS; i++) {
+      const middle = (i + 0.5) / TIMELINE_STEPS;
+      on.push(middle >= start && middle <= end);
+    }
+    return { on, label: "window in model sigma (ComfyUI)" };
+  }
+  const active = new Set(activeSteps(start, end, TIMELINE_STEPS));
+  const on = Array.from({ length: TIMELINE_STEPS }, (_, i) => active.has(i));
+  return { on, label: `acts on ${active.size} of ${TIMELINE_STEPS} executed steps`, count: active.size };
+}
+
+function addTimeline(node) {
+  const element = document.createElement("div");
+  element.className = "cnr-timeline";
+  Object.assign(element.style, { display: "flex", flexDirection: "column", gap: "4px", boxSizing: "border-box",
+                                 padding: "2px 0", minHeight: `${TIMELINE_ROW_HEIGHT - 20}px` });
+  const cells = document.createElement("div");
+  Object.assign(cells.style, { display: "flex", gap: "2px", height: "10px" });
+  for (let i = 0; i < TIMELINE_STEPS; i++) {
+    const cell = document.createElement("span");
+    cell.className = "cnr-timeline-step";
+    Object.assign(cell.style, { flex: "1 1 0", borderRadius: "2px", background: OFF_COLOUR });
+    cells.append(cell);
+  }
+  const label = document.createElement("div");
+  label.className = "cnr-timeline-label";
+  Object.assign(label.style, { font: "11px sans-serif", color: "#aaa", whiteSpace: "nowrap", overflow: "hidden",
+                               textOverflow: "ellipsis" });
+  element.append(cells, label);
+  const widget = node.addDOMWidget(TIMELINE_WIDGET, "cnr-timeline", element, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => TIMELINE_ROW_HEIGHT,
+    getMaxHeight: () => TIMELINE_ROW_HEIGHT,
+  });
+  widget.serialize = false;
+  return widget;
+}
+
+function updateTimeline(node) {
+  const widget = node.widgets?.find((w) => w.name === TIMELINE_WIDGET);
+  if (!widget) return;
+  const { on, label, count } = timelineState(node);
+  const cells = widget.element.querySelectorAll(".cnr-timeline-step");
+  on.forEach((active, i) => {
+    cells[i].style.background = active ? ON_COLOUR : OFF_COLOUR;
+    cells[i].dataset.active = String(active);
+  });
+  widget.element.querySelector(".cnr-timeline-label").textContent = label;
+  widget.element.dataset.activeSteps = count === undefined ? "" : String(count);
 }
 
 function refresh(node) {
@@ -56,8 +128,9 @@ function refresh(node) {
   const v = values(node);
   let changed = false;
   for (const w of node.widgets || []) {
-    if (rules[w.name]) changed = setHidden(w, !rules[w.name](v)) || changed;
+    if (rules[w.name]) changed = setHidden(node, w, !rules[w.name](v)) || changed;
   }
+  updateTimeline(node);
   if (changed) {
     node.setSize([node.size[0], node.computeSize()[1]]);
     node.setDirtyCanvas?.(true, true);
@@ -65,32 +138,11 @@ function refresh(node) {
   return { hidden: (node.widgets || []).filter((w) => w.cnrHidden).map((w) => w.name) };
 }
 
-function drawTimeline(node, ctx) {
-  const v = values(node);
-  const sigma = String(v.window_timing || "").startsWith("model sigma");
-  const x0 = 10;
-  const width = node.size[0] - 20;
-  const y = node.size[1] - TIMELINE_HEIGHT + 6;
-  const cell = width / TIMELINE_STEPS;
-  const active = new Set(activeSteps(v.start_percent ?? 0, v.end_percent ?? 1, TIMELINE_STEPS));
-  ctx.save();
-  for (let i = 0; i < TIMELINE_STEPS; i++) {
-    const on = sigma ? (i + 0.5) / TIMELINE_STEPS >= v.start_percent && (i + 0.5) / TIMELINE_STEPS <= v.end_percent
-                     : active.has(i);
-    ctx.fillStyle = on ? "#4caf50" : "#444";
-    ctx.fillRect(x0 + i * cell + 1, y, cell - 2, 10);
-  }
-  ctx.fillStyle = "#aaa";
-  ctx.font = "10px sans-serif";
-  ctx.fillText(sigma ? "window in model sigma (ComfyUI)" : `acts on ${active.size} of ${TIMELINE_STEPS} executed steps`,
-               x0, y + 20);
-  ctx.restore();
-}
-
 app.registerExtension({
   name: "ControlNetRefine.UI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData.name.startsWith(PREFIX)) return;
+    const withTimeline = nodeData.name === "CNR_ApplyControlResiduals";
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
@@ -102,6 +154,7 @@ app.registerExtension({
           return out;
         };
       }
+      if (withTimeline) addTimeline(this);
       this.cnrRefresh = () => refresh(this);
       this.cnrRefresh();
       return r;
@@ -112,19 +165,14 @@ app.registerExtension({
       refresh(this);
       return r;
     };
-    if (nodeData.name === "CNR_ApplyControlResiduals") {
-      const computeSize = nodeType.prototype.computeSize;
-      nodeType.prototype.computeSize = function () {
-        // The legacy frontend copies LGraphNode's methods onto the class only after this hook runs.
-        const base = computeSize ?? (globalThis.LGraphNode ?? globalThis.LiteGraph?.LGraphNode).prototype.computeSize;
-        const size = base.apply(this, arguments);
-        size[1] += TIMELINE_HEIGHT;
-        return size;
-      };
-      const onDrawForeground = nodeType.prototype.onDrawForeground;
-      nodeType.prototype.onDrawForeground = function (ctx) {
-        const r = onDrawForeground?.apply(this, arguments);
-        if (!this.flags?.collapsed) drawTimeline(this, ctx);
+    if (withTimeline) {
+      const onSerialize = nodeType.prototype.onSerialize;
+      nodeType.prototype.onSerialize = function (data) {
+        const r = onSerialize?.apply(this, arguments);
+        // The 2024 LiteGraph saves a value for every widget, even one marked serialize: false; the
+        // timeline has none, and saved workflows keep the layout newer frontends write.
+        const index = this.widgets?.findIndex((w) => w.name === TIMELINE_WIDGET) ?? -1;
+        if (index >= 0 && data.widgets_values?.length === this.widgets.length) data.widgets_values.splice(index, 1);
         return r;
       };
       nodeType.prototype.cnrActiveSteps = function (n = TIMELINE_STEPS) {
