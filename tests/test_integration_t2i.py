@@ -100,7 +100,7 @@ def test_controlnet_mode_leaves_the_uncond_pass_alone_and_uses_a1111_adapter_wei
     base.set_model_unet_function_wrapper(record)
     patched = apply(nodes, base, control, strength=2.0, mode="controlnet is more important")
     comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=2)
-    features = control.net.embed_hint(torch.movedim(HINT, -1, 1))
+    features = control.net.embed_hint(torch.movedim(HINT, -1, 1).contiguous())
     for cond_or_uncond, ctrl in seen:
         inputs = [t for t in reversed(ctrl["input"]) if t is not None]
         for chunk, kind in enumerate(cond_or_uncond):
@@ -154,7 +154,7 @@ def test_weighted_features_are_reused_at_every_step_until_cleanup(nodes, adapter
     finally:
         wrapper.previous = base_wrapper_previous
     assert len(seen) == 3 and all(t is seen[0] for t in seen), "one tensor for the first feature at every step"
-    features = control.net.embed_hint(torch.movedim(HINT, -1, 1))
+    features = control.net.embed_hint(torch.movedim(HINT, -1, 1).contiguous())
     assert torch.allclose(seen[0], 2.0 * features[0].expand_as(seen[0]), atol=1e-6), "the UNet left it unchanged"
     wrapper.cleanup()
     calls = []
