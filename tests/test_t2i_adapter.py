@@ -366,3 +366,12 @@ def test_a_pth_holding_the_weights_under_adapter_loads_as_comfyui_reads_it(tmp_p
     hint = hint_for("light_adapter")
     with torch.no_grad():
         assert max_diff(ours.embed_hint(hint), reference(hint)) <= TOL
+
+
+def test_soft_modes_use_a1111s_adapter_weights_and_need_four_features():
+    from cnr_pack.controlnet_core.t2i_adapter import feature_scales
+    # sd-webui-controlnet's hook.py: T2I-Adapter soft injection scales (0.25, 0.62, 0.825, 1.0) x weight.
+    assert feature_scales(4, 2.0, "prompt", [1.0, 1.0, 0.5, 1.0]) == pytest.approx((0.5, 1.24, 0.825, 2.0))
+    assert feature_scales(3, 2.0, "balanced") == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="weight exactly 4 adapter features; this adapter has 3"):
+        feature_scales(3, 1.0, "controlnet")
