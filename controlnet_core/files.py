@@ -225,8 +225,11 @@ def _read_pickle(path: str, zipped: bool, dtype: Optional[torch.dtype],
     except Exception as e:  # any other failure of the reader means a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise WeightFileError(path, f"truncated or corrupt checkpoint ({first}); {_DOWNLOAD_AGAIN}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    # Training scripts nest the weights: Lightning under "state_dict", TencentARC's adapters under "adapter".
+    wrapper = next((k for k in ("state_dict", "adapter") if isinstance(obj, dict) and isinstance(obj.get(k), dict)),
+                   None)
+    if wrapper is not None:
+        obj = obj[wrapper]
     if not isinstance(obj, dict):
         raise WeightFileError(path, f"holds a {type(obj).__name__}, not a state dict of tensors")
     odd = next((k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))), None)
