@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import control_lora, t2i_adapter, union
+from . import control_lora, t2i_format, union
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
@@ -116,7 +116,7 @@ FORMATS: Tuple[ModelFormat, ...] = (
     # Union files are diffusers ControlNets plus the fusion block: before the classic ControlNet.
     ModelFormat("ControlNet Union", union.claims, union.build),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
-    ModelFormat("t2i_adapter", t2i_adapter.claims, t2i_adapter.build),
+    ModelFormat("t2i_adapter", t2i_format.claims, t2i_format.build),
     # Last: checkpoints, UNets, transformers, VAEs and text encoders share key prefixes with control models.
     *(ModelFormat(r.name, r.claims, r.build) for r in BROAD_REFUSALS),
 )

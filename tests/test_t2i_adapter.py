@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from cnr_pack.controlnet_core import load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.model import ControlNetInputError
-from cnr_pack.controlnet_core.t2i_adapter import build, claims
+from cnr_pack.controlnet_core.t2i_format import build, claims
 from comfy_host import comfyui_root
 from tiny_models import randomize_all, tiny_sd15_diffusers
 
