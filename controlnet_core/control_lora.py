@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .convert import _level_layout_from_diffusers, _prefix_pairs, _rename
+from .assembly import assemble
 from .errors import ControlNetFormatError
 from .model import ControlNet
 
@@ -205,13 +206,8 @@ class ControlLora:
             if key not in merged:
                 merged[key] = value.to(device=device, dtype=dtype, copy=True)
         config = detect_config(merged)
-        with torch.device("meta"):
-            net = ControlNet(config)
-        missing, unexpected = net.load_state_dict(merged, strict=False, assign=True)
-        if missing or unexpected:
-            raise ControlNetFormatError(
-                f"the Control-LoRA merged with the base UNet does not form a {config.family} ControlNet: "
-                f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+        net = assemble(lambda: ControlNet(config), merged, f"{config.family} ControlNet the Control-LoRA merged with "
+                                                          "the base UNet should form")
         return net.eval().requires_grad_(False)
 
     def _check_family(self, base: Mapping[str, Tensor]) -> None:

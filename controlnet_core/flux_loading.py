@@ -16,6 +16,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .assembly import assemble
 from .errors import ControlNetFormatError
 from .flux import FluxControlNet, FluxControlNetConfig
 from .flux_convert import diffusers_to_bfl, mistoline_to_bfl
@@ -128,14 +129,8 @@ def detect_flux_config(state_dict: Mapping[str, Tensor], *, hint_strides: Sequen
 def _build(state_dict: Dict[str, Tensor], config: FluxControlNetConfig, dtype, device) -> FluxControlNet:
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    with torch.device("meta"):
-        net = FluxControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"weights do not fit the detected Flux ControlNet ({config.depth} double, {config.depth_single_blocks} "
-            f"single blocks): {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown "
-            f"(e.g. {unexpected[:3]})")
+    net = assemble(lambda: FluxControlNet(config), state_dict,
+                   f"detected Flux ControlNet ({config.depth} double, {config.depth_single_blocks} single blocks)")
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

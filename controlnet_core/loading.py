@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import control_lora, t2i_format, union
+from .assembly import assemble
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
@@ -26,7 +27,7 @@ from .model import ControlNet
 from .refusals import BROAD_REFUSALS, REFUSALS
 from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
-__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "check_fits", "describe_weights", "detect_config",
+__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config",
            "detect_format", "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -73,34 +74,7 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
     config = config or detect_config(state_dict, global_pool)
     if config_overrides:
         config = replace(config, **config_overrides)
-    with torch.device("meta"):
-        net = ControlNet(config)
-    check_fits(net, state_dict, f"detected {config.family}")
-    net.load_state_dict(state_dict, strict=True, assign=True)
-    return net
-
-
-def check_fits(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
-    """Raise :class:`ControlNetFormatError` unless ``state_dict`` has exactly ``module``'s keys and shapes.
-
-    Args:
-        module: the module built for the weights (on the meta device is enough).
-        state_dict: the weights, in the module's key layout.
-        what: the architecture, for the message (e.g. ``"detected sd1"``).
-    """
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"weights do not fit the {what} architecture: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
-    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
-    if wrong:
-        raise ControlNetFormatError(
-            f"{len(wrong)} tensors have the wrong shape for the {what} architecture, e.g. {wrong[0]} is "
-            f"{list(state_dict[wrong[0]].shape)} where {list(expected[wrong[0]])} belongs; the file is damaged or "
-            "mixes two models")
+    return assemble(lambda: ControlNet(config), state_dict, f"detected {config.family}")
 
 
 FORMATS: Tuple[ModelFormat, ...] = (

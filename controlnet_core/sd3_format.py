@@ -19,6 +19,7 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import Tensor
 
+from .assembly import assemble
 from .errors import ControlNetFormatError
 from .sd3 import SD3ControlNet, SD3ControlNetConfig
 
@@ -68,14 +69,9 @@ def _heads(dim: int, head_dim: Optional[int], norm: Optional[Tensor]) -> int:
 def _build(config: SD3ControlNetConfig, state_dict: Dict[str, Tensor], dtype, device) -> SD3ControlNet:
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    with torch.device("meta"):
-        net = SD3ControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"weights do not fit the detected {config.layout} SD3 ControlNet ({config.num_layers} blocks of width "
-            f"{config.hidden_size}): {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown "
-            f"(e.g. {unexpected[:3]})")
+    net = assemble(lambda: SD3ControlNet(config), state_dict,
+                   f"detected {config.layout} SD3 ControlNet "
+                   f"({config.num_layers} blocks of width {config.hidden_size})")
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

@@ -11,6 +11,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .assembly import assemble
 from .errors import ControlNetFormatError
 from .t2i_adapter import HINT_CHANNELS, LATENT_SCALE, T2IAdapter, T2IAdapterConfig
 
@@ -126,18 +127,8 @@ def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = No
     config = detect_t2i_config(sd)
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    with torch.device("meta"):
-        net = T2IAdapter(config)
-    try:
-        missing, unexpected = net.load_state_dict(sd, strict=False, assign=True)
-    except RuntimeError as e:  # shapes that contradict each other
-        mismatch = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
-        raise ControlNetFormatError(f"weights do not fit the detected {config.kind} T2I-Adapter: {mismatch}") from None
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"weights do not fit the detected {config.kind} T2I-Adapter ({len(config.channels)} levels of "
-            f"{config.num_res_blocks} blocks): {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unknown (e.g. {unexpected[:3]})")
+    net = assemble(lambda: T2IAdapter(config), sd, f"detected {config.kind} T2I-Adapter ({len(config.channels)} "
+                                                   f"levels of {config.num_res_blocks} blocks)")
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

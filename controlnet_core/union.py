@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .blocks import timestep_embedding
 from .config import ControlNetConfig
 from .convert import diffusers_to_original, is_diffusers_layout
+from .assembly import assemble
 from .errors import ControlNetFormatError
 from .model import ControlNet, ControlNetInputError
 from .residuals import ControlResiduals
@@ -321,13 +322,8 @@ def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = No
         config = _union_config(detect_config(encoder, global_pool), fusion)
     except KeyError as e:
         raise ControlNetFormatError(f"ControlNet Union: {e.args[0]}") from None
-    with torch.device("meta"):
-        net = UnionControlNet(config)
-    missing, unexpected = net.load_state_dict({**encoder, **fusion}, strict=False, assign=True)
-    if missing or unexpected:
-        raise ControlNetFormatError(
-            f"weights do not fit the detected {config.num_control_types}-type ControlNet Union: {len(missing)} "
-            f"missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
+    net = assemble(lambda: UnionControlNet(config), {**encoder, **fusion},
+                   f"detected {config.num_control_types}-type ControlNet Union")
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)
