@@ -2,10 +2,13 @@
 from .controlnet_nodes import ApplyControlResiduals, ControlNetLoader
 from .crop_nodes import ApplyCrop, PaddedCrop, PaddedPaste
 from .refine_nodes import Img2ImgStrength, InpaintMaskPrep
+from .transformer_nodes import FluxUnionMode, HintVAE
 
 NODE_CLASSES = (
     ControlNetLoader,
     ApplyControlResiduals,
+    HintVAE,
+    FluxUnionMode,
     Img2ImgStrength,
     InpaintMaskPrep,
     PaddedCrop,

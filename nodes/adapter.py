@@ -26,17 +26,28 @@ from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter
 from ..controlnet_core.spec import InjectionSpec
 from . import compat
 from .base import LOG
+from .bindings import UNET, FamilyBinding
 
 NODE_ID = "CNR_ApplyControlResiduals"
 
 
 @dataclass(frozen=True, eq=False)
 class LoadedControlNet:
-    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it."""
+    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it.
+
+    Attributes:
+        net: the core module.
+        patcher: the ComfyUI patcher that loads ``net`` for sampling.
+        name: the file name, for messages.
+        control_type: union modes passed to the forward (Flux union: ``CNR_FluxUnionMode``); empty = none.
+        hint_vae: the VAE that encodes the control image of latent-hint models (``CNR_HintVAE``).
+    """
 
     net: torch.nn.Module
     patcher: object
     name: str
+    control_type: Tuple[int, ...] = ()
+    hint_vae: object = None
 
 
 class ResidualInjection:
@@ -47,12 +58,14 @@ class ResidualInjection:
         spec: what to add and when.
         model_sampling: the MODEL's sampling object (input scaling, sigma to timestep).
         previous: a wrapper already on the model, called after this one.
+        binding: the control family on this MODEL (hint encoding, extra inputs, block spreading).
     """
 
     def __init__(self, control: LoadedControlNet, spec: InjectionSpec, model_sampling,
-                 previous: Optional[Callable] = None) -> None:
+                 previous: Optional[Callable] = None, binding: FamilyBinding = UNET) -> None:
         self.control = control
         self.spec = spec
+        self.binding = binding
         self.model_sampling = model_sampling
         self.previous = previous
         self._lock = threading.Lock()
@@ -91,7 +104,8 @@ class ResidualInjection:
         if self.is_active(sigma, c.get("transformer_options", {})):
             residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"])
             if residuals is not None:
-                args = dict(args, c=dict(c, control=merge_control(c.get("control"), residuals)))
+                control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
+                args = dict(args, c=dict(c, control=control))
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
@@ -112,13 +126,19 @@ class ResidualInjection:
 
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tensor, object]:
         """The hint resized to ``x``'s grid and its embedding, computed once per device, size and dtype."""
-        size = net.hint_size(x.shape[-2], x.shape[-1])
+        size = self.binding.hint_size(net, x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
-            if cached is None or cached[0] != key:
-                hint = resize_hint(self.spec.hint, size, self.spec.resize_mode).to(x.device)
-                cached = (key, hint, net.embed_hint(hint))
+        if cached is None or cached[0] != key:
+            hint = resize_hint(self.spec.hint, size, self.spec.resize_mode)
+            if self.binding.encode_hint is not None:
+                # Outside the lock: loading the VAE moves models, and moving the MODEL calls self.to.
+                hint = self.binding.encode_hint(hint)
+                net = self.ensure_loaded(x.device)  # the VAE may have pushed it off the device
+            hint = hint.to(x.device)
+            cached = (key, hint, net.embed_hint(hint))
+            with self._lock:
                 self._hints[x.device] = cached
         return cached[1], cached[2]
 
@@ -150,15 +170,27 @@ class ResidualInjection:
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
+        extra = {key: pick(_rows(c[key], x)) for key in self.binding.cond_keys}
+        if self.control.control_type:
+            extra["control_type"] = self.control.control_type
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
-                  None if y is None else pick(y), hint_embedding=_each(pick, embedding))
+                  None if y is None else pick(y), hint_embedding=_each(pick, embedding), **extra)
         mask = None
         if self.spec.mask is not None:
             mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
-        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True)
+        grid = self.binding.token_grid(x.shape[-2], x.shape[-1])
+        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True, token_grid=grid)
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
-        return res.map(lambda t: t.to(x.dtype))
+        res = res.map(lambda t: t.to(x.dtype))
+        # Spread last: repeated blocks share one tensor, weighted once above.
+        return res if self.binding.expand is None else self.binding.expand(res)
+
+
+def _rows(value, x: Tensor) -> Tensor:
+    """A conditioning value (e.g. Flux's guidance) as a float tensor with one entry per row of ``x``."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=x.device).reshape(-1)
+    return value.expand(x.shape[0]) if value.numel() == 1 else value
 
 
 def _each(fn: Callable[[Tensor], Tensor], embedding):

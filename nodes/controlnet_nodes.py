@@ -17,7 +17,8 @@ from ..controlnet_core.t2i_adapter import T2IAdapter, feature_scales
 from ..controlnet_core.window import ControlWindow, WindowTiming
 from . import compat
 from .adapter import LoadedControlNet, ResidualInjection
-from .base import category
+from .base import NodeInputError, category
+from .bindings import TRANSFORMER_FAMILIES, bind, check_transformer_fits, model_family
 from .conversions import image_to_bchw, mask_to_b1hw
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
@@ -108,6 +109,9 @@ def check_model_fits(model, control, node_id: str) -> None:
     unet = model.model.model_config.unet_config
     cfg = control.net.config
     model_name = type(model.model.model_config).__name__
+    if cfg.family in TRANSFORMER_FAMILIES or model_family(model) != "unet":
+        check_transformer_fits(model, control, node_id)
+        return
     if isinstance(control.net, T2IAdapter):
         check_adapter_fits(unet, control, model_name, node_id)
         return
@@ -131,6 +135,17 @@ def check_adapter_fits(unet: dict, control, model_name: str, node_id: str) -> No
             f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} T2I-Adapter (features of "
             f"{', '.join(map(str, cfg.channels))} channels) but the model is {model_name} (levels of "
             f"{', '.join(map(str, levels))} channels); load a T2I-Adapter made for {model_name}")
+
+
+def transformer_scales(binding, strength: float, mode: str, block_weights: str, node_id: str):
+    """One scale per own residual of a Flux / SD3 ControlNet: strength times the block weight."""
+    if mode != "balanced":
+        # A1111's soft curves weigh UNet levels; transformer blocks have no such order of scales.
+        raise NodeInputError(node_id, "control_mode", "the soft curves are for UNet ControlNets; use 'balanced' "
+                             "with Flux and SD3 ControlNets (uncond_multiplier 0 keeps the control off the "
+                             "negative pass)")
+    weights = parse_block_weights(block_weights, binding.num_residuals, node_id, binding.weights_layout)
+    return tuple(strength * w for w in weights or (1.0,) * binding.num_residuals)
 
 
 class ApplyControlResiduals:
@@ -196,6 +211,7 @@ class ApplyControlResiduals:
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         check_model_fits(model, controlnet, node)
+        binding, controlnet = bind(model, controlnet, node)
         sampling = compat.model_sampling(model)
         try:
             window = ControlWindow(start_percent, end_percent, TIMING_LABELS[window_timing],
@@ -204,7 +220,9 @@ class ApplyControlResiduals:
             raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
         net = controlnet.net
         mode = CONTROL_MODE_LABELS[control_mode]
-        if isinstance(net, T2IAdapter):
+        if binding.num_residuals is not None:
+            scales = transformer_scales(binding, strength, mode, block_weights, node)
+        elif isinstance(net, T2IAdapter):
             count = len(net.config.channels)
             weights = parse_block_weights(block_weights, count, node, "one per adapter feature, shallow to deep")
             try:
@@ -225,7 +243,7 @@ class ApplyControlResiduals:
         spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
         model = model.clone()
         injection = ResidualInjection(controlnet, spec, sampling,
-                                      previous=model.model_options.get("model_function_wrapper"))
+                                      previous=model.model_options.get("model_function_wrapper"), binding=binding)
         model.set_model_unet_function_wrapper(injection)
         compat.attach_additional_model(model, controlnet.patcher)
         compat.on_sampling_end(model, injection.cleanup)
