@@ -176,7 +176,9 @@ class CropTransform:
         if tuple(size) == tuple(self.image_size):
             return box
         sy, sx = size[0] / self.image_size[0], size[1] / self.image_size[1]
-        x, y = round(box.x * sx), round(box.y * sy)
+        # At least one pixel, inside the image: a box on the right or bottom edge of a larger
+        # original must not round to an empty slice past the smaller image's edge.
+        x, y = min(round(box.x * sx), size[1] - 1), min(round(box.y * sy), size[0] - 1)
         return Box(x, y, max(1, min(round((box.x + box.w) * sx), size[1]) - x),
                    max(1, min(round((box.y + box.h) * sy), size[0]) - y))
 

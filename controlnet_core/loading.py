@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import t2i_adapter
+from . import control_lora, t2i_adapter, union
 from .config import ControlNetConfig
 from .convert import _level_layout_from_original, diffusers_to_original, is_diffusers_layout, strip_original_prefix
 from .errors import ControlNetFormatError
@@ -26,8 +26,8 @@ from .model import ControlNet
 from .refusals import BROAD_REFUSALS, REFUSALS
 from .sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 
-__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config", "detect_format",
-           "load_controlnet"]
+__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "check_fits", "describe_weights", "detect_config",
+           "detect_format", "load_controlnet"]
 
 _FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
@@ -65,7 +65,9 @@ def _is_classic_controlnet(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, device=None, global_pool: bool = False,
-                              config: Optional[ControlNetConfig] = None, **config_overrides) -> ControlNet:
+                              config: Optional[ControlNetConfig] = None, base_unet=None,
+                              **config_overrides) -> ControlNet:
+    # base_unet is ignored: a classic ControlNet file carries every weight itself.
     if is_diffusers_layout(state_dict):
         state_dict = diffusers_to_original(state_dict)
     config = config or detect_config(state_dict, global_pool)
@@ -73,29 +75,51 @@ def _build_classic_controlnet(state_dict: Mapping[str, Tensor], *, dtype=None, d
         config = replace(config, **config_overrides)
     with torch.device("meta"):
         net = ControlNet(config)
-    missing, unexpected = net.load_state_dict(state_dict, strict=False, assign=True)
+    check_fits(net, state_dict, f"detected {config.family}")
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return net
+
+
+def check_fits(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
+    """Raise :class:`ControlNetFormatError` unless ``state_dict`` has exactly ``module``'s keys and shapes.
+
+    Args:
+        module: the module built for the weights (on the meta device is enough).
+        state_dict: the weights, in the module's key layout.
+        what: the architecture, for the message (e.g. ``"detected sd1"``).
+    """
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
         raise ControlNetFormatError(
-            f"weights do not fit the detected {config.family} architecture: "
+            f"weights do not fit the {what} architecture: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. {unexpected[:3]})")
-    return net
+    wrong = [k for k, shape in expected.items() if tuple(state_dict[k].shape) != shape]
+    if wrong:
+        raise ControlNetFormatError(
+            f"{len(wrong)} tensors have the wrong shape for the {what} architecture, e.g. {wrong[0]} is "
+            f"{list(state_dict[wrong[0]].shape)} where {list(expected[wrong[0]])} belongs; the file is damaged or "
+            "mixes two models")
 
 
 FORMATS: Tuple[ModelFormat, ...] = (
     # Refusals first: ControlNet-XS files also carry a hint embedding.
     *(ModelFormat(r.name, r.claims, r.build) for r in REFUSALS),
+    ModelFormat("Control-LoRA", control_lora.claims, control_lora.build),
     ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
     ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
     ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
     # XLabs files share the classic ControlNet's hint-block key, so they come before it.
     ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
     ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
+    # Union files are diffusers ControlNets plus the fusion block: before the classic ControlNet.
+    ModelFormat("ControlNet Union", union.claims, union.build),
     ModelFormat("controlnet", _is_classic_controlnet, _build_classic_controlnet),
     ModelFormat("t2i_adapter", t2i_adapter.claims, t2i_adapter.build),
     # Last: checkpoints, UNets, transformers, VAEs and text encoders share key prefixes with control models.
     *(ModelFormat(r.name, r.claims, r.build) for r in BROAD_REFUSALS),
 )
-
 
 
 def detect_format(state_dict: Mapping[str, Tensor]) -> ModelFormat:
@@ -180,12 +204,42 @@ def detect_config(state_dict: Mapping[str, Tensor], global_pool: bool = False) -
     )
 
 
+def _build(state_dict: Mapping[str, Tensor], where: str, **options) -> nn.Module:
+    """The claiming format's module; every way the weights fail to fit is a ControlNetFormatError."""
+    try:
+        return detect_format(state_dict).build(state_dict, **options)
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except (KeyError, IndexError, ValueError, TypeError, StopIteration, RuntimeError) as e:
+        detail = e.args[0] if e.args else type(e).__name__
+        raise ControlNetFormatError(f"{where}: the weights' keys or shapes fit no model this loader knows ({detail}); "
+                                    "the file is damaged or of an unsupported kind") from None
+
+
+def _refuse_early(state_dict: Mapping[str, Tensor], where: str, options: dict) -> None:
+    """Refuse a file from its keys and shapes (meta tensors), before its gigabytes are read.
+
+    Catches a full checkpoint, a LoRA, unknown weights or tensors of the wrong shape without
+    converting anything.
+    """
+    state_dict = strip_original_prefix(state_dict)
+    try:
+        detect_format(state_dict).build(state_dict, **options)
+    except ControlNetFormatError as e:
+        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+    except Exception:
+        # A builder that needs tensor values cannot run on meta tensors: the real weights decide.
+        return
+
+
 def load_controlnet(
     source: Union[str, os.PathLike, Mapping[str, Tensor]],
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
+    *,
+    base_unet: Optional[Mapping[str, Tensor]] = None,
     **options,
-) -> nn.Module:
+) -> Union[nn.Module, control_lora.ControlLora]:
     """Load a control model from a file or a state dict; the family comes from :data:`FORMATS`.
 
     The module is built on the meta device and takes the loaded tensors as its parameters, so
@@ -195,12 +249,16 @@ def load_controlnet(
         source: path to ``.safetensors`` (preferred) or ``.pth/.pt/.ckpt/.bin``, or a state dict.
         dtype: compute dtype of the parameters; None keeps the stored dtype.
         device: where the parameters live; None keeps the CPU.
+        base_unet: the base model's UNet weights (original layout, as ComfyUI's
+            ``model.diffusion_model.state_dict()``, or diffusers'), which a Control-LoRA is merged
+            with; other families ignore them.
         **options: passed to the family's builder. ControlNets take ``global_pool`` (average
             residuals over space, for shuffle-style models), ``config`` (skip detection) and
             config fields replacing detected ones (e.g. ``num_heads`` for unusual widths).
 
     Returns:
-        The family's module (e.g. a :class:`ControlNet`) in eval mode.
+        The family's module (e.g. a :class:`ControlNet`) in eval mode; for a Control-LoRA given no
+        ``base_unet``, the :class:`~.control_lora.ControlLora` to merge later.
 
     Raises:
         FileNotFoundError, WeightFileError: the file is missing, truncated, corrupt or unsafe.
@@ -213,13 +271,12 @@ def load_controlnet(
         state_dict = {k: v if dtype is None or not v.is_floating_point() else v.to(dtype) for k, v in source.items()}
         where = "state dict"
     else:
-        state_dict = read_state_dict(os.fspath(source), dtype)
         where = os.fspath(source)
-    state_dict = strip_original_prefix(state_dict)
-    try:
-        net = detect_format(state_dict).build(state_dict, dtype=dtype, device=device, **options)
-    except (KeyError, ControlNetFormatError) as e:
-        raise ControlNetFormatError(f"{where}: {e.args[0]}") from None
+        state_dict = read_state_dict(where, dtype,
+                                     inspect=lambda sd: _refuse_early(sd, where, dict(options, base_unet=base_unet)))
+    net = _build(strip_original_prefix(state_dict), where, dtype=dtype, device=device, base_unet=base_unet, **options)
+    if not isinstance(net, nn.Module):
+        return net
     if device is not None:
         net.to(device)
     return net.eval().requires_grad_(False)

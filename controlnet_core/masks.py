@@ -42,6 +42,8 @@ def binarize(mask: Tensor, threshold: float) -> Tensor:
 
 def _shift_x(t: Tensor, dx: int) -> Tensor:
     """Shift along width by ``dx`` (positive = right), filling with 0."""
+    if abs(dx) >= t.shape[-1]:
+        return torch.zeros_like(t)
     if dx > 0:
         return F.pad(t[..., :-dx], (dx, 0))
     return F.pad(t[..., -dx:], (0, -dx))
@@ -51,19 +53,22 @@ def _dilate_disc(src: Tensor, r: int) -> Tensor:
     """Grey dilation by a disc of radius ``r``; zero outside the tensor.
 
     Row maxima of growing half-width are built incrementally (two maxima per step) and each disc
-    row uses the one of its half-width, so the cost is about ``4 r`` maxima over the tensor.
+    row uses the one of its half-width, so the cost is about ``4 r`` maxima over the tensor. Disc
+    rows further away than the tensor is tall, and half-widths beyond its width, add nothing and
+    are skipped, so thin strips stay cheap under large radii.
     """
     h, w = src.shape[-2:]
-    padded = F.pad(src, (0, 0, r, r))
-    half_of = {dy: math.isqrt(r * r + r - dy * dy) for dy in range(-r, r + 1)}
+    reach = min(r, h - 1)
+    padded = F.pad(src, (0, 0, reach, reach))
+    half_of = {dy: min(math.isqrt(r * r + r - dy * dy), w - 1) for dy in range(-reach, reach + 1)}
     out = torch.zeros_like(src)
     row_max = padded
-    for half in range(r + 1):
+    for half in range(max(half_of.values()) + 1):
         if half:
             row_max = torch.maximum(row_max, torch.maximum(_shift_x(padded, half), _shift_x(padded, -half)))
         for dy, width in half_of.items():
             if width == half:
-                out = torch.maximum(out, row_max[..., r + dy:r + dy + h, :])
+                out = torch.maximum(out, row_max[..., reach + dy:reach + dy + h, :])
     return out
 
 
@@ -82,20 +87,18 @@ def grow(mask: Tensor, pixels: int) -> Tensor:
     nonzero = torch.nonzero(mask.amax(dim=(0, 1)) > 0)
     if pixels == 0 or nonzero.numel() == 0:
         return out
-    r = abs(pixels)
     h, w = mask.shape[-2:]
+    # A disc as wide as the image's diagonal already reaches every pixel from every pixel: any
+    # larger radius gives the same result, at a cost growing with the radius squared.
+    r = min(abs(pixels), math.ceil(math.hypot(h, w)))
     y0, x0 = (nonzero.amin(0) - r).clamp(min=0).tolist()
     y1, x1 = (nonzero.amax(0) + r + 1).tolist()
     y1, x1 = min(y1, h), min(x1, w)
     region = mask[..., y0:y1, x0:x1]
-    pad = (r if x0 == 0 else 0, r if x1 == w else 0, r if y0 == 0 else 0, r if y1 == h else 0)
-    if pixels > 0:
-        grown = _dilate_disc(region, r)
-    else:
-        framed = F.pad(region, pad, mode="replicate")
-        eroded = 1.0 - _dilate_disc(1.0 - framed, r)
-        grown = eroded[..., pad[2]:pad[2] + region.shape[-2], pad[0]:pad[0] + region.shape[-1]]
-    out[..., y0:y1, x0:x1] = grown
+    # Eroding treats everything outside the region as 1: inside the image that is beyond the
+    # radius, and beyond the border it equals continuing the mask there (each border copy lies
+    # farther away than the border pixel it copies, which the disc already covers).
+    out[..., y0:y1, x0:x1] = _dilate_disc(region, r) if pixels > 0 else 1.0 - _dilate_disc(1.0 - region, r)
     return out
 
 

@@ -127,16 +127,18 @@ class ControlNet(nn.Module):
         if y is not None and y.shape[-1] != cfg.adm_in_channels:
             raise ControlNetInputError(f"y width {y.shape[-1]} != {cfg.adm_in_channels}")
 
-    def embed_hint(self, hint: Tensor) -> Tensor:
+    def embed_hint(self, hint: Tensor, *, control_type=None) -> Tensor:
         """The hint embedding added after the first input block, :math:`(B, C_0, H/8, W/8)`.
 
         It depends on the hint alone, so callers sampling many steps with one hint can compute it
-        once and pass it to :meth:`forward` as ``hint_embedding``.
+        once and pass it to :meth:`forward` as ``hint_embedding``. ``control_type`` is ignored (the
+        argument every family takes; ControlNet Union uses it).
         """
         return self.input_hint_block(hint.to(self.time_embed[0].weight.dtype))
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor,
-                y: Optional[Tensor] = None, *, hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
+                y: Optional[Tensor] = None, *, control_type=None,
+                hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
         r"""Compute the residuals.
 
         Args:
@@ -145,6 +147,7 @@ class ControlNet(nn.Module):
             context: cross-attention context, :math:`(B, T, D)`.
             hint: control image in 0..1, :math:`(B \text{ or } 1, 3, 8h, 8w)`.
             y: SDXL pooled-text and size vector, :math:`(B, A)`; None for SD1.x/2.x.
+            control_type: ignored (ControlNet Union's type choice; every family takes the argument).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier; then ``hint`` is only
                 checked, not embedded again.
 
@@ -152,16 +155,43 @@ class ControlNet(nn.Module):
             :class:`ControlResiduals` in the parameters' dtype.
         """
         self.check_inputs(x, context, hint, y)
+        guided_hint = self.embed_hint(hint) if hint_embedding is None else hint_embedding
+        return self.encode(x, self.embed_time(timesteps, x.shape[0], y), context, guided_hint)
+
+    def embed_time(self, timesteps: Tensor, batch: int, y: Optional[Tensor] = None) -> Tensor:
+        """The embedding every residual block reads: timesteps plus, for SDXL, the ``y`` vector.
+
+        Args:
+            timesteps: model timesteps, :math:`(B,)` or a scalar.
+            batch: rows of the latent, :math:`B`.
+            y: SDXL pooled-text and size vector, :math:`(B, A)`, or None.
+
+        Returns:
+            :math:`(B, 4 C_0)` in the parameters' dtype.
+        """
         dtype = self.time_embed[0].weight.dtype
-        timesteps = timesteps.reshape(-1).expand(x.shape[0]) if timesteps.numel() == 1 else timesteps
+        timesteps = timesteps.reshape(-1).expand(batch) if timesteps.numel() == 1 else timesteps
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         if y is not None:
             emb = emb + self.label_emb(y.to(dtype))
-        x, context = x.to(dtype), context.to(dtype)
-        guided_hint = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
+        return emb
 
+    def encode(self, x: Tensor, emb: Tensor, context: Tensor, guided_hint: Tensor) -> ControlResiduals:
+        r"""The copied encoder and its zero convolutions, from embeddings computed beforehand.
+
+        Args:
+            x: the scaled latent, :math:`(B, 4, h, w)`.
+            emb: :meth:`embed_time` (plus any family-specific term), :math:`(B, 4 C_0)`.
+            context: cross-attention context, :math:`(B, T, D)`.
+            guided_hint: added after the first input block, :math:`(B \text{ or } 1, C_0, h, w)`.
+
+        Returns:
+            :class:`ControlResiduals` in the parameters' dtype.
+        """
+        dtype = self.time_embed[0].weight.dtype
+        h, context = x.to(dtype), context.to(dtype)
+        guided_hint = guided_hint.to(dtype)
         outs = []
-        h = x
         for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
             h = block(h, emb, context)
             if i == 0:

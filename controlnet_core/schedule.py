@@ -14,16 +14,21 @@ Three rules users meet (steps = N, strength = s):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal, Tuple, get_args
 
 from torch import Tensor
 
-__all__ = ["STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_flow_start_index", "diffusers_start_index",
-           "truncate_schedule"]
+__all__ = ["MAX_SCHEDULE_STEPS", "STRENGTH_RULES", "StrengthRule", "TruncatedSchedule", "diffusers_flow_start_index",
+           "diffusers_start_index", "truncate_schedule"]
 
 StrengthRule = Literal["diffusers", "comfyui_denoise", "round"]
 STRENGTH_RULES: Tuple[StrengthRule, ...] = get_args(StrengthRule)
+# The most steps the comfyui_denoise rule may ask a scheduler for (steps / strength grows without bound).
+MAX_SCHEDULE_STEPS = 10_000
+# KSampler.set_steps runs the whole schedule above this denoise, whatever its length.
+_KSAMPLER_FULL_DENOISE = 0.9999
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +79,8 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
 
     Args:
         full_schedule: ``n -> sigmas`` giving the ``n + 1`` sigmas of an ``n``-step schedule
-            (e.g. ComfyUI's ``calculate_sigmas`` for a scheduler).
+            (e.g. ComfyUI's ``calculate_sigmas`` for a scheduler); schedules of another length
+            (ComfyUI's ``ddim_uniform`` and ``beta`` at some step counts) are cut by their own length.
         steps: the user's step count.
         strength: 0..1; 0 executes nothing, 1 the whole schedule.
         rule: one of :data:`STRENGTH_RULES`.
@@ -84,6 +90,10 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
     Returns:
         A :class:`TruncatedSchedule`. With 0 executed steps its ``sigmas`` holds only the final
         sigma, so samplers return the init latent untouched.
+
+    Raises:
+        ValueError: an unknown rule, strength outside 0..1, steps below 1, or a comfyui_denoise
+            schedule longer than :data:`MAX_SCHEDULE_STEPS`.
     """
     if rule not in STRENGTH_RULES:
         raise ValueError(f"strength rule {rule!r} is not one of {STRENGTH_RULES}")
@@ -93,14 +103,26 @@ def truncate_schedule(full_schedule: Callable[[int], Tensor], steps: int, streng
         raise ValueError(f"steps must be at least 1, got {steps}")
     if rule == "comfyui_denoise":
         if strength == 0.0:
-            sigmas = full_schedule(steps)[-1:]
-            return TruncatedSchedule(sigmas, 0, steps)
+            full = full_schedule(steps)
+            return TruncatedSchedule(full[-1:].clone(), 0, len(full) - 1)
+        if strength > _KSAMPLER_FULL_DENOISE:
+            full = full_schedule(steps)
+            return TruncatedSchedule(full.clone(), len(full) - 1, 0)
         total = int(steps / strength)
-        sigmas = full_schedule(total)[-(steps + 1):]
-        return TruncatedSchedule(sigmas, steps, total - steps)
+        if total > MAX_SCHEDULE_STEPS:
+            least = math.ceil(steps / MAX_SCHEDULE_STEPS * 1000) / 1000
+            raise ValueError(f"the comfyui (denoise) rule with {steps} steps at strength {strength} builds a "
+                             f"{total}-step schedule, more than the {MAX_SCHEDULE_STEPS} allowed; raise strength to at "
+                             f"least {least}, lower steps, or use the diffusers rule")
+        full = full_schedule(total)
+        sigmas = full[-(steps + 1):].clone()
+        return TruncatedSchedule(sigmas, len(sigmas) - 1, len(full) - len(sigmas))
+    # Some schedulers return more or fewer than steps + 1 sigmas (ddim_uniform, beta): the rule
+    # cuts the schedule actually returned, so strength 1 still runs all of it.
     sigmas = full_schedule(steps)
+    total = len(sigmas) - 1
     if rule == "diffusers":
-        start = (diffusers_flow_start_index if flow_matching else diffusers_start_index)(steps, strength)
+        start = (diffusers_flow_start_index if flow_matching else diffusers_start_index)(total, strength)
     else:
-        start = steps - int(round(steps * strength))
-    return TruncatedSchedule(sigmas[start:].clone(), steps - start, start)
+        start = total - int(round(total * strength))
+    return TruncatedSchedule(sigmas[start:].clone(), total - start, start)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+import comfy.model_management
 import torch
 from torch import Tensor
 
@@ -27,6 +28,7 @@ from ..controlnet_core.spec import InjectionSpec
 from . import compat
 from .base import LOG
 from .bindings import UNET, FamilyBinding
+from .validation import check_broadcast
 
 NODE_ID = "CNR_ApplyControlResiduals"
 
@@ -36,18 +38,29 @@ class LoadedControlNet:
     """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it.
 
     Attributes:
-        net: the core module.
+        net: the core module; a pending :class:`ControlLora` (patcher None) until the Apply node
+            merges it with the MODEL.
         patcher: the ComfyUI patcher that loads ``net`` for sampling.
         name: the file name, for messages.
-        control_type: union modes passed to the forward (Flux union: ``CNR_FluxUnionMode``); empty = none.
+        control_type: ControlNet Union types; the first for the Apply node's image, the others
+            for ``extra_hints`` in order. Empty for other families.
+        extra_hints: the control images of the further Union types, each :math:`(N, C, H, W)`.
         hint_vae: the VAE that encodes the control image of latent-hint models (``CNR_HintVAE``).
     """
 
-    net: torch.nn.Module
+    net: object
     patcher: object
     name: str
     control_type: Tuple[int, ...] = ()
+    extra_hints: Tuple[Tensor, ...] = ()
     hint_vae: object = None
+
+
+def wrap_controlnet(net: torch.nn.Module, name: str) -> LoadedControlNet:
+    """``net`` with the patcher ComfyUI uses for its own ControlNets."""
+    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
+                                     offload_device=comfy.model_management.unet_offload_device())
+    return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
 class ResidualInjection:
@@ -124,23 +137,29 @@ class ResidualInjection:
         values = [1.0 if kind == 0 else self.spec.uncond_multiplier for kind in cond_or_uncond]
         return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
 
-    def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tensor, object]:
-        """The hint resized to ``x``'s grid and its embedding, computed once per device, size and dtype."""
+    def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
+        """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid (VAE-encoded for
+        latent-hint models), and their embedding, computed once per device, size and dtype."""
         size = self.binding.hint_size(net, x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
         if cached is None or cached[0] != key:
-            hint = resize_hint(self.spec.hint, size, self.spec.resize_mode)
+            given = (self.spec.hint, *self.control.extra_hints)
+            hints = tuple(resize_hint(h, size, self.spec.resize_mode) for h in given)
             if self.binding.encode_hint is not None:
                 # Outside the lock: loading the VAE moves models, and moving the MODEL calls self.to.
-                hint = self.binding.encode_hint(hint)
+                hints = tuple(self.binding.encode_hint(h) for h in hints)
                 net = self.ensure_loaded(x.device)  # the VAE may have pushed it off the device
-            hint = hint.to(x.device)
-            cached = (key, hint, net.embed_hint(hint))
+            hints = tuple(h.to(x.device) for h in hints)
+            cached = (key, hints, net.embed_hint(_one_or_all(hints), control_type=self._control_type))
             with self._lock:
                 self._hints[x.device] = cached
         return cached[1], cached[2]
+
+    @property
+    def _control_type(self) -> Optional[Tuple[int, ...]]:
+        return self.control.control_type or None
 
     def ensure_loaded(self, device: torch.device) -> torch.nn.Module:
         net = self.control.net
@@ -165,16 +184,19 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if net.config.adm_in_channels is not None else None
-        hint, embedding = self.hint_for(x, net)
+        # The latent batch is first known here; the Apply node has checked everything else.
+        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
+        if self.spec.mask is not None:
+            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
+        hints, embedding = self.hint_for(x, net)
         embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
         extra = {key: pick(_rows(c[key], x)) for key in self.binding.cond_keys}
-        if self.control.control_type:
-            extra["control_type"] = self.control.control_type
-        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), hint[:1],
-                  None if y is None else pick(y), hint_embedding=_each(pick, embedding), **extra)
+        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
+                  None if y is None else pick(y), control_type=self._control_type,
+                  hint_embedding=_each(pick, embedding), **extra)
         mask = None
         if self.spec.mask is not None:
             mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
@@ -196,3 +218,8 @@ def _rows(value, x: Tensor) -> Tensor:
 def _each(fn: Callable[[Tensor], Tensor], embedding):
     """``fn`` on a hint embedding: one tensor, or a tuple of them (a T2I-Adapter's features)."""
     return tuple(fn(t) for t in embedding) if isinstance(embedding, tuple) else fn(embedding)
+
+
+def _one_or_all(hints: Sequence[Tensor]):
+    """A single hint as a tensor (every family takes that), several as a list (ControlNet Union)."""
+    return hints[0] if len(hints) == 1 else list(hints)

@@ -77,3 +77,9 @@ def schedule_function(model, scheduler: str):
         sampling = model_sampling(model)
         return lambda n: comfy.samplers.calculate_sigmas(sampling, scheduler, n).cpu()
     return lambda n: comfy.samplers.calculate_sigmas_scheduler(model.model, scheduler, n).cpu()
+
+
+def model_dtype(model):
+    """The dtype the MODEL computes in, as ComfyUI's own Control-LoRA takes it: the manual-cast dtype
+    when weights are stored in another one (``manual_cast_dtype``, 2024-01 builds on), else theirs."""
+    return getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()

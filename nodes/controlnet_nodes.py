@@ -10,16 +10,19 @@ import comfy.model_management
 import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
+from ..controlnet_core.control_lora import ControlLora
 from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
 from ..controlnet_core.injection import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
 from ..controlnet_core.spec import InjectionSpec
 from ..controlnet_core.t2i_adapter import T2IAdapter, feature_scales
 from ..controlnet_core.window import ControlWindow, WindowTiming
 from . import compat
-from .adapter import LoadedControlNet, ResidualInjection
+from .adapter import LoadedControlNet, ResidualInjection, wrap_controlnet
 from .base import NodeInputError, category
 from .bindings import TRANSFORMER_FAMILIES, bind, check_transformer_fits, model_family
 from .conversions import image_to_bchw, mask_to_b1hw
+from .family_nodes import prepare_for_model
+from .validation import check_batches, check_inputs, check_number
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
@@ -36,8 +39,9 @@ class ControlNetLoader:
     NODE_ID = "CNR_ControlNetLoader"
     DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
-                   "preferred) or a T2I-Adapter (SD1.x full or light, SDXL) for ControlNet Refine's Apply node. "
-                   "Architecture and format come from the weights.")
+                   "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
+                   "with the MODEL by the Apply node) or a T2I-Adapter (SD1.x full or light, SDXL) for ControlNet "
+                   "Refine's Apply node. Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -62,8 +66,13 @@ class ControlNetLoader:
         try:
             net = load_controlnet(path, dtype=dtype, device=comfy.model_management.unet_offload_device(),
                                   global_pool=global_average_pooling)
-        except (ControlNetFormatError, WeightFileError) as e:
-            raise ValueError(f"{self.NODE_ID}: control_net_name '{control_net_name}': {e}") from None
+        except (ControlNetFormatError, WeightFileError, OSError) as e:
+            reason = str(e).removeprefix(f"{path}: ")
+            raise NodeInputError(self.NODE_ID, "control_net_name", f"'{control_net_name}' cannot be loaded: "
+                                                                   f"{reason}") from None
+        if isinstance(net, ControlLora):
+            # Its weights are completed from the MODEL's UNet by the Apply node.
+            return (LoadedControlNet(net=net, patcher=None, name=control_net_name),)
         return (wrap_controlnet(net, control_net_name),)
 
 
@@ -83,12 +92,6 @@ def control_model_path(name: str):
     return next((path for key in _model_folders() if (path := folder_paths.get_full_path(key, name))), None)
 
 
-def wrap_controlnet(net, name: str) -> LoadedControlNet:
-    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
-                                               offload_device=comfy.model_management.unet_offload_device())
-    return LoadedControlNet(net=net, patcher=patcher, name=name)
-
-
 def parse_block_weights(text: str, count: int, node_id: str,
                         layout: str = "down blocks, shallow to deep, then the middle block"):
     """``""`` = all ones; otherwise ``count`` comma-separated numbers (down residuals, then mid)."""
@@ -98,6 +101,8 @@ def parse_block_weights(text: str, count: int, node_id: str,
         values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{node_id}: block_weights '{text}' must be comma-separated numbers") from None
+    for value in values:
+        check_number(node_id, "block_weights", value)
     if len(values) != count:
         raise ValueError(f"{node_id}: block_weights has {len(values)} values; this control model needs "
                          f"{count} ({layout})")
@@ -208,9 +213,17 @@ class ApplyControlResiduals:
               window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, inpaint_mask=None,
               block_weights=""):
         node = self.NODE_ID
+        check_inputs(self, locals())
+        hint = image_to_bchw(image, node, "image")
+        mask = None if mask is None else mask_to_b1hw(mask, node, "mask")
+        inpaint = None if inpaint_mask is None else mask_to_b1hw(inpaint_mask, node, "inpaint_mask")
+        check_batches(node, {"image": hint.shape[0], "mask": None if mask is None else mask.shape[0],
+                             "inpaint_mask": None if inpaint is None else inpaint.shape[0]})
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         check_model_fits(model, controlnet, node)
+        controlnet = prepare_for_model(model, controlnet, node, compat.model_dtype(model),
+                                       comfy.model_management.unet_offload_device())
         binding, controlnet = bind(model, controlnet, node)
         sampling = compat.model_sampling(model)
         try:
@@ -232,14 +245,10 @@ class ApplyControlResiduals:
         else:
             scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
                                   parse_block_weights(block_weights, net.config.num_down_residuals + 1, node))
-        if mask is not None:
-            mask = mask_to_b1hw(mask, node, "mask")
-            if not torch.any(mask):
-                return (model,)  # an all-zero mask means no control anywhere: nothing to run
-        hint = image_to_bchw(image, node, "image")
-        if inpaint_mask is not None:
-            hint = inpaint_hint(hint, resize_hint(mask_to_b1hw(inpaint_mask, node, "inpaint_mask"),
-                                                  tuple(hint.shape[-2:]), "stretch"))
+        if mask is not None and not torch.any(mask):
+            return (model,)  # an all-zero mask means no control anywhere: nothing to run
+        if inpaint is not None:
+            hint = inpaint_hint(hint, resize_hint(inpaint, tuple(hint.shape[-2:]), "stretch"))
         spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
         model = model.clone()
         injection = ResidualInjection(controlnet, spec, sampling,

@@ -17,6 +17,7 @@ from ..controlnet_core.crop import PASTE_MODES, long_side_size, plan_crop, snap
 from ..controlnet_core.resample import RESAMPLE_FILTERS, resize
 from .base import LOG, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
+from .validation import check_broadcast, check_inputs, check_same_size
 
 CATEGORY = category("inpaint")
 SizeMode = Literal["width x height", "long side", "native (no resize)"]
@@ -69,16 +70,15 @@ class PaddedCrop:
     def crop(self, image, mask, padding, size_mode, width, height, long_side, multiple, filter, paste_mode, feather,
              context_mask=None):
         node = self.NODE_ID
+        check_inputs(self, locals())
         pixels = image_to_bchw(image, node, "image")
         masks = mask_to_b1hw(mask, node, "mask")[:, 0]
         size = tuple(pixels.shape[-2:])
         context = None if context_mask is None else mask_to_b1hw(context_mask, node, "context_mask")[:, 0]
         for name, m in (("mask", masks), ("context_mask", context)):
-            if m is not None and tuple(m.shape[-2:]) != size:
-                raise ValueError(f"{node}: {name} is {m.shape[-1]}x{m.shape[-2]} but image is {size[1]}x{size[0]}; "
-                                 "they must be the same size")
-        if masks.shape[0] not in (1, pixels.shape[0]):
-            raise ValueError(f"{node}: {masks.shape[0]} masks for {pixels.shape[0]} images; give one or one per image")
+            if m is not None:
+                check_same_size(node, name, m.shape[-2:], "image", size, "they must be the same size")
+                check_broadcast(node, name, m.shape[0], "image", pixels.shape[0])
         if masks.shape[0] > 1 and size_mode != "width x height":
             raise ValueError(f"{node}: per-image masks need one output size for the batch: set size_mode to "
                              "'width x height'")
@@ -110,7 +110,8 @@ def save_crop_preview(image, mask, box, max_side: int = 256) -> dict:
     small = small * (1 - tint) + torch.tensor([1.0, 0.1, 0.1])[:, None, None] * tint
     picture = Image.fromarray((small.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     x0, y0 = box.x * scale, box.y * scale
-    ImageDraw.Draw(picture).rectangle((x0, y0, x0 + box.w * scale - 1, y0 + box.h * scale - 1),
+    # A box thinner than one preview pixel still gets a (one-pixel) outline.
+    ImageDraw.Draw(picture).rectangle((x0, y0, max(x0, x0 + box.w * scale - 1), max(y0, y0 + box.h * scale - 1)),
                                       outline=(40, 255, 80), width=2)
     name = f"cnr_crop_{uuid.uuid4().hex[:12]}.png"
     folder = folder_paths.get_temp_directory()
@@ -145,13 +146,18 @@ class PaddedPaste:
 
     def paste(self, original, generated, crop, paste_mask=None):
         node = self.NODE_ID
+        base = image_to_bchw(original, node, "original")
+        pieces = image_to_bchw(generated, node, "generated")
         weights = None if paste_mask is None else mask_to_b1hw(paste_mask, node, "paste_mask")
-        progress = comfy.utils.ProgressBar(generated.shape[0])
-        try:
-            out = crop_ops.paste(image_to_bchw(original, node, "original"), image_to_bchw(generated, node, "generated"),
-                                 crop, weights, on_item=lambda i: progress.update(1))
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
+        check_same_size(node, "original", base.shape[-2:], "the image the crop was made on", crop.image_size,
+                        "connect the image that went into CNR_PaddedCrop as original")
+        n = pieces.shape[0]
+        check_broadcast(node, "original", base.shape[0], "generated", n)
+        check_broadcast(node, "crop", len(crop.boxes), "generated", n)
+        if weights is not None:
+            check_broadcast(node, "paste_mask", weights.shape[0], "generated", n)
+        progress = comfy.utils.ProgressBar(n)
+        out = crop_ops.paste(base, pieces, crop, weights, on_item=lambda i: progress.update(1))
         return (bchw_to_image(out).to(original.dtype),)
 
 
@@ -174,13 +180,15 @@ class ApplyCrop:
 
     def apply(self, crop, image=None, mask=None):
         node = self.NODE_ID
+        pixels = None if image is None else image_to_bchw(image, node, "image")
+        masks = None if mask is None else mask_to_b1hw(mask, node, "mask")
+        for name, t in (("image", pixels), ("mask", masks)):
+            if t is not None:
+                check_broadcast(node, "crop", len(crop.boxes), name, t.shape[0])
         out_image = torch.zeros(1, crop.output_size[0], crop.output_size[1], 3)
         out_mask = torch.zeros(1, crop.output_size[0], crop.output_size[1])
-        try:
-            if image is not None:
-                out_image = bchw_to_image(crop_ops.crop(image_to_bchw(image, node, "image"), crop))
-            if mask is not None:
-                out_mask = crop_ops.crop(mask_to_b1hw(mask, node, "mask"), crop)[:, 0]
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
+        if pixels is not None:
+            out_image = bchw_to_image(crop_ops.crop(pixels, crop))
+        if masks is not None:
+            out_mask = crop_ops.crop(masks, crop)[:, 0]
         return (out_image, out_mask)

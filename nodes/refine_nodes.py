@@ -11,8 +11,9 @@ from ..controlnet_core import masks as mask_ops
 from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
 from ..controlnet_core.schedule import StrengthRule, truncate_schedule
 from . import compat
-from .base import LOG, category
+from .base import LOG, NodeInputError, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
+from .validation import check_broadcast, check_inputs, check_same_size
 
 STRENGTH_RULE_LABELS: Dict[str, StrengthRule] = {
     "diffusers (strength)": "diffusers",
@@ -52,9 +53,28 @@ class Img2ImgStrength:
         }}
 
     def sigmas(self, model, scheduler, steps, strength, rule):
-        full = compat.schedule_function(model, scheduler)
-        schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule],
-                                     flow_matching=compat.is_flow_matching(model))
+        node = self.NODE_ID
+        check_inputs(self, locals())
+        schedule_of = compat.schedule_function(model, scheduler)
+
+        def full(n: int):
+            try:
+                return schedule_of(n)
+            except Exception as e:  # whatever fails inside ComfyUI's scheduler
+                raise NodeInputError(node, "scheduler", f"'{scheduler}' fails for a {n}-step schedule ({e}); use "
+                                                        "another scheduler or another step count") from None
+
+        try:
+            schedule = truncate_schedule(full, steps, strength, STRENGTH_RULE_LABELS[rule],
+                                         flow_matching=compat.is_flow_matching(model))
+        except NodeInputError:
+            raise
+        except ValueError as e:
+            raise NodeInputError(node, "strength", str(e)) from None
+        if not bool(torch.isfinite(schedule.sigmas).all()):
+            shown = [round(v, 4) for v in schedule.sigmas[:4].tolist()]
+            raise NodeInputError(node, "scheduler", f"'{scheduler}' returns non-finite sigmas for {steps} steps "
+                                                    f"(starting {shown}); use more steps or another scheduler")
         if schedule.executed_steps == 0:
             LOG.info("%s: strength %s runs no step; the sampler returns the latent unchanged", self.NODE_ID, strength)
         return (schedule.sigmas, schedule.executed_steps, schedule.start_sigma)
@@ -115,17 +135,15 @@ class InpaintMaskPrep:
     def prepare(self, image, mask, vae, grow, feather, threshold, invert, fill, latent_downscale, feather_sampling,
                 positive=None, negative=None):
         node = self.NODE_ID
+        check_inputs(self, locals())
         pixels = image_to_bchw(image, node, "image")
         m = mask_to_b1hw(mask, node, "mask")
         h, w = pixels.shape[-2:]
-        if tuple(m.shape[-2:]) != (h, w):
-            raise ValueError(f"{node}: mask is {m.shape[-1]}x{m.shape[-2]} but image is {w}x{h}; "
-                             "resize the mask to the image first")
+        check_same_size(node, "mask", m.shape[-2:], "image", (h, w), "resize the mask to the image first")
         if h % 8 or w % 8:
             raise ValueError(f"{node}: image is {w}x{h}; width and height must be multiples of 8 for the VAE "
                              "(crop with CNR_PaddedCrop, which snaps sizes)")
-        if m.shape[0] not in (1, pixels.shape[0]):
-            raise ValueError(f"{node}: {m.shape[0]} masks for {pixels.shape[0]} images; give one or one per image")
+        check_broadcast(node, "mask", m.shape[0], "image", pixels.shape[0])
         grown = mask_ops.grow(mask_ops.binarize(1.0 - m if invert else m, threshold), grow)
         paste = mask_ops.feather_inside(grown, feather)
         sample = paste if feather_sampling else grown

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cnr_pack.controlnet_core import (ControlNetFormatError, ControlNetInputError, WeightFileError,
+from cnr_pack.controlnet_core import (ControlNetFormatError, ControlNetInputError, WeightFileError, read_state_dict,
                                       diffusers_to_original, load_controlnet)
 from tiny_models import sample_inputs, tiny_sd15_diffusers
 
@@ -94,3 +94,19 @@ def test_hint_batch_that_neither_matches_nor_broadcasts_is_rejected(original_sd)
     x, t, context, hint = sample_inputs()
     with pytest.raises(ControlNetInputError, match="hint batch 3"):
         net(x, t, context, torch.cat([hint, hint[:1]]))
+
+
+def test_weights_too_large_for_the_compute_dtype_are_named(tmp_path):
+    path = tmp_path / "big.safetensors"
+    save_file({"w": torch.tensor([1.0, 1e6])}, str(path))
+    with pytest.raises(WeightFileError, match="'w' has values too large for torch.float16"):
+        read_state_dict(str(path), torch.float16)
+
+
+def test_a_nan_beyond_the_first_chunk_of_a_large_tensor_is_found(tmp_path):
+    path = tmp_path / "late-nan.safetensors"
+    w = torch.zeros(5_000_000, dtype=torch.float16)
+    w[-1] = float("nan")
+    save_file({"w": w}, str(path))
+    with pytest.raises(WeightFileError, match="'w' holds 1 NaN or infinite values"):
+        read_state_dict(str(path), torch.float32)

@@ -152,3 +152,14 @@ def test_another_image_of_other_size_is_cropped_at_the_same_relative_place():
     b = transform.scaled_box(0, (128, 128))
     assert (b.x, b.y, b.w, b.h) == (32, 32, 32, 32)
     assert torch.equal(crop(hint, transform), resize(hint[..., 32:64, 32:64], (16, 16), "bicubic").clamp(0, 1))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (6, 9), (3, 2), (63, 95)])
+def test_a_box_on_the_bottom_right_edge_stays_inside_a_smaller_image(size):
+    mask = torch.zeros(1, 64, 96)
+    mask[0, 63, 95] = 1.0
+    transform = plan_crop(mask, 0, (64, 64))
+    b = transform.scaled_box(0, size)
+    assert b.w >= 1 and b.h >= 1 and b.x + b.w <= size[1] and b.y + b.h <= size[0]
+    image = torch.full((1, 3, *size), 0.75)
+    assert torch.allclose(crop(image, transform), torch.full((1, 3, 64, 64), 0.75), atol=1e-5)

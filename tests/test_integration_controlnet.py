@@ -246,7 +246,7 @@ def test_hint_batch_of_one_broadcasts_over_latents(nodes, base_model, load_cn):
 
 def test_hint_batch_that_differs_from_latent_batch_is_a_clear_error(nodes, base_model, load_cn):
     model = apply(nodes, base_model, load_cn(), image=HINT.repeat(3, 1, 1, 1))
-    with pytest.raises(ValueError, match="control image batch is 3 but the latent batch is 2"):
+    with pytest.raises(ValueError, match="CNR_ApplyControlResiduals: image: has a batch of 3 but the latent has 2"):
         comfy_host.sample(model, POS, NEG, batch=2)
 
 

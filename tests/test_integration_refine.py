@@ -103,9 +103,9 @@ def test_empty_mask_crops_whole_image_warns_and_paste_returns_original(nodes, ca
 
 def test_mask_of_another_size_is_an_error_naming_both_sizes(nodes, vae):
     image, _ = _scene()
-    with pytest.raises(ValueError, match="mask is 64x48 but image is 128x96"):
+    with pytest.raises(ValueError, match="CNR_PaddedCrop: mask: is 64x48 but image is 128x96"):
         run_node("CNR_PaddedCrop", image=image, mask=torch.ones(48, 64), **CROP_64)
-    with pytest.raises(ValueError, match="CNR_InpaintMaskPrep: mask is 64x48 but image is 128x96"):
+    with pytest.raises(ValueError, match="CNR_InpaintMaskPrep: mask: is 64x48 but image is 128x96"):
         run_node("CNR_InpaintMaskPrep", image=image, mask=torch.ones(1, 48, 64), vae=vae, feather=8)
 
 

@@ -59,3 +59,11 @@ def test_masked_image_fills_grey_under_the_mask_only():
     out = masked_image(image, m, "grey")
     assert torch.all(out[..., :4, :] == 0.5) and torch.equal(out[..., 4:, :], image[..., 4:, :])
     assert torch.equal(masked_image(image, m, "original"), image)
+
+
+@pytest.mark.parametrize("size", [(8, 40), (1, 64), (64, 1), (5, 5)])
+def test_radii_beyond_the_image_grow_one_pixel_to_everything_and_erode_one_hole_to_nothing(size):
+    one = torch.zeros(1, 1, *size)
+    one[..., size[0] // 2, size[1] // 2] = 1.0
+    assert torch.equal(grow(one, 256), torch.ones_like(one))
+    assert torch.equal(grow(1.0 - one, -256), torch.zeros_like(one))

@@ -69,3 +69,20 @@ def test_rounding_differs_between_diffusers_and_round_rules():
     full = lambda n: torch.linspace(10.0, 0.0, n + 1)  # noqa: E731
     assert truncate_schedule(full, 10, 0.36, "round").executed_steps == 4
     assert truncate_schedule(full, 10, 0.36, "diffusers").executed_steps == 3
+
+
+def test_a_schedule_longer_than_asked_is_cut_by_its_own_length():
+    full = lambda n: torch.linspace(10.0, 0.0, n + 3)  # noqa: E731  (two sigmas more, as ddim_uniform can give)
+    whole = truncate_schedule(full, 7, 1.0)
+    assert whole.executed_steps == 9 and torch.equal(whole.sigmas, full(7))
+    half = truncate_schedule(full, 7, 0.5)
+    assert half.executed_steps == 4 and torch.equal(half.sigmas, full(7)[-5:])
+
+
+def test_denoise_rule_refuses_an_absurd_schedule_without_asking_for_it():
+    asked = []
+    full = lambda n: asked.append(n) or torch.linspace(10.0, 0.0, n + 1)  # noqa: E731
+    with pytest.raises(ValueError, match="20000-step schedule.*at least 0.002"):
+        truncate_schedule(full, 20, 0.001, "comfyui_denoise")
+    assert asked == []
+    assert truncate_schedule(full, 20, 0.002, "comfyui_denoise").executed_steps == 20 and asked == [10000]

@@ -215,8 +215,61 @@ def tiny_controlnet_state_dict(seed: int = 0):
     return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in net.state_dict().items()}
 
 
+def tiny_t2i_adapter_state_dict(seed: int = 0):
+    """Original-layout (TencentARC) weights of a full SD1.5-style T2I-Adapter sized for the tiny UNet, built
+    with ComfyUI's own adapter class and randomised."""
+    boot()
+    from comfy.t2i_adapter.adapter import Adapter
+    cfg = TINY_UNET_CONFIG
+    channels = [cfg["model_channels"] * m for m in cfg["channel_mult"]]
+    net = Adapter(cin=3 * 64, channels=channels, nums_rb=2, ksize=1, sk=True, use_conv=False)
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in net.state_dict().items()}
+
+
+def tiny_union_state_dict(seed: int = 0):
+    """Diffusers-layout weights of an 8-type ControlNet Union (ProMax-like) sized for the tiny SDXL UNet,
+    built with diffusers' own class and randomised."""
+    from diffusers import ControlNetUnionModel
+    cfg = TINY_SDXL_CONFIG
+    channels = tuple(cfg["model_channels"] * m for m in cfg["channel_mult"])
+    net = ControlNetUnionModel(
+        block_out_channels=channels, layers_per_block=cfg["num_res_blocks"], cross_attention_dim=cfg["context_dim"],
+        attention_head_dim=tuple(max(1, c // cfg["num_head_channels"]) for c in channels), norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        transformer_layers_per_block=(0, 1, 2), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=cfg["adm_in_channels"],
+        conditioning_embedding_out_channels=(16, 32, 48, 64), num_control_type=8,
+        num_trans_channel=channels[0], num_trans_head=4, num_proj_channel=channels[0])
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in net.state_dict().items()}
+
+
+def tiny_control_file(name: str, seed: int):
+    """The tiny stand-in for a control-model file, chosen by the words its name carries (test tooling: the
+    pack itself never reads a file name)."""
+    lowered = name.lower()
+    if "union" in lowered:
+        return tiny_union_state_dict(seed)
+    if "t2i" in lowered:
+        return tiny_t2i_adapter_state_dict(seed)
+    return tiny_controlnet_state_dict(seed)
+
+
+def is_sdxl_checkpoint(name: str) -> bool:
+    """Checkpoint names of the SDXL family (``sd_xl_base_1.0.safetensors``, ``...sdxl...``)."""
+    return "xl" in name.lower()
+
+
 class TinyClip:
-    """Stands in for a CLIP text encoder: a seeded embedding per prompt text, 32 wide like the tiny UNet."""
+    """Stands in for a CLIP text encoder: a seeded embedding per prompt text, 32 wide like the tiny UNets.
+
+    Args:
+        pooled_dim: width of the pooled output (32 for the tiny SD1.5 UNet; 1280 for SDXL's y vector).
+    """
+
+    def __init__(self, pooled_dim: int = TINY_UNET_CONFIG["context_dim"]) -> None:
+        self.pooled_dim = pooled_dim
 
     def tokenize(self, text, **kwargs):
         return text
@@ -225,7 +278,7 @@ class TinyClip:
         seed = int.from_bytes(tokens.encode("utf-8")[:8].ljust(8, b"\0"), "little") % (2 ** 31)
         gen = torch.Generator().manual_seed(seed)
         cond = torch.randn(1, 7, TINY_UNET_CONFIG["context_dim"], generator=gen)
-        pooled = torch.randn(1, TINY_UNET_CONFIG["context_dim"], generator=gen)
+        pooled = torch.randn(1, self.pooled_dim, generator=gen)
         return (cond, pooled) if return_pooled else cond
 
     def encode_from_tokens_scheduled(self, tokens, **kwargs):
@@ -241,19 +294,22 @@ def write_tiny_model_files(folder: Path, checkpoints, controlnets) -> None:
     for kind in ("checkpoints", "controlnet"):
         (folder / kind).mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(sorted(set(controlnets))):
-        save_file(tiny_controlnet_state_dict(seed=i), str(folder / "controlnet" / name))
+        save_file(tiny_control_file(name, seed=i), str(folder / "controlnet" / name))
     for name in set(checkpoints):
         (folder / "checkpoints" / name).write_bytes(b"")
 
 
 def use_tiny_checkpoints(nodes) -> None:
     """ComfyUI's CheckpointLoaderSimple (in ``nodes``, ComfyUI's module) then returns (tiny UNet, TinyClip,
-    TAESD VAE) for every checkpoint file; its inputs, and every other node, stay ComfyUI's own."""
-    models = (tiny_unet(), TinyClip(), tiny_vae())
+    TAESD VAE) for every checkpoint file, SDXL-shaped for SDXL names; its inputs, and every other node, stay
+    ComfyUI's own."""
+    vae = tiny_vae()
+    models = {False: (tiny_unet(), TinyClip(), vae),
+              True: (tiny_unet(sdxl=True), TinyClip(TINY_SDXL_CONFIG["adm_in_channels"] - 6 * 256), vae)}
 
     class TinyCheckpointLoader(nodes.CheckpointLoaderSimple):
         def load_checkpoint(self, ckpt_name, *args, **kwargs):
-            return models
+            return models[is_sdxl_checkpoint(ckpt_name)]
 
     nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = TinyCheckpointLoader
 
