@@ -40,8 +40,9 @@ class ControlNetLoader:
     DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
-                   "with the MODEL by the Apply node) or a T2I-Adapter (SD1.x full or light, SDXL) for ControlNet "
-                   "Refine's Apply node. Architecture and format come from the weights.")
+                   "with the MODEL by the Apply node), a T2I-Adapter (SD1.x full or light, SDXL) or a Flux (InstantX, "
+                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 (InstantX) ControlNet for ControlNet Refine's "
+                   "Apply node. Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -157,7 +158,8 @@ class ApplyControlResiduals:
     NODE_ID = "CNR_ApplyControlResiduals"
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
-                   "T2I-Adapter's features after its input blocks (computed once per image), at every "
+                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 "
+                   "ControlNet's residuals to the transformer's image tokens after each block, at every "
                    "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
                    "working beside it. The input MODEL is not changed.")
     CATEGORY = category("controlnet")
@@ -205,7 +207,8 @@ class ApplyControlResiduals:
                 "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip":
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
-                                  "to deep. Empty = all 1."}),
+                                  "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
+                                  "one per ControlNet block. Empty = all 1."}),
             },
         }
 

@@ -30,6 +30,14 @@ def nodes():
     return comfy_host.boot()
 
 
+@pytest.fixture(autouse=True)
+def forget_dropped_models(nodes):
+    """Between prompts ComfyUI's executor forgets models that were garbage-collected; tests do it here, or
+    ComfyUI's own ControlNet trips over them when it reloads the models around its hint VAE."""
+    import comfy.model_management
+    comfy.model_management.cleanup_models()
+
+
 @pytest.fixture(scope="module")
 def natives(nodes, tmp_path_factory):
     """ComfyUI's own tiny Flux ControlNets, also written to a controlnet folder for our loader."""
