@@ -31,6 +31,6 @@ def test_inpaint_mask_prep_with_a_16_channel_vae_conditions_as_inpaint_model_con
     assert torch.allclose(ours[0]["samples"], theirs[2]["samples"], atol=1e-5)
     for mine, native in zip(ours[4:], theirs[:2]):
         got, expected = mine[0][1], native[0][1]
-        assert torch.allclose(got["concat_latent_image"], expected["concat_latent_image"], atol=1e-6)
+        assert torch.allclose(got["concat_latent_image"], expected["concat_latent_image"], atol=1e-5)
         assert torch.equal(got["concat_mask"].reshape(expected["concat_mask"].shape), expected["concat_mask"])
         assert got.get("guidance") == expected.get("guidance")
