@@ -26,9 +26,10 @@ def classes():
     return nodes.NODE_CLASS_MAPPINGS
 
 
-def test_the_four_promised_workflows_ship_with_previews():
+def test_the_promised_workflows_ship_with_previews():
     names = {p.stem for p in WORKFLOW_FILES}
-    assert names == {"controlnet_txt2img", "controlnet_img2img", "controlnet_inpaint", "controlnet_stacked_windows"}
+    assert names == {"controlnet_txt2img", "controlnet_img2img", "controlnet_inpaint", "controlnet_stacked_windows",
+                     "union_sdxl_two_types", "t2i_adapter_txt2img"}
     for path in WORKFLOW_FILES:
         assert path.with_suffix(".png").is_file(), f"{path.name} has no preview PNG"
 

@@ -17,6 +17,7 @@ from example_images import INPAINT, PHOTO  # noqa: E402
 from workflow_runner import extra_widget_values, is_widget, ordered_inputs, to_api_prompt  # noqa: E402
 
 CKPT = "v1-5-pruned-emaonly.safetensors"
+CKPT_SDXL = "sd_xl_base_1.0.safetensors"
 POSITIVE = "a cozy wooden cabin on a green hill at sunset, detailed, warm light"
 NEGATIVE = "blurry, low quality, deformed"
 APPLY = "CNR_ApplyControlResiduals"
@@ -80,6 +81,27 @@ WORKFLOWS = {
         dict(id=11, type="CNR_PaddedPaste", col=6, row=0,
              links={"original": (4, 0), "generated": (10, 0), "crop": (5, 2), "paste_mask": (6, 2)}),
         dict(id=12, type="SaveImage", col=7, row=0, widgets={"filename_prefix": "cnr_inpaint"},
+             links={"images": (11, 0)}),
+    ],
+    "union_sdxl_two_types": [
+        dict(id=1, type="CheckpointLoaderSimple", col=0, row=0, widgets={"ckpt_name": CKPT_SDXL}),
+        dict(id=2, type="CLIPTextEncode", col=1, row=0, widgets={"text": POSITIVE}, links={"clip": (1, 1)}),
+        dict(id=3, type="CLIPTextEncode", col=1, row=1, widgets={"text": NEGATIVE}, links={"clip": (1, 1)}),
+        dict(id=4, type="LoadImage", col=0, row=2, widgets={"image": PHOTO}),
+        dict(id=5, type="Canny", col=1, row=2, links={"image": (4, 0)}),
+        dict(id=6, type="CNR_ControlNetLoader", col=1, row=3,
+             widgets={"control_net_name": "controlnet-union-sdxl-1.0-promax.safetensors"}),
+        # Canny edges and the photo itself as the tile hint, both in one ControlNet pass.
+        dict(id=7, type="CNR_UnionType", col=2, row=2,
+             widgets={"type": "canny/lineart/anime_lineart/mlsd", "type_2": "tile"},
+             links={"controlnet": (6, 0), "image_2": (4, 0)}),
+        dict(id=8, type=APPLY, col=3, row=0, widgets={"strength": 0.8},
+             links={"model": (1, 0), "controlnet": (7, 0), "image": (5, 0)}),
+        dict(id=9, type="EmptyLatentImage", col=3, row=2, widgets={"width": 1024, "height": 1024}),
+        dict(id=10, type="KSampler", col=4, row=0, widgets={"seed": 42, "steps": 25, "cfg": 6.0},
+             links={"model": (8, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (9, 0)}),
+        dict(id=11, type="VAEDecode", col=5, row=0, links={"samples": (10, 0), "vae": (1, 2)}),
+        dict(id=12, type="SaveImage", col=6, row=0, widgets={"filename_prefix": "cnr_union_sdxl"},
              links={"images": (11, 0)}),
     ],
     "t2i_adapter_txt2img": common() + [
