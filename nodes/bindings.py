@@ -23,13 +23,15 @@ from ..controlnet_core.flux import PATCH as FLUX_PATCH
 from ..controlnet_core.flux import FluxControlNet, expand_to_base
 from ..controlnet_core.residuals import ControlResiduals
 from ..controlnet_core.sd3 import SD3ControlNet, expand_to_joint_blocks
-from ..controlnet_core.sd3_hint import hint_latent
+from ..controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
 from .base import NodeInputError
 
 TRANSFORMER_FAMILIES = ("flux", "sd3")
-SD3_JOINT_BLOCK_RULE = "diffusers"
-"""How SD3 residuals spread over joint blocks (:func:`.sd3.joint_block_indices`); for the InstantX
-models (24 joint blocks, 6 or 12 ControlNet blocks) diffusers and ComfyUI agree."""
+SD3_JOINT_BLOCK_RULES = {"instantx": "diffusers", "sd35": "comfyui"}
+"""How SD3 residuals spread over joint blocks (:func:`.sd3.joint_block_indices`), by layout. InstantX:
+diffusers' rule, which ComfyUI's equals for the released models (24 joint blocks, 6 or 12 ControlNet
+blocks). SD3.5: the rule of Stability's reference, the models' own, which gives the last joint block a
+residual too (ComfyUI's rule here; diffusers gives it none)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +131,21 @@ def bind(model, control, node_id: str) -> Tuple[FamilyBinding, object]:
     if isinstance(net, FluxControlNet):
         control = _with_rotary_split(control, tuple(dm.params.axes_dim))
         return _bind_flux(net, control, dm, model, vae if latent_hint else None, node_id), control
+    if net.config.layout == "sd35":
+        control = _with_base_embedder(control, dm)
     return _bind_sd3(net, control, dm, vae, node_id), control
+
+
+def _with_base_embedder(control, dm):
+    """An SD3.5 ControlNet taking this MODEL's patch embedding and position table (Stability's reference
+    and diffusers; ComfyUI adds its own table instead). The loaded net is left as it is: the copy shares
+    every weight and has its own module slot for the borrowed embedder, and a patcher of its own."""
+    from .adapter import wrap_controlnet  # adapter imports this module
+    view = copy.copy(control.net)
+    view._modules = dict(control.net._modules)
+    view.use_base_embedder({k: v for k, v in dm.state_dict().items()
+                            if k.startswith("x_embedder.") or k == "pos_embed"})
+    return replace(control, net=view, patcher=wrap_controlnet(view, control.name).patcher)
 
 
 def _with_rotary_split(control, axes_dim: Tuple[int, ...]):
@@ -170,10 +186,6 @@ def _bind_flux(net: FluxControlNet, control, dm, model, vae, node_id: str) -> Fa
 
 def _bind_sd3(net: SD3ControlNet, control, dm, vae, node_id: str) -> FamilyBinding:
     cfg = net.config
-    if cfg.layout == "sd35":
-        raise NodeInputError(node_id, "controlnet",
-                             f"'{control.name}' is an SD3.5 ControlNet (it borrows the base model's patch "
-                             "embedding); the Apply node does not take these yet: use ComfyUI's ControlNet nodes")
     _refuse_inpainting(control, cfg.hint_channels, cfg.in_channels, node_id)
     blocks = len(dm.joint_blocks)
     return FamilyBinding(
@@ -181,9 +193,10 @@ def _bind_sd3(net: SD3ControlNet, control, dm, vae, node_id: str) -> FamilyBindi
         num_residuals=cfg.num_layers,
         weights_layout=f"{cfg.num_layers} ControlNet blocks",
         hint_scale=_vae_scale(vae),
-        encode_hint=lambda image: hint_latent(_encode(vae, image).float(), cfg),
+        # SD3.5's type-specific preprocessing as its reference does it (canny: 127.5 a + 0.5 at the encoder).
+        encode_hint=lambda image: hint_latent(_encode(vae, sd35_hint_pixels(image, cfg.control_type)).float(), cfg),
         patch=cfg.patch_size,
-        expand=lambda res: expand_to_joint_blocks(res, blocks, cfg.layout, SD3_JOINT_BLOCK_RULE),
+        expand=lambda res: expand_to_joint_blocks(res, blocks, cfg.layout, SD3_JOINT_BLOCK_RULES[cfg.layout]),
     )
 
 

@@ -41,7 +41,7 @@ class ControlNetLoader:
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
                    "with the MODEL by the Apply node), a T2I-Adapter (SD1.x full or light, SDXL) or a Flux (InstantX, "
-                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 (InstantX) ControlNet for ControlNet Refine's "
+                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 / SD3.5 ControlNet for ControlNet Refine's "
                    "Apply node. Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)

@@ -8,8 +8,10 @@ import pytest
 from safetensors.torch import save_file
 
 import comfy_host
-from test_sd3_comfyui import (_image, _rel, comfyui_controlnet, conditioning, instantx_state_dict, sample,
-                              sd35_state_dict, tiny_sd3_model, tiny_sd3_vae)
+from cnr_pack.controlnet_core.sd3_format import build_sd35
+from cnr_pack.controlnet_core.sd3_hint import sd35_hint_pixels
+from test_sd3_comfyui import (_image, _our_hint, _rel, comfyui_controlnet, conditioning, instantx_state_dict, sample,
+                              sd35_state_dict, tiny_sd3_model, tiny_sd3_vae, with_our_controlnet)
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -62,6 +64,25 @@ def test_instantx_controlnet_through_the_nodes_samples_as_comfyuis_own(nodes, fi
     assert _rel(ours, theirs) <= REL_TOL
 
 
-def test_sd35_controlnet_is_refused_with_a_clear_message(nodes, files, vae):
-    with pytest.raises(ValueError, match="CNR_ApplyControlResiduals: controlnet: .*SD3.5 ControlNet"):
-        _ours(nodes, tiny_sd3_model(DEPTH), "sd35_canny.safetensors", vae)
+def test_sd35_canny_through_the_nodes_samples_as_stabilitys_reference_not_as_comfyui(nodes, files, vae):
+    """Reference embedder positions, canny scaling and last-block residual; ComfyUI departs on all three."""
+    model = tiny_sd3_model(DEPTH)
+    positive, negative = conditioning(1), conditioning(2)
+    state = files["sd35_canny.safetensors"]
+    net = build_sd35(state)
+    net.use_base_embedder(model.model.diffusion_model.state_dict())
+    pixels = sd35_hint_pixels(_image().movedim(-1, 1), 1).movedim(1, -1)
+    reference = sample(with_our_controlnet(model, net, _our_hint(vae, _image(), net.config, pixels), "comfyui"),
+                       positive, negative)
+    ours = sample(_ours(nodes, model, "sd35_canny.safetensors", vae), positive, negative)
+    theirs = sample(model, *comfyui_controlnet(nodes, state, _image(), vae, positive, negative))
+    assert _rel(sample(model, positive, negative), reference) > 1e-2, "the ControlNet must change the result"
+    assert _rel(ours, reference) <= REL_TOL
+    assert _rel(ours, theirs) > 1e-3
+
+
+def test_sd35_apply_leaves_the_loaded_controlnet_without_an_embedder(nodes, files, vae):
+    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "sd35_canny.safetensors"), vae)
+    _node(nodes, "CNR_ApplyControlResiduals", tiny_sd3_model(DEPTH), control, _image(), 1.0, 0.0, 1.0, "balanced",
+          "crop", "model sigma (ComfyUI)")
+    assert control.net.pos_embed is None
