@@ -113,9 +113,9 @@ def bind(model, control, node_id: str) -> Tuple[FamilyBinding, object]:
 
     Returns:
         :data:`UNET` and ``control`` itself for UNet families; a transformer family's binding
-        (checked to fit) and ``control``, or for a Flux ControlNet whose rotary split differs from
-        the MODEL's (it is not stored in the weights) a copy whose net shares every weight but
-        takes the MODEL's split.
+        (checked to fit) and ``control``, or a copy whose net shares every weight: for a Flux
+        ControlNet whose rotary split differs from the MODEL's (it is not stored in the weights),
+        with the MODEL's split; for an SD3.5 ControlNet, with the MODEL's patch embedding.
     """
     net = control.net
     if not isinstance(net, (FluxControlNet, SD3ControlNet)):
