@@ -58,15 +58,16 @@ def _target_dtype(stored: torch.dtype, dtype: Optional[torch.dtype]) -> torch.dt
 
 def _sniff(head: bytes, size: int) -> str:
     """``safetensors``, ``zip`` (torch.save), ``pickle`` (legacy torch.save) or ``unknown``."""
-    if head.startswith(_ZIP_MAGIC):
-        return "zip"
-    if head[:1] == bytes([_PICKLE_PROTOCOL]):
-        return "pickle"
+    # Safetensors first: its little-endian header length may well start with the pickle protocol byte 0x80.
     if len(head) > 8:
         (header_len,) = struct.unpack("<Q", head[:8])
         # A plausible length (text never has the high bytes 0) followed by text: a JSON header.
         if 2 <= header_len <= size - 8 and 0x20 <= head[8] < 0x7F:
             return "safetensors"
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head[:1] == bytes([_PICKLE_PROTOCOL]):
+        return "pickle"
     return "unknown"
 
 
@@ -224,8 +225,11 @@ def _read_pickle(path: str, zipped: bool, dtype: Optional[torch.dtype],
     except Exception as e:  # any other failure of the reader means a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise WeightFileError(path, f"truncated or corrupt checkpoint ({first}); {_DOWNLOAD_AGAIN}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    # Training scripts nest the weights: Lightning under "state_dict", TencentARC's adapters under "adapter".
+    wrapper = next((k for k in ("state_dict", "adapter") if isinstance(obj, dict) and isinstance(obj.get(k), dict)),
+                   None)
+    if wrapper is not None:
+        obj = obj[wrapper]
     if not isinstance(obj, dict):
         raise WeightFileError(path, f"holds a {type(obj).__name__}, not a state dict of tensors")
     odd = next((k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))), None)

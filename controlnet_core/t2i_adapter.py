@@ -180,6 +180,9 @@ class T2IAdapter(nn.Module):
         [2, 5, 8, 11]
     """
 
+    step_invariant = True
+    """The residuals depend on the hint alone: a sampler may compute them once and reuse them every step."""
+
     def __init__(self, config: T2IAdapterConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
         self.config = config

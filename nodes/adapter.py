@@ -7,8 +7,9 @@ skip connections (``output``), after its middle block (``middle``) and after its
 
 One wrapper instance may be shared by every clone of the patched MODEL (newer ComfyUI shares
 ``model_options`` leaves between clones) and called from several threads, so its only state is a
-cache of hint embeddings keyed by device, size and dtype, guarded by a lock and emptied when
-sampling ends.
+cache of hint embeddings keyed by device, size and dtype (and, for controls whose residuals do not
+depend on the step, such as T2I-Adapters, of the finished residuals per batch layout), guarded by a
+lock and emptied when sampling ends.
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ class ResidualInjection:
         self.previous = previous
         self._lock = threading.Lock()
         self._hints: Dict[torch.device, Tuple[tuple, Tensor, object]] = {}
+        self._fixed: Dict[tuple, Optional[ControlResiduals]] = {}  # step-invariant residuals, read-only
         self._warned_timing = False
 
     def __deepcopy__(self, memo: dict) -> "ResidualInjection":
@@ -101,6 +103,7 @@ class ResidualInjection:
         """Drop every cached hint embedding; ComfyUI calls it when sampling ends."""
         with self._lock:
             self._hints.clear()
+            self._fixed.clear()
 
     def to(self, device_or_dtype) -> "ResidualInjection":
         """ComfyUI moves model patches with the MODEL; when it leaves a device, its cached hints go too."""
@@ -109,6 +112,8 @@ class ResidualInjection:
             with self._lock:
                 for cached in [d for d in self._hints if d != device]:
                     del self._hints[cached]
+                for key in [k for k in self._fixed if k[0] != device]:
+                    del self._fixed[key]
         return self
 
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
@@ -174,6 +179,20 @@ class ResidualInjection:
         return net
 
     def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
+        if not getattr(self.control.net, "step_invariant", False):
+            return self._residuals(x, sigma, c, cond_or_uncond)
+        # The same residuals at every step: computed once per batch layout; the UNet only reads them.
+        key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
+        with self._lock:
+            if key in self._fixed:
+                return self._fixed[key]
+        res = self._residuals(x, sigma, c, cond_or_uncond)
+        with self._lock:
+            self._fixed[key] = res
+        return res
+
+    def _residuals(self, x: Tensor, sigma: Tensor, c: dict,
+                   cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
         row_scale = self.row_scales(x.shape[0], cond_or_uncond)
         rows = torch.nonzero(row_scale).flatten()
         if rows.numel() == 0 or self.spec.skips_everything:

@@ -110,3 +110,17 @@ def test_a_nan_beyond_the_first_chunk_of_a_large_tensor_is_found(tmp_path):
     save_file({"w": w}, str(path))
     with pytest.raises(WeightFileError, match="'w' holds 1 NaN or infinite values"):
         read_state_dict(str(path), torch.float32)
+
+
+def test_safetensors_whose_header_length_starts_with_the_pickle_byte_is_read_as_safetensors(tmp_path):
+    # The header's 8-byte little-endian length can begin with 0x80, the byte legacy pickles begin with.
+    tensors = {}
+    path = tmp_path / "weights.safetensors"
+    for n in range(1, 400):
+        tensors[f"w{n}"] = torch.full((1,), float(n))
+        save_file(tensors, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded = read_state_dict(str(path))
+    assert set(loaded) == set(tensors) and all(torch.equal(loaded[k], v) for k, v in tensors.items())

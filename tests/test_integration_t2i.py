@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 import comfy_host
 from test_t2i_adapter import tiny_adapter, to_original
 
+pytestmark = pytest.mark.comfy
+
 HINT = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
 UNETS = {"full_adapter": dict(channel_mult=[1, 2, 4, 4]),
          "full_adapter_xl": dict(sdxl=True, model_channels=32, channel_mult=[1, 2, 4])}
@@ -47,12 +49,13 @@ def unets(nodes):
 
 
 def load(nodes, name):
-    return nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
+    return comfy_host.run_node("CNR_ControlNetLoader", control_net_name=name)[0]
 
 
 def apply(nodes, model, control, strength=1.0, end=1.0, mode="balanced", **optional):
-    return nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(
-        model, control, HINT, strength, 0.0, end, mode, "crop", MODEL_SIGMA, **optional)[0]
+    return comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=control, image=HINT,
+                               strength=strength, end_percent=end, control_mode=mode, window_timing=MODEL_SIGMA,
+                               **optional)[0]
 
 
 @pytest.mark.parametrize("kind", list(UNETS))
@@ -97,7 +100,7 @@ def test_controlnet_mode_leaves_the_uncond_pass_alone_and_uses_a1111_adapter_wei
     base.set_model_unet_function_wrapper(record)
     patched = apply(nodes, base, control, strength=2.0, mode="controlnet is more important")
     comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=2)
-    features = control.net.embed_hint(torch.movedim(HINT, -1, 1))
+    features = control.net.embed_hint(torch.movedim(HINT, -1, 1).contiguous())
     for cond_or_uncond, ctrl in seen:
         inputs = [t for t in reversed(ctrl["input"]) if t is not None]
         for chunk, kind in enumerate(cond_or_uncond):
@@ -128,7 +131,7 @@ def test_loader_lists_and_loads_a_hosts_own_t2i_adapter_folder(nodes, adapter_di
     try:
         loader = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]
         names = loader.INPUT_TYPES()["required"]["control_net_name"][0]
-        control = loader().load("only_in_t2i_folder.safetensors")[0]
+        control = load(nodes, "only_in_t2i_folder.safetensors")
     finally:
         if had is None:
             del folder_paths.folder_names_and_paths["t2i_adapter"]
@@ -136,3 +139,28 @@ def test_loader_lists_and_loads_a_hosts_own_t2i_adapter_folder(nodes, adapter_di
             folder_paths.folder_names_and_paths["t2i_adapter"] = had
     assert "only_in_t2i_folder.safetensors" in names and "full_adapter.safetensors" in names
     assert control.net.config.kind == "light"
+
+
+def test_weighted_features_are_reused_at_every_step_until_cleanup(nodes, adapter_dir, unets):
+    control = load(nodes, "full_adapter.safetensors")
+    patched = apply(nodes, unets["full_adapter"], control, strength=2.0)
+    wrapper = patched.model_options["model_function_wrapper"]
+    seen = []
+    base_wrapper_previous = wrapper.previous
+    try:
+        wrapper.previous = lambda apply_model, args: seen.append(args["c"]["control"]["input"][-3]) or \
+            apply_model(args["input"], args["timestep"], **args["c"])
+        comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=3)
+    finally:
+        wrapper.previous = base_wrapper_previous
+    assert len(seen) == 3 and all(t is seen[0] for t in seen), "one tensor for the first feature at every step"
+    features = control.net.embed_hint(torch.movedim(HINT, -1, 1).contiguous())
+    assert torch.allclose(seen[0], 2.0 * features[0].expand_as(seen[0]), atol=1e-6), "the UNet left it unchanged"
+    wrapper.cleanup()
+    calls = []
+    handle = control.net.conv_in.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        comfy_host.sample(patched, _conditioning(1, False), _conditioning(2, False), steps=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 1, "after cleanup the features are computed afresh"

@@ -49,7 +49,7 @@ def to_original(diffusers_sd: dict, kind: str) -> dict:
 
 
 def comfy_adapter_module():
-    """ComfyUI's ``comfy/t2i_adapter/adapter.py`` (plain torch) from the host in use."""
+    """ComfyUI's ``comfy/t2i_adapter/adapter.py`` (plain torch) from the host in use, read without booting it."""
     path = comfyui_root() / "comfy" / "t2i_adapter" / "adapter.py"
     spec = importlib.util.spec_from_file_location("comfy_t2i_adapter_oracle", path)
     module = importlib.util.module_from_spec(spec)
@@ -100,6 +100,7 @@ def test_features_equal_diffusers_in_order_in_both_layouts(kind, layout):
     assert max_diff(res.tensors, theirs) <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_original_layout_is_what_comfyui_loads_and_slots_are_where_it_adds_them(kind):
     sd = to_original(tiny_adapter(kind).state_dict(), kind)
@@ -182,6 +183,7 @@ def test_unet_with_our_slots_equals_diffusers_intrablock_residuals(kind):
     assert (ours - theirs).abs().max().item() <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("ksize,use_conv", [(1, True), (3, False)], ids=["conv-downsample", "kernel-3"])
 def test_original_variants_diffusers_cannot_express_match_comfyui(ksize, use_conv):
     mod = comfy_adapter_module()
@@ -195,6 +197,7 @@ def test_original_variants_diffusers_cannot_express_match_comfyui(ksize, use_con
     assert max_diff([t for t in res.input if t is not None], [t for t in comfy_input if t is not None]) <= TOL
 
 
+@pytest.mark.comfy
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_odd_latent_sizes_halve_like_comfyui(kind):
     sd = to_original(tiny_adapter(kind).state_dict(), kind)
@@ -335,6 +338,7 @@ def test_contradicting_shapes_are_a_format_error_naming_the_tensor():
         build(sd)
 
 
+@pytest.mark.comfy
 def test_sdxl_features_stack_block_by_block_with_comfyuis_own_sdxl_adapter():
     from cnr_pack.controlnet_core.residuals import merge_control
     sd = to_original(tiny_adapter("full_adapter_xl").state_dict(), "full_adapter_xl")
@@ -352,3 +356,22 @@ def test_sdxl_features_stack_block_by_block_with_comfyuis_own_sdxl_adapter():
         if got is not None:
             assert torch.equal(got, theirs + mine)
     assert torch.equal(merged["middle"][0], comfy_middle[0] + ours.middle[0])
+
+
+def test_a_pth_holding_the_weights_under_adapter_loads_as_comfyui_reads_it(tmp_path):
+    reference = tiny_adapter("light_adapter")
+    path = tmp_path / "t2iadapter_color.pth"
+    torch.save({"adapter": to_original(reference.state_dict(), "light_adapter")}, path)
+    ours = load_controlnet(path)
+    hint = hint_for("light_adapter")
+    with torch.no_grad():
+        assert max_diff(ours.embed_hint(hint), reference(hint)) <= TOL
+
+
+def test_soft_modes_use_a1111s_adapter_weights_and_need_four_features():
+    from cnr_pack.controlnet_core.t2i_adapter import feature_scales
+    # sd-webui-controlnet's hook.py: T2I-Adapter soft injection scales (0.25, 0.62, 0.825, 1.0) x weight.
+    assert feature_scales(4, 2.0, "prompt", [1.0, 1.0, 0.5, 1.0]) == pytest.approx((0.5, 1.24, 0.825, 2.0))
+    assert feature_scales(3, 2.0, "balanced") == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="weight exactly 4 adapter features; this adapter has 3"):
+        feature_scales(3, 1.0, "controlnet")
