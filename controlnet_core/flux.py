@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 from .blocks import timestep_embedding
 from .flux_blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
-from .injection import _resample_mask
+from .injection import mask_tokens
 from .model import ControlNetInputError
 from .residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base",
-           "pack_latent", "token_mask"]
+           "pack_latent", "token_grid", "token_mask"]
 
 FLUX_UNION_MODES = ("canny", "tile", "depth", "blur", "pose", "gray", "low quality")
 """Mode names of the InstantX / Shakker-Labs union models, by index (``control_type``).
@@ -153,8 +153,17 @@ def token_mask(mask: Tensor, latent_size: Tuple[int, int]) -> Tensor:
         >>> token_mask(left, (4, 4)).flatten().tolist()
         [1.0, 0.0, 1.0, 0.0]
     """
-    grid = (-(-latent_size[0] // PATCH), -(-latent_size[1] // PATCH))
-    return _resample_mask(mask.float(), grid).flatten(2).transpose(1, 2)
+    return mask_tokens(mask.float(), token_grid(latent_size))
+
+
+def token_grid(latent_size: Tuple[int, int]) -> Tuple[int, int]:
+    """``(h, w)`` of the packed image tokens of a latent of ``latent_size`` (odd sizes are padded).
+
+    Example:
+        >>> token_grid((9, 6))
+        (5, 3)
+    """
+    return -(-latent_size[0] // PATCH), -(-latent_size[1] // PATCH)
 
 
 def _position_ids(num_txt: int, grid: Tuple[int, int], device) -> Tensor:

@@ -29,6 +29,7 @@ __all__ = [
     "block_scales",
     "uncond_multiplier_for",
     "weight_residuals",
+    "mask_tokens",
     "sum_residuals",
 ]
 
@@ -90,7 +91,7 @@ def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
 
 def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[float]] = None,
                      row_scale: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                     inplace: bool = False) -> ControlResiduals:
+                     inplace: bool = False, token_grid: Optional[Tuple[int, int]] = None) -> ControlResiduals:
     r"""Apply per-residual scales, per-row scales and a spatial mask in one pass.
 
     Args:
@@ -101,6 +102,9 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
             averaged down (or bilinearly enlarged) to each residual's resolution, so a residual
             cell is weighted by the fraction of its pixels the mask covers; ones change nothing.
         inplace: overwrite the given tensors (for fresh residuals nobody else holds).
+        token_grid: ``(h, w)`` of the patch grid when residuals are image tokens :math:`(B, h w, D)`
+            (transformer families): the mask is resampled to that grid and flattened row-major
+            (:func:`mask_tokens`). None: residuals are :math:`(B, C, H, W)` maps.
     """
     tensors = residuals.tensors
     if scales is not None and len(scales) != len(tensors):
@@ -113,7 +117,9 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
         if row_scale is not None:
             factor = row_scale.to(device=t.device, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))
         if mask is not None:
-            m = _resample_mask(mask.to(device=t.device, dtype=torch.float32), tuple(t.shape[-2:])).to(t.dtype)
+            m = mask.to(device=t.device, dtype=torch.float32)
+            m = _resample_mask(m, tuple(t.shape[-2:])) if token_grid is None else mask_tokens(m, token_grid)
+            m = m.to(t.dtype)
             factor = m if factor is None else factor * m
         if scales is not None:
             factor = scales[k] if factor is None else factor * scales[k]
@@ -130,6 +136,28 @@ def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
     if mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]:
         return F.adaptive_avg_pool2d(mask, size)
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def mask_tokens(mask: Tensor, grid: Tuple[int, int]) -> Tensor:
+    r"""A spatial mask as one weight per image token of a transformer's patch grid.
+
+    Resampled to the grid as masks are for UNet residuals (area average when shrinking), then
+    flattened row-major, the token order of Flux's and SD3's patch embeddings.
+
+    Args:
+        mask: :math:`(B \text{ or } 1, 1, H, W)` in 0..1, any size.
+        grid: ``(h, w)`` tokens.
+
+    Returns:
+        :math:`(B \text{ or } 1, h w, 1)`, to multiply residuals of shape :math:`(B, h w, D)`.
+
+    Example:
+        >>> left = torch.zeros(1, 1, 8, 8)
+        >>> left[..., :4] = 1
+        >>> mask_tokens(left, (2, 2)).flatten().tolist()
+        [1.0, 0.0, 1.0, 0.0]
+    """
+    return _resample_mask(mask, tuple(grid)).flatten(2).transpose(1, 2)
 
 
 def sum_residuals(items: Sequence[ControlResiduals]) -> ControlResiduals:

@@ -101,7 +101,11 @@ def merge_control(control: Optional[Dict[str, list]], residuals: ControlResidual
     Raises:
         ValueError: both sides hold an ``output`` or ``middle`` list of different lengths.
             ``input`` lists of different lengths are aligned on the first block (ComfyUI's own
-            SDXL T2I-Adapter lists 10 entries for SDXL's 9 input blocks).
+            SDXL T2I-Adapter lists 10 entries for SDXL's 9 input blocks). With
+            ``input_popped=False`` (transformers, which read entry ``i`` after block ``i`` only
+            while ``i`` is in range) every list is aligned on the first block and the shorter
+            one padded with None: ComfyUI spreads SD3.5 residuals over all 38 joint blocks,
+            diffusers' rule over 37.
 
     Example:
         >>> r = ControlResiduals(output=(torch.ones(1), torch.ones(1)), middle=(torch.ones(1),))
@@ -118,7 +122,7 @@ def merge_control(control: Optional[Dict[str, list]], residuals: ControlResidual
             merged.setdefault(key, [])
             continue
         old = merged.get(key) or [None] * len(new)
-        if key == "input" and len(old) != len(new):
+        if (key == "input" or not input_popped) and len(old) != len(new):
             old, new = _align_blocks(old, new, input_popped)
         if len(old) != len(new):
             raise ValueError(f"cannot add {len(new)} '{key}' residuals to another control's {len(old)}; "

@@ -3,11 +3,14 @@ from .controlnet_nodes import ApplyControlResiduals, ControlNetLoader
 from .crop_nodes import ApplyCrop, PaddedCrop, PaddedPaste
 from .family_nodes import UnionControlType
 from .refine_nodes import Img2ImgStrength, InpaintMaskPrep
+from .transformer_nodes import FluxUnionMode, HintVAE
 
 NODE_CLASSES = (
     ControlNetLoader,
     ApplyControlResiduals,
     UnionControlType,
+    HintVAE,
+    FluxUnionMode,
     Img2ImgStrength,
     InpaintMaskPrep,
     PaddedCrop,

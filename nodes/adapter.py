@@ -28,6 +28,7 @@ from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter
 from ..controlnet_core.spec import InjectionSpec
 from . import compat
 from .base import LOG
+from .bindings import UNET, FamilyBinding
 from .validation import check_broadcast
 
 NODE_ID = "CNR_ApplyControlResiduals"
@@ -45,6 +46,7 @@ class LoadedControlNet:
         control_type: ControlNet Union types; the first for the Apply node's image, the others
             for ``extra_hints`` in order. Empty for other families.
         extra_hints: the control images of the further Union types, each :math:`(N, C, H, W)`.
+        hint_vae: the VAE that encodes the control image of latent-hint models (``CNR_HintVAE``).
     """
 
     net: object
@@ -52,6 +54,7 @@ class LoadedControlNet:
     name: str
     control_type: Tuple[int, ...] = ()
     extra_hints: Tuple[Tensor, ...] = ()
+    hint_vae: object = None
 
 
 def wrap_controlnet(net: torch.nn.Module, name: str) -> LoadedControlNet:
@@ -69,12 +72,14 @@ class ResidualInjection:
         spec: what to add and when.
         model_sampling: the MODEL's sampling object (input scaling, sigma to timestep).
         previous: a wrapper already on the model, called after this one.
+        binding: the control family on this MODEL (hint encoding, extra inputs, block spreading).
     """
 
     def __init__(self, control: LoadedControlNet, spec: InjectionSpec, model_sampling,
-                 previous: Optional[Callable] = None) -> None:
+                 previous: Optional[Callable] = None, binding: FamilyBinding = UNET) -> None:
         self.control = control
         self.spec = spec
+        self.binding = binding
         self.model_sampling = model_sampling
         self.previous = previous
         self._lock = threading.Lock()
@@ -117,7 +122,8 @@ class ResidualInjection:
         if self.is_active(sigma, c.get("transformer_options", {})):
             residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"])
             if residuals is not None:
-                args = dict(args, c=dict(c, control=merge_control(c.get("control"), residuals)))
+                control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
+                args = dict(args, c=dict(c, control=control))
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
@@ -137,16 +143,22 @@ class ResidualInjection:
         return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
 
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
-        """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid, and their
-        embedding, computed once per device, size and dtype."""
-        size = net.hint_size(x.shape[-2], x.shape[-1])
+        """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid (VAE-encoded for
+        latent-hint models), and their embedding, computed once per device, size and dtype."""
+        size = self.binding.hint_size(net, x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
-            if cached is None or cached[0] != key:
-                hints = tuple(resize_hint(h, size, self.spec.resize_mode).to(x.device)
-                              for h in (self.spec.hint, *self.control.extra_hints))
-                cached = (key, hints, net.embed_hint(_one_or_all(hints), control_type=self._control_type))
+        if cached is None or cached[0] != key:
+            given = (self.spec.hint, *self.control.extra_hints)
+            hints = tuple(resize_hint(h, size, self.spec.resize_mode) for h in given)
+            if self.binding.encode_hint is not None:
+                # Outside the lock: loading the VAE moves models, and moving the MODEL calls self.to.
+                hints = tuple(self.binding.encode_hint(h) for h in hints)
+                net = self.ensure_loaded(x.device)  # the VAE may have pushed it off the device
+            hints = tuple(h.to(x.device) for h in hints)
+            cached = (key, hints, net.embed_hint(_one_or_all(hints), control_type=self._control_type))
+            with self._lock:
                 self._hints[x.device] = cached
         return cached[1], cached[2]
 
@@ -200,16 +212,26 @@ class ResidualInjection:
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
+        extra = {key: pick(_rows(c[key], x)) for key in self.binding.cond_keys}
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
                   None if y is None else pick(y), control_type=self._control_type,
-                  hint_embedding=_each(pick, embedding))
+                  hint_embedding=_each(pick, embedding), **extra)
         mask = None
         if self.spec.mask is not None:
             mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
-        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True)
+        grid = self.binding.token_grid(x.shape[-2], x.shape[-1])
+        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True, token_grid=grid)
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
-        return res.map(lambda t: t.to(x.dtype))
+        res = res.map(lambda t: t.to(x.dtype))
+        # Spread last: repeated blocks share one tensor, weighted once above.
+        return res if self.binding.expand is None else self.binding.expand(res)
+
+
+def _rows(value, x: Tensor) -> Tensor:
+    """A conditioning value (e.g. Flux's guidance) as a float tensor with one entry per row of ``x``."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=x.device).reshape(-1)
+    return value.expand(x.shape[0]) if value.numel() == 1 else value
 
 
 def _each(fn: Callable[[Tensor], Tensor], embedding):

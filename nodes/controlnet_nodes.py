@@ -19,6 +19,7 @@ from ..controlnet_core.window import ControlWindow, WindowTiming
 from . import compat
 from .adapter import LoadedControlNet, ResidualInjection, wrap_controlnet
 from .base import NodeInputError, category
+from .bindings import TRANSFORMER_FAMILIES, bind, check_transformer_fits, model_family
 from .conversions import image_to_bchw, mask_to_b1hw
 from .family_nodes import prepare_for_model
 from .validation import check_batches, check_inputs, check_number
@@ -39,8 +40,9 @@ class ControlNetLoader:
     DISPLAY_NAME = "Load ControlNet (CNR)"
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
-                   "with the MODEL by the Apply node) or a T2I-Adapter (SD1.x full or light, SDXL) for ControlNet "
-                   "Refine's Apply node. Architecture and format come from the weights.")
+                   "with the MODEL by the Apply node), a T2I-Adapter (SD1.x full or light, SDXL) or a Flux (InstantX, "
+                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 / SD3.5 ControlNet for ControlNet Refine's "
+                   "Apply node. Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -113,6 +115,9 @@ def check_model_fits(model, control, node_id: str) -> None:
     unet = model.model.model_config.unet_config
     cfg = control.net.config
     model_name = type(model.model.model_config).__name__
+    if cfg.family in TRANSFORMER_FAMILIES or model_family(model) != "unet":
+        check_transformer_fits(model, control, node_id)
+        return
     if isinstance(control.net, T2IAdapter):
         check_adapter_fits(unet, control, model_name, node_id)
         return
@@ -138,11 +143,23 @@ def check_adapter_fits(unet: dict, control, model_name: str, node_id: str) -> No
             f"{', '.join(map(str, levels))} channels); load a T2I-Adapter made for {model_name}")
 
 
+def transformer_scales(binding, strength: float, mode: str, block_weights: str, node_id: str):
+    """One scale per own residual of a Flux / SD3 ControlNet: strength times the block weight."""
+    if mode != "balanced":
+        # A1111's soft curves weigh UNet levels; transformer blocks have no such order of scales.
+        raise NodeInputError(node_id, "control_mode", "the soft curves are for UNet ControlNets; use 'balanced' "
+                             "with Flux and SD3 ControlNets (uncond_multiplier 0 keeps the control off the "
+                             "negative pass)")
+    weights = parse_block_weights(block_weights, binding.num_residuals, node_id, binding.weights_layout)
+    return tuple(strength * w for w in weights or (1.0,) * binding.num_residuals)
+
+
 class ApplyControlResiduals:
     NODE_ID = "CNR_ApplyControlResiduals"
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
-                   "T2I-Adapter's features after its input blocks (computed once per image), at every "
+                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 "
+                   "ControlNet's residuals to the transformer's image tokens after each block, at every "
                    "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
                    "working beside it. The input MODEL is not changed.")
     CATEGORY = category("controlnet")
@@ -190,7 +207,8 @@ class ApplyControlResiduals:
                 "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip":
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
-                                  "to deep. Empty = all 1."}),
+                                  "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
+                                  "one per ControlNet block. Empty = all 1."}),
             },
         }
 
@@ -209,6 +227,7 @@ class ApplyControlResiduals:
         check_model_fits(model, controlnet, node)
         controlnet = prepare_for_model(model, controlnet, node, compat.model_dtype(model),
                                        comfy.model_management.unet_offload_device())
+        binding, controlnet = bind(model, controlnet, node)
         sampling = compat.model_sampling(model)
         try:
             window = ControlWindow(start_percent, end_percent, TIMING_LABELS[window_timing],
@@ -217,7 +236,9 @@ class ApplyControlResiduals:
             raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
         net = controlnet.net
         mode = CONTROL_MODE_LABELS[control_mode]
-        if isinstance(net, T2IAdapter):
+        if binding.num_residuals is not None:
+            scales = transformer_scales(binding, strength, mode, block_weights, node)
+        elif isinstance(net, T2IAdapter):
             count = len(net.config.channels)
             weights = parse_block_weights(block_weights, count, node, "one per adapter feature, shallow to deep")
             try:
@@ -234,7 +255,7 @@ class ApplyControlResiduals:
         spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
         model = model.clone()
         injection = ResidualInjection(controlnet, spec, sampling,
-                                      previous=model.model_options.get("model_function_wrapper"))
+                                      previous=model.model_options.get("model_function_wrapper"), binding=binding)
         model.set_model_unet_function_wrapper(injection)
         compat.attach_additional_model(model, controlnet.patcher)
         compat.on_sampling_end(model, injection.cleanup)

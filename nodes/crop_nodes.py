@@ -53,7 +53,9 @@ class PaddedCrop:
                 "height": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8, "tooltip": "Output height."}),
                 "long_side": ("INT", {"default": 768, "min": 8, "max": 16384, "step": 8, "tooltip":
                                       "Output long side for 'long side' mode."}),
-                "multiple": ([8, 16, 32, 64], {"default": 8, "tooltip": "Output sizes snap to this multiple."}),
+                "multiple": ([8, 16, 32, 64], {"default": 8, "tooltip": "Output sizes snap to this multiple: 8 for "
+                             "SD1.x/2.x/SDXL, 16 for Flux and SD3 (a latent pixel is 8 image pixels, a token 2x2 "
+                             "latent pixels)."}),
                 "filter": (list(RESAMPLE_FILTERS), {"default": "bicubic", "tooltip":
                            "Resampling filter, in float (no 8-bit round trip); antialiased when shrinking."}),
                 "paste_mode": (list(PASTE_MODES), {"default": "mask", "tooltip":

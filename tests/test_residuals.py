@@ -71,6 +71,12 @@ def test_merge_refuses_lists_of_different_lengths():
         merge_control({"output": [_t(1)] * 3}, unet_like())
 
 
+def test_merge_pads_the_shorter_list_at_the_end_for_models_that_index_it():
+    """ComfyUI spreads SD3.5 residuals over every joint block, diffusers' rule over all but the last."""
+    merged = merge_control({"output": [_t(1)] * 3}, ControlResiduals(output=(_t(2),) * 2), input_popped=False)
+    assert [t[0, 0, 0, 0].item() for t in merged["output"]] == [3.0, 3.0, 1.0]
+
+
 def test_merge_keeps_the_dtype_of_the_residuals_already_there():
     theirs = {"output": [_t(1).half(), _t(1).half()]}
     assert merge_control(theirs, unet_like())["output"][0].dtype == torch.float16

@@ -1,0 +1,136 @@
+"""Seconds per sampling step on Flux: no control, ComfyUI's own Flux ControlNet, and ControlNet Refine.
+
+A Flux base model at full width (3072, 24 heads) but reduced depth, and an InstantX-class latent-hint
+ControlNet (5 double, 10 single blocks) at the same width, random weights, one small latent, cfg 1
+(Flux dev: one model call per step), euler. Both ControlNet paths get the same 16-channel VAE (a random
+TAESD) for the hint, encoded once. Configurations run interleaved, round after round, after one
+warm-up round; per-step times come from the sampler's step callback. Needs a current ComfyUI
+(``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything. A full-width run
+needs some 20 GB of memory; ``--width 256 --heads 2`` and fewer blocks give a quick smoke run.
+
+    COMFYUI_PATH=... python bench/bench_flux.py [--width 3072] [--heads 24] [--double 2] [--single 4]
+        [--cn-double 5] [--cn-single 10] [--latent 32] [--steps 4] [--rounds 2]
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tools"))
+import comfy_host  # noqa: E402
+
+TEXT_DIM, POOLED_DIM = 4096, 768
+
+
+def _params(width: int, heads: int, double: int, single: int) -> dict:
+    head = width // heads
+    side = (head - head // 8) // 4 * 2
+    return {"in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM, "context_in_dim": TEXT_DIM,
+            "hidden_size": width, "mlp_ratio": 4.0, "num_heads": heads, "depth": double,
+            "depth_single_blocks": single, "axes_dim": [head - 2 * side, side, side], "theta": 10000,
+            "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+
+
+def _random(module, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return module.eval()
+
+
+def build(args, folder: Path):
+    nodes = comfy_host.boot()
+    import comfy.controlnet
+    import comfy.latent_formats
+    import comfy.ldm.flux.controlnet
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.taesd.taesd
+    import folder_paths
+    from safetensors.torch import save_file
+
+    base = comfy.supported_models.Flux({**_params(args.width, args.heads, args.double, args.single),
+                                        "image_model": "flux"}).get_model({})
+    _random(base.diffusion_model, 0)
+    model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                             offload_device=mm.unet_offload_device())
+    net = comfy.ldm.flux.controlnet.ControlNetFlux(
+        latent_input=True, control_latent_channels=16, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+        device="cpu", **_params(args.width, args.heads, args.cn_double, args.cn_single))
+    _random(net, 1)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "flux_bench.safetensors"))
+    folder_paths.add_model_folder_path("controlnet", str(folder))
+    native = comfy.controlnet.ControlNet(net, compression_ratio=1, latent_format=comfy.latent_formats.Flux(),
+                                         load_device=mm.get_torch_device(), manual_cast_dtype=None,
+                                         extra_conds=["y", "guidance"])
+    gen = torch.Generator().manual_seed(2)
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=16).state_dict()
+    vae = comfy.sd.VAE(sd={k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05
+                           for k, v in taesd.items()})
+    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("flux_bench.safetensors")[0]
+    ours = nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(ours, vae)[0]
+    n_params = (sum(p.numel() for p in base.diffusion_model.parameters()), sum(p.numel() for p in net.parameters()))
+    return nodes, model, native, ours, vae, n_params
+
+
+def run(model, pos, neg, latent, steps):
+    import comfy.sample
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    stamps = [time.perf_counter()]
+    out = comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", pos, neg, latent, seed=0,
+                              disable_pbar=True, callback=lambda *a: stamps.append(time.perf_counter()))
+    assert torch.isfinite(out).all()
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in (("width", 3072), ("heads", 24), ("double", 2), ("single", 4), ("cn-double", 5),
+                          ("cn-single", 10), ("latent", 32), ("steps", 4), ("rounds", 2)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes, model, native, ours, vae, (n_base, n_net) = build(args, Path(tmp))
+        gen = torch.Generator().manual_seed(1)
+        pos = [[torch.randn(1, 16, TEXT_DIM, generator=gen),
+                {"pooled_output": torch.randn(1, POOLED_DIM, generator=gen), "guidance": 3.5}]]
+        neg = [[torch.randn(1, 16, TEXT_DIM, generator=gen), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
+        latent = torch.zeros(1, 16, args.latent, args.latent)
+        hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
+        npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
+                                                                      vae=vae)[:2]
+        apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
+        patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
+        configs = {"no control": (model, pos, neg), "ComfyUI Flux ControlNet": (model, npos, nneg),
+                   "CNR balanced": (patched, pos, neg)}
+        times = {name: [] for name in configs}
+        for round_index in range(args.rounds + 1):
+            for name, (m, p, n) in configs.items():
+                step_times = run(m, p, n, latent, args.steps)
+                if round_index:
+                    times[name] += step_times[1:]  # the first step also encodes the hint
+    print(f"Flux base {n_base / 1e6:.0f}M ({args.double} double, {args.single} single blocks) + ControlNet "
+          f"{n_net / 1e6:.0f}M ({args.cn_double} + {args.cn_single}) params, width {args.width}, random; latent "
+          f"{args.latent}x{args.latent}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds (+1 warm-up, first "
+          f"step of each run left out), torch threads {torch.get_num_threads()}, median seconds per step")
+    base = statistics.median(times["no control"])
+    native_s = statistics.median(times["ComfyUI Flux ControlNet"])
+    print(f"{'configuration':<28}{'s/step':>8}{'x no control':>14}{'x ComfyUI':>11}")
+    for name, samples in times.items():
+        med = statistics.median(samples)
+        print(f"{name:<28}{med:>8.3f}{med / base:>14.3f}{med / native_s:>11.3f}")
+    print("target: CNR balanced overhead over no control <= ComfyUI's")
+
+
+if __name__ == "__main__":
+    main()
