@@ -32,14 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 from _common import import_pack, peak_rss_mib  # noqa: E402
+from bench_sampling import SD15_UNET, random_sd15_unet  # noqa: E402
 
-SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": 2,
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-}
 CONTROL_ONLY = ("input_hint_block.", "zero_convs.", "middle_block_out.")
 CONFIGS = ("no control", "ComfyUI ControlLora", "CNR Control-LoRA", "CNR classic ControlNet")
 
@@ -88,18 +82,9 @@ def bench_control_lora(args) -> None:
     import comfy_host
     nodes = comfy_host.boot()
     import comfy.controlnet
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
     import folder_paths
 
-    torch.manual_seed(0)
-    unet = comfy.supported_models.SD15(dict(SD15_UNET)).get_model({})
-    with torch.no_grad():
-        for p in unet.diffusion_model.parameters():
-            p.normal_(0.0, 0.02)
-    model = comfy.model_patcher.ModelPatcher(unet, load_device=mm.get_torch_device(),
-                                             offload_device=mm.unet_offload_device())
+    model, unet = random_sd15_unet()
     gen = torch.Generator().manual_seed(1)
     pos = [[torch.randn(1, 77, 768, generator=gen), {}]]
     neg = [[torch.randn(1, 77, 768, generator=gen), {}]]

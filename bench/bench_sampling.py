@@ -53,6 +53,21 @@ class PeakRss:
         self.growth = max(self.peak, current_rss_mib()) - self.start
 
 
+def random_sd15_unet():
+    """A full-size SD1.5-shaped UNet in ComfyUI's classes with seeded random weights: (ModelPatcher, BaseModel)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    torch.manual_seed(0)
+    unet = comfy.supported_models.SD15(dict(SD15_UNET)).get_model({})
+    with torch.no_grad():
+        for p in unet.diffusion_model.parameters():
+            p.normal_(0.0, 0.02)
+    model = comfy.model_patcher.ModelPatcher(unet, load_device=mm.get_torch_device(),
+                                             offload_device=mm.unet_offload_device())
+    return model, unet
+
+
 def build(tmp: Path):
     import comfy_host
     nodes = comfy_host.boot()
@@ -64,13 +79,7 @@ def build(tmp: Path):
     import folder_paths
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
-    unet = comfy.supported_models.SD15(dict(SD15_UNET)).get_model({})
-    with torch.no_grad():
-        for p in unet.diffusion_model.parameters():
-            p.normal_(0.0, 0.02)
-    model = comfy.model_patcher.ModelPatcher(unet, load_device=mm.get_torch_device(),
-                                             offload_device=mm.unet_offload_device())
+    model, unet = random_sd15_unet()
     cfg = {k: v for k, v in SD15_UNET.items() if k not in ("out_channels", "transformer_depth_output")}
     native_net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu", **cfg)
     with torch.no_grad():

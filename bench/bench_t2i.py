@@ -23,7 +23,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
-from bench_sampling import SD15_UNET, PeakRss, run  # noqa: E402
+from bench_sampling import PeakRss, random_sd15_unet, run  # noqa: E402
 
 ADAPTER_CHANNELS = [320, 640, 1280, 1280]
 
@@ -32,20 +32,11 @@ def build(tmp: Path):
     import comfy_host
     nodes = comfy_host.boot()
     import comfy.controlnet
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
     import comfy.t2i_adapter.adapter
     import folder_paths
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
-    unet = comfy.supported_models.SD15(dict(SD15_UNET)).get_model({})
-    with torch.no_grad():
-        for p in unet.diffusion_model.parameters():
-            p.normal_(0.0, 0.02)
-    model = comfy.model_patcher.ModelPatcher(unet, load_device=mm.get_torch_device(),
-                                             offload_device=mm.unet_offload_device())
+    model, unet = random_sd15_unet()
     adapter = comfy.t2i_adapter.adapter.Adapter(channels=ADAPTER_CHANNELS, nums_rb=2, cin=3 * 8 * 8, ksize=1, sk=True,
                                                 use_conv=False, xl=False)
     with torch.no_grad():
