@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 from _common import import_pack, peak_rss_mib  # noqa: E402
-from bench_sampling import SD15_UNET, random_sd15_unet  # noqa: E402
+from bench_sampling import SD15_UNET, random_sd15_unet, run  # noqa: E402
 
 CONTROL_ONLY = ("input_hint_block.", "zero_convs.", "middle_block_out.")
 CONFIGS = ("no control", "ComfyUI ControlLora", "CNR Control-LoRA", "CNR classic ControlNet")
@@ -65,17 +65,6 @@ def write_classic(path: Path, gen) -> None:
     from safetensors.torch import save_file
     save_file({k: (torch.randn(v.shape, generator=gen) * 0.02).half() for k, v in _controlnet_keys().items()},
               str(path))
-
-
-def run(model, pos, neg, steps, seed=0):
-    import comfy.sample
-    latent = torch.zeros(1, 4, 32, 32)
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    stamps = [time.perf_counter()]
-    out = comfy.sample.sample(model, noise, steps, 7.0, "euler", "normal", pos, neg, latent, seed=seed,
-                              disable_pbar=True, callback=lambda *a: stamps.append(time.perf_counter()))
-    assert torch.isfinite(out).all()
-    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def bench_control_lora(args) -> None:
