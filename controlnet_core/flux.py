@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .blocks import timestep_embedding
 from .flux_blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
 from .injection import mask_tokens
-from .model import ControlNetInputError
+from .model import ControlNetInputError, check_hint_batch
 from .residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base",
@@ -248,9 +248,7 @@ class FluxControlNet(nn.Module):
             raise ControlNetInputError(
                 f"the {what} must be {f}x the latent size: latent {x.shape[-2]}x{x.shape[-1]} needs "
                 f"{x.shape[-2] * f}x{x.shape[-1] * f}, got {hint.shape[-2]}x{hint.shape[-1]}")
-        if hint.shape[0] not in (1, x.shape[0]):
-            raise ControlNetInputError(
-                f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
+        check_hint_batch(hint, x)
         if context.ndim != 3 or context.shape[-1] != cfg.context_dim:
             raise ControlNetInputError(
                 f"text tokens must be (B, T, {cfg.context_dim}) for this Flux ControlNet; got {tuple(context.shape)}")

@@ -10,11 +10,18 @@ from .blocks import Downsample, EmbedSequential, ResBlock, SpatialTransformer, t
 from .config import ControlNetConfig
 from .residuals import ControlResiduals
 
-__all__ = ["ControlNet", "ControlNetInputError"]
+__all__ = ["ControlNet", "ControlNetInputError", "check_hint_batch"]
 
 
 class ControlNetInputError(ValueError):
     """An input to :meth:`ControlNet.forward` does not fit the model."""
+
+
+def check_hint_batch(hint: Tensor, x: Tensor) -> None:
+    """Raise :class:`ControlNetInputError` unless the hint has one row or one per latent row."""
+    if hint.shape[0] not in (1, x.shape[0]):
+        raise ControlNetInputError(
+            f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
 
 
 def _zero_conv(channels: int, dtype, device) -> nn.Sequential:
@@ -114,9 +121,7 @@ class ControlNet(nn.Module):
                 f"hint must be {f}x the latent size: latent {x.shape[-2]}x{x.shape[-1]} needs a "
                 f"{x.shape[-2] * f}x{x.shape[-1] * f} hint, got {hint.shape[-2]}x{hint.shape[-1]}; "
                 "resize the control image first")
-        if hint.shape[0] not in (1, x.shape[0]):
-            raise ControlNetInputError(
-                f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
+        check_hint_batch(hint, x)
         if context.ndim != 3 or context.shape[-1] != cfg.context_dim:
             raise ControlNetInputError(
                 f"context width {context.shape[-1]} does not fit this {cfg.family} ControlNet, which "

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .mmdit import JointBlock, PatchEmbed, SelfAttentionBlock, TimeTextEmbed, sincos_2d_comfyui
-from .model import ControlNetInputError
+from .model import ControlNetInputError, check_hint_batch
 from .residuals import ControlResiduals
 
 __all__ = [
@@ -214,9 +214,7 @@ class SD3ControlNet(nn.Module):
             raise ControlNetInputError(
                 f"hint must be a latent (B, {cfg.hint_channels}, {x.shape[-2]}, {x.shape[-1]}) like x; got "
                 f"{tuple(hint.shape)}; encode the control image with the model's VAE at the latent's size")
-        if hint.shape[0] not in (1, x.shape[0]):
-            raise ControlNetInputError(
-                f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
+        check_hint_batch(hint, x)
         if cfg.layout == "instantx" and (context is None or context.ndim != 3 or context.shape[-1] != cfg.context_dim):
             got = None if context is None else tuple(context.shape)
             raise ControlNetInputError(f"context must be (B, T, {cfg.context_dim}) joint text tokens; got {got}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import ControlNetInputError
+from .model import ControlNetInputError, check_hint_batch
 from .residuals import ControlResiduals
 
 __all__ = ["A1111_SOFT_WEIGHTS", "HINT_CHANNELS", "LATENT_SCALE", "T2IAdapter", "T2IAdapterConfig", "feature_scales"]
@@ -223,9 +223,7 @@ class T2IAdapter(nn.Module):
                 f"this T2I-Adapter needs a {want[0]}x{want[1]} hint for a {x.shape[-2]}x{x.shape[-1]} latent "
                 f"({LATENT_SCALE}x, rounded up to a multiple of {cfg.unshuffle}); got "
                 f"{hint.shape[-2]}x{hint.shape[-1]}; resize the control image first")
-        if hint.shape[0] not in (1, x.shape[0]):
-            raise ControlNetInputError(
-                f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
+        check_hint_batch(hint, x)
 
     def embed_hint(self, hint: Tensor, *, control_type=None) -> Tuple[Tensor, ...]:
         r"""The adapter's features, in diffusers' order (one per level, shallow to deep).
