@@ -31,17 +31,21 @@ def tiny_sd2_diffusers(seed: int = 0) -> ControlNetModel:
     return randomize_all(model, seed)
 
 
+# diffusers arguments of the tiny SDXL-like encoder, shared by the ControlNet and the ControlNet Union.
+TINY_SDXL_KWARGS = dict(
+    block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
+    attention_head_dim=SDXL_HEADS, norm_num_groups=32,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    transformer_layers_per_block=(0, 1, 2), use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
+    projection_class_embeddings_input_dim=TEXT_EMBED_DIM + 6 * TIME_EMBED_DIM,
+)
+
+
 def tiny_sdxl_diffusers(seed: int = 0, randomize: bool = True) -> ControlNetModel:
     """9 + 1 residuals like SDXL: 3 levels, no attention on the first, 1 and 2 transformer blocks after."""
     torch.manual_seed(seed)
-    model = ControlNetModel(
-        block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
-        attention_head_dim=SDXL_HEADS, norm_num_groups=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        transformer_layers_per_block=(0, 1, 2), use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=TEXT_EMBED_DIM + 6 * TIME_EMBED_DIM,
-    )
+    model = ControlNetModel(**TINY_SDXL_KWARGS)
     return randomize_all(model, seed) if randomize else model.eval()
 
 

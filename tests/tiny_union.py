@@ -2,7 +2,7 @@
 import torch
 from diffusers import ControlNetUnionModel
 
-from tiny_models import CONTEXT_DIM, SDXL_HEADS, TEXT_EMBED_DIM, TIME_EMBED_DIM, randomize_all, sample_inputs
+from tiny_models import TEXT_EMBED_DIM, TINY_SDXL_KWARGS, randomize_all, sample_inputs
 
 FUSION_PREFIXES = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
 
@@ -11,13 +11,7 @@ def tiny_union_diffusers(num_types: int = 8, seed: int = 0) -> ControlNetUnionMo
     """SDXL-like Union: 3 levels, attention from the second, y vector, every weight random."""
     torch.manual_seed(seed)
     model = ControlNetUnionModel(
-        block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=CONTEXT_DIM,
-        attention_head_dim=SDXL_HEADS, norm_num_groups=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        transformer_layers_per_block=(0, 1, 2), use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=TEXT_EMBED_DIM + 6 * TIME_EMBED_DIM,
-        conditioning_embedding_out_channels=(16, 32, 48, 64),
+        **TINY_SDXL_KWARGS, conditioning_embedding_out_channels=(16, 32, 48, 64),
         num_control_type=num_types, num_trans_channel=32, num_trans_head=4, num_proj_channel=32,
     )
     return randomize_all(model, seed)
