@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import AttentionFn, scaled_dot_product
 from .blocks import timestep_embedding
 from .flux_blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
 from .injection import mask_tokens
@@ -292,7 +293,8 @@ class FluxControlNet(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor, y: Optional[Tensor] = None, *,
                 guidance: Optional[Tensor] = None, control_type: Union[int, Sequence[int], None] = None,
-                hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
+                hint_embedding: Optional[Tensor] = None,
+                attention: AttentionFn = scaled_dot_product) -> ControlResiduals:
         r"""Compute the ControlNet's own residuals.
 
         Args:
@@ -307,6 +309,7 @@ class FluxControlNet(nn.Module):
                 ``config.guidance_embed``.
             control_type: union mode index or indices (see :meth:`mode_tokens`).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier.
+            attention: the attention kernel (:mod:`.attention`), e.g. the host's.
 
         Returns:
             :class:`ControlResiduals` with one :math:`(B, hw, D)` tensor per double block in
@@ -334,12 +337,12 @@ class FluxControlNet(nn.Module):
 
         double = []
         for block, project in zip(self.double_blocks, self.controlnet_blocks):
-            img, txt = block(img, txt, vec, rope)
+            img, txt = block(img, txt, vec, rope, attention)
             double.append(self._residual(project, img))
         joint = torch.cat((txt, img), dim=1)
         single = []
         for block, project in zip(self.single_blocks, self.controlnet_single_blocks):
-            joint = block(joint, vec, rope)
+            joint = block(joint, vec, rope, attention)
             single.append(self._residual(project, joint[:, txt.shape[1]:]))
         return ControlResiduals(input=tuple(double), output=tuple(single))
 

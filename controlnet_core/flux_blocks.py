@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import AttentionFn, scaled_dot_product
+
 __all__ = [
     "rope_frequencies",
     "apply_rope",
@@ -73,10 +75,9 @@ def apply_rope(x: Tensor, rope: Rope) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, rope: Rope) -> Tensor:
-    """Scaled dot-product attention with rotary positions: :math:`(B, H, N, D)` in, :math:`(B, N, H D)` out."""
-    out = F.scaled_dot_product_attention(apply_rope(q, rope), apply_rope(k, rope), v)
-    return out.transpose(1, 2).flatten(2)
+def _attention(q: Tensor, k: Tensor, v: Tensor, rope: Rope, attention: AttentionFn) -> Tensor:
+    """``attention`` with rotary positions: :math:`(B, H, N, D)` in, :math:`(B, N, H D)` out."""
+    return attention(apply_rope(q, rope), apply_rope(k, rope), v)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -182,7 +183,8 @@ class DoubleStreamBlock(nn.Module):
         self.txt_attn = SelfAttention(dim, num_heads, qkv_bias, **kw)
         self.txt_mlp = _mlp(dim, mlp_hidden, kw)
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope: Rope) -> Tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope: Rope,
+                attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Tensor]:
         """One block.
 
         Args:
@@ -190,6 +192,7 @@ class DoubleStreamBlock(nn.Module):
             txt: :math:`(B, N_t, D)` text tokens.
             vec: :math:`(B, D)` conditioning vector.
             rope: rotary frequencies of the text tokens followed by the image tokens.
+            attention: the attention kernel.
 
         Returns:
             The updated ``(img, txt)``.
@@ -198,7 +201,7 @@ class DoubleStreamBlock(nn.Module):
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
         iq, ik, iv = self.img_attn.qkv_heads(_modulate(img, i_shift1, i_scale1))
         tq, tk, tv = self.txt_attn.qkv_heads(_modulate(txt, t_shift1, t_scale1))
-        attn = _attention(torch.cat((tq, iq), 2), torch.cat((tk, ik), 2), torch.cat((tv, iv), 2), rope)
+        attn = _attention(torch.cat((tq, iq), 2), torch.cat((tk, ik), 2), torch.cat((tv, iv), 2), rope, attention)
         txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
 
         img = img + i_gate1 * self.img_attn.proj(img_attn)
@@ -231,10 +234,10 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(dim // num_heads, **kw)
         self.modulation = Modulation(dim, 1, **kw)
 
-    def forward(self, x: Tensor, vec: Tensor, rope: Rope) -> Tensor:
+    def forward(self, x: Tensor, vec: Tensor, rope: Rope, attention: AttentionFn = scaled_dot_product) -> Tensor:
         """:math:`(B, N, D)` joint tokens in and out; ``rope`` covers all :math:`N` tokens."""
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([x.shape[-1] * 3, self.mlp_hidden], dim=-1)
         q, k, v = qkv.unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
-        attn = _attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope)
+        attn = _attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope, attention)
         return x + gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=-1))

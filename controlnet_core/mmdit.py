@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import AttentionFn, scaled_dot_product
 from .blocks import timestep_embedding
 
 __all__ = [
@@ -41,11 +42,6 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 def _heads(x: Tensor, heads: int) -> Tensor:
     """(B, N, H*d) -> (B, H, N, d)."""
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def _attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Scaled dot-product attention on (B, H, N, d); returns (B, N, H*d)."""
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
 class PatchEmbed(nn.Module):
@@ -161,13 +157,14 @@ class JointAttention(nn.Module):
             q, k = getattr(self, f"norm{prefix}_q")(q), getattr(self, f"norm{prefix}_k")(k)
         return q, k, v
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def forward(self, x: Tensor, context: Optional[Tensor] = None,
+                attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Optional[Tensor]]:
         """x :math:`(B, N, D)`, context :math:`(B, T, D)` or None; returns both updated streams."""
         q, k, v = self._qkv(x, self.to_q, self.to_k, self.to_v, "")
         if context is None:
-            return self.to_out[0](_attention(q, k, v)), None
+            return self.to_out[0](attention(q, k, v)), None
         cq, ck, cv = self._qkv(context, self.add_q_proj, self.add_k_proj, self.add_v_proj, "_added")
-        out = _attention(torch.cat([q, cq], 2), torch.cat([k, ck], 2), torch.cat([v, cv], 2))
+        out = attention(torch.cat([q, cq], 2), torch.cat([k, ck], 2), torch.cat([v, cv], 2))
         n = x.shape[1]
         return self.to_out[0](out[:, :n]), self.to_add_out(out[:, n:])
 
@@ -216,16 +213,18 @@ class JointBlock(nn.Module):
         self.ff = _FeedForward(dim, **kw)
         self.ff_context = _FeedForward(dim, **kw)
 
-    def forward(self, x: Tensor, context: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor, c: Tensor,
+                attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Tensor]:
         """x :math:`(B, N, D)`, context :math:`(B, T, D)`, c :math:`(B, D)` -> (x, context)."""
         mod = self.norm1(c)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(c)
         x_norm = _layer_norm(x)
-        attn, ctx_attn = self.attn(_modulate(x_norm, shift, scale), _modulate(_layer_norm(context), c_shift, c_scale))
+        attn, ctx_attn = self.attn(_modulate(x_norm, shift, scale), _modulate(_layer_norm(context), c_shift, c_scale),
+                                   attention)
         x = x + gate[:, None] * attn
         if len(mod) == 9:
-            x = x + mod[8][:, None] * self.attn2(_modulate(x_norm, mod[6], mod[7]))[0]
+            x = x + mod[8][:, None] * self.attn2(_modulate(x_norm, mod[6], mod[7]), attention=attention)[0]
         x = x + gate_mlp[:, None] * self.ff(_modulate(_layer_norm(x), shift_mlp, scale_mlp))
         context = context + c_gate[:, None] * ctx_attn
         context = context + c_gate_mlp[:, None] * self.ff_context(
@@ -240,9 +239,9 @@ class _FusedSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, dtype=dtype, device=device)
         self.proj = nn.Linear(dim, dim, dtype=dtype, device=device)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attention: AttentionFn) -> Tensor:
         q, k, v = (_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(_attention(q, k, v))
+        return self.proj(attention(q, k, v))
 
 
 class _MLP(nn.Module):
@@ -269,10 +268,10 @@ class SelfAttentionBlock(nn.Module):
         self.attn = _FusedSelfAttention(dim, heads, dtype, device)
         self.mlp = _MLP(dim, dtype, device)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, attention: AttentionFn = scaled_dot_product) -> Tensor:
         """x :math:`(B, N, D)`, c :math:`(B, D)` -> :math:`(B, N, D)`."""
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate[:, None] * self.attn(_modulate(_layer_norm(x), shift, scale))
+        x = x + gate[:, None] * self.attn(_modulate(_layer_norm(x), shift, scale), attention)
         return x + gate_mlp[:, None] * self.mlp(_modulate(_layer_norm(x), shift_mlp, scale_mlp))
 
 

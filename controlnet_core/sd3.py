@@ -38,6 +38,7 @@ from typing import Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .attention import AttentionFn, scaled_dot_product
 from .mmdit import JointBlock, PatchEmbed, SelfAttentionBlock, TimeTextEmbed, sincos_2d_comfyui
 from .model import ControlNetInputError, check_hint_batch
 from .residuals import ControlResiduals
@@ -241,7 +242,8 @@ class SD3ControlNet(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Optional[Tensor], hint: Tensor,
                 y: Optional[Tensor] = None, *, control_type: Optional[int] = None,
-                hint_embedding: Optional[Tensor] = None) -> ControlResiduals:
+                hint_embedding: Optional[Tensor] = None,
+                attention: AttentionFn = scaled_dot_product) -> ControlResiduals:
         r"""Compute one residual per ControlNet block.
 
         Args:
@@ -252,6 +254,7 @@ class SD3ControlNet(nn.Module):
             y: pooled text vector :math:`(B, P)`; replaced by zeros on ``instantx``.
             control_type: unused (see :meth:`embed_hint`).
             hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier.
+            attention: the attention kernel (:mod:`.attention`), e.g. the host's.
 
         Returns:
             :class:`ControlResiduals` whose ``output`` holds one :math:`(B, hw/p^2, D)` tensor per
@@ -270,11 +273,11 @@ class SD3ControlNet(nn.Module):
         if self.config.layout == "instantx":
             ctx = self.context_embedder(context.to(dtype))
             for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
-                h, ctx = block(h, ctx, c)
+                h, ctx = block(h, ctx, c, attention)
                 outs.append(out(h))
         else:
             for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
-                h = block(h, c)
+                h = block(h, c, attention)
                 outs.append(out(h))
         return ControlResiduals(output=tuple(outs))
 

@@ -213,6 +213,8 @@ class ResidualInjection:
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
         extra = {key: pick(_rows(c[key], x)) for key in self.binding.cond_keys}
+        if self.binding.attention is not None:
+            extra["attention"] = self.binding.attention
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
                   None if y is None else pick(y), control_type=self._control_type,
                   hint_embedding=_each(pick, embedding), **extra)

@@ -19,11 +19,13 @@ from torch import Tensor
 
 import comfy.model_management
 
+from ..controlnet_core.attention import AttentionFn
 from ..controlnet_core.flux import PATCH as FLUX_PATCH
 from ..controlnet_core.flux import FluxControlNet, expand_to_base
 from ..controlnet_core.residuals import ControlResiduals
 from ..controlnet_core.sd3 import SD3ControlNet, expand_to_joint_blocks
 from ..controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
+from . import compat
 from .base import NodeInputError
 
 TRANSFORMER_FAMILIES = ("flux", "sd3")
@@ -52,6 +54,8 @@ class FamilyBinding:
             for :math:`(B, C, H, W)` maps.
         expand: spreads the control's own (already weighted) residuals over the base model's
             blocks; None = they already match.
+        attention: the attention kernel the forward takes (ComfyUI's, as the base model beside it
+            uses); None for forwards without one.
     """
 
     input_popped: bool = True
@@ -62,6 +66,7 @@ class FamilyBinding:
     cond_keys: Tuple[str, ...] = ()
     patch: Optional[int] = None
     expand: Optional[Callable[[ControlResiduals], ControlResiduals]] = None
+    attention: Optional[AttentionFn] = None
 
     def hint_size(self, net: torch.nn.Module, height: int, width: int) -> Tuple[int, int]:
         """Control-image size for a latent of ``height`` x ``width``."""
@@ -181,6 +186,7 @@ def _bind_flux(net: FluxControlNet, control, dm, model, vae, node_id: str) -> Fa
         cond_keys=("guidance",) if cfg.guidance_embed else (),
         patch=FLUX_PATCH,
         expand=lambda res: expand_to_base(res, num_double, num_single, repeat_mode=cfg.repeat_mode),
+        attention=compat.attention_kernel(),
     )
 
 
@@ -197,6 +203,7 @@ def _bind_sd3(net: SD3ControlNet, control, dm, vae, node_id: str) -> FamilyBindi
         encode_hint=lambda image: hint_latent(_encode(vae, sd35_hint_pixels(image, cfg.control_type)).float(), cfg),
         patch=cfg.patch_size,
         expand=lambda res: expand_to_joint_blocks(res, blocks, cfg.layout, SD3_JOINT_BLOCK_RULES[cfg.layout]),
+        attention=compat.attention_kernel(),
     )
 
 

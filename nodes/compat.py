@@ -83,3 +83,14 @@ def model_dtype(model):
     """The dtype the MODEL computes in, as ComfyUI's own Control-LoRA takes it: the manual-cast dtype
     when weights are stored in another one (``manual_cast_dtype``, 2024-01 builds on), else theirs."""
     return getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()
+
+
+def attention_kernel():
+    """ComfyUI's attention as the core's ``AttentionFn``: the kernel its Flux and MMDiT call
+    (``optimized_attention``, picked by its launch options: PyTorch, xformers, SageAttention, split...).
+    Every build with Flux or SD3 takes ``skip_reshape``."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    def attend(q, k, v):
+        return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)
+    return attend

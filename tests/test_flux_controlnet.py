@@ -145,6 +145,22 @@ def test_a_cached_hint_embedding_gives_identical_residuals():
     assert all(torch.equal(a, b) for a, b in zip(fresh.tensors, cached.tensors))
 
 
+def test_every_attention_goes_through_the_given_kernel_with_the_same_result():
+    ours = _load(tiny_flux_controlnet())
+    x, t, context, hint, pooled = _args_with_latent_hint()
+    calls = []
+
+    def explicit_softmax(q, k, v):
+        calls.append(q.shape)
+        weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+        return (weights @ v).transpose(1, 2).flatten(2)
+
+    default = ours(x, t, context, hint, pooled)
+    routed = ours(x, t, context, hint, pooled, attention=explicit_softmax)
+    assert len(calls) == ours.config.depth + ours.config.depth_single_blocks
+    assert _max_diff(default.tensors, routed.tensors) <= 1e-5
+
+
 def test_one_hint_serves_every_row_of_the_batch():
     ours = _load(tiny_flux_controlnet())
     x, t, context, hint, pooled = _args_with_latent_hint()

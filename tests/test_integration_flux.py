@@ -198,3 +198,25 @@ def test_soft_control_modes_are_refused_on_flux(nodes, natives, model):
     with pytest.raises(ValueError, match="control_mode: .*balanced"):
         _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 1.0, 0.0, 1.0,
               "my prompt is more important", "crop", MODEL_SIGMA)
+
+
+def test_the_controlnet_attends_with_comfyuis_attention_kernel(nodes, natives, model, monkeypatch):
+    """ComfyUI picks the kernel at launch (PyTorch, xformers, SageAttention, split); the ControlNet uses
+    the one its Flux uses, so each of its blocks adds one call per model call."""
+    import comfy.ldm.modules.attention as attention
+    calls = []
+    kernel = attention.optimized_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "optimized_attention", counting)
+    monkeypatch.setattr("comfy.ldm.flux.math.optimized_attention", counting)
+    run = {**RUN, "cfg": 1.0}  # one model call per step
+    comfy_host.sample(model, _flux_conditioning(1), _flux_conditioning(2), **run)
+    base_calls = len(calls)
+    calls.clear()
+    comfy_host.sample(_ours(nodes, model, "xlabs.safetensors"), _flux_conditioning(1), _flux_conditioning(2), **run)
+    net = natives["xlabs.safetensors"]
+    assert len(calls) - base_calls == run["steps"] * (len(net.double_blocks) + len(net.single_blocks))
