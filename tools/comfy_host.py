@@ -27,6 +27,12 @@ TINY_UNET_CONFIG = {
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
 }
 
+# Flux dev-shaped (guidance embedding, 16 latent channels, 2x2 patches) at a tiny width; the text and pooled
+# widths match TinyClip's.
+TINY_FLUX_PARAMS = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32, "hidden_size": 32,
+                    "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 4, "axes_dim": [4, 4, 8],
+                    "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+
 # SDXL-shaped: 3 levels, no attention on the first, linear projections, 64-channel heads, y vector.
 TINY_SDXL_CONFIG = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
@@ -60,6 +66,9 @@ def boot():
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (after args.cpu, so it picks the CPU)
+    if (Path(root) / "utils" / "__init__.py").exists():
+        # main.py imports ComfyUI's utils package before nodes.py puts comfy/ (and its utils.py) first on sys.path
+        importlib.import_module("utils")
     import folder_paths
     import nodes
     scratch = Path(tempfile.mkdtemp(prefix="cnr-comfy-"))
@@ -88,6 +97,8 @@ def node_defaults(node_class) -> dict:
                 values[name] = options["default"]
             elif isinstance(kind, (list, tuple)) and kind:
                 values[name] = kind[0]
+            elif kind == "COMBO" and options.get("options"):
+                values[name] = options["options"][0]
     return values
 
 
@@ -168,13 +179,16 @@ def sample(model, positive, negative, steps=6, cfg=7.0, denoise=1.0, seed=0, lat
                                denoise=denoise, seed=seed, disable_pbar=True)
 
 
-def tiny_vae(seed: int = 0):
-    """ComfyUI's VAE wrapper around TAESD (8x, 4 latent channels) with seeded random weights."""
+def tiny_vae(seed: int = 0, latent_channels: int = 4):
+    """ComfyUI's VAE wrapper around TAESD (8x; 4 latent channels, or 16 as Flux's and SD3's) with seeded
+    random weights."""
     _comfyui()
     import comfy.sd
     import comfy.taesd.taesd
     gen = torch.Generator().manual_seed(seed)
-    state = comfy.taesd.taesd.TAESD().state_dict()
+    # The 2024 CI host's TAESD has no latent_channels argument.
+    taesd = comfy.taesd.taesd.TAESD(**({} if latent_channels == 4 else {"latent_channels": latent_channels}))
+    state = taesd.state_dict()
     # ComfyUI builds layers without initialising them: give every weight seeded values, keep scale/shift.
     state = {k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05 for k, v in state.items()}
     vae = comfy.sd.VAE(sd=state)
@@ -245,10 +259,50 @@ def tiny_union_state_dict(seed: int = 0):
     return {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in net.state_dict().items()}
 
 
+def _randomize_flux(module, seed: int):
+    """Every parameter random; QK-norm scales near 1 so that attention (and its rotary positions) matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + 0.1 * noise if name.endswith(("_norm.scale", "norm_q.weight", "norm_k.weight",
+                                                      "norm_added_q.weight", "norm_added_k.weight")) else 0.05 * noise)
+    return module
+
+
+def tiny_flux(seed: int = 0):
+    """ComfyUI's own Flux dev MODEL (model_base.Flux in a ModelPatcher) at a tiny width, 2 + 4 blocks."""
+    _comfyui()
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    model = comfy.supported_models.Flux({**TINY_FLUX_PARAMS, "image_model": "flux"}).get_model({})
+    _randomize_flux(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def tiny_flux_union_state_dict(seed: int = 0):
+    """Diffusers-layout weights of an InstantX-style Flux Union ControlNet (10 modes, latent hint) sized for
+    :func:`tiny_flux`, built with diffusers' own class and randomised."""
+    from diffusers import FluxControlNetModel
+    width = TINY_FLUX_PARAMS["hidden_size"]
+    torch.manual_seed(seed)
+    net = FluxControlNetModel(patch_size=1, in_channels=4 * TINY_FLUX_PARAMS["in_channels"], num_layers=2,
+                              num_single_layers=2, num_attention_heads=TINY_FLUX_PARAMS["num_heads"],
+                              attention_head_dim=width // TINY_FLUX_PARAMS["num_heads"],
+                              joint_attention_dim=TINY_FLUX_PARAMS["context_in_dim"],
+                              pooled_projection_dim=TINY_FLUX_PARAMS["vec_in_dim"], guidance_embeds=True,
+                              axes_dims_rope=list(TINY_FLUX_PARAMS["axes_dim"]), num_mode=10)
+    return {k: v.contiguous() for k, v in _randomize_flux(net, seed + 1).state_dict().items()}
+
+
 def tiny_control_file(name: str, seed: int):
     """The tiny stand-in for a control-model file, chosen by the words its name carries (test tooling: the
     pack itself never reads a file name)."""
     lowered = name.lower()
+    if "flux" in lowered:
+        return tiny_flux_union_state_dict(seed)
     if "union" in lowered:
         return tiny_union_state_dict(seed)
     if "t2i" in lowered:
@@ -286,23 +340,41 @@ class TinyClip:
         return [[cond, {"pooled_output": pooled}]]
 
 
-def write_tiny_model_files(folder: Path, checkpoints, controlnets) -> None:
-    """Model files under ``folder``: each ControlNet name a tiny seeded ControlNet (one seed per name, in
-    sorted order), each checkpoint name an empty placeholder (the loader :func:`use_tiny_checkpoints`
-    installs ignores what it reads)."""
+# Which model folder each file input of the loaders names (ComfyUI's current folder names).
+MODEL_FILE_INPUTS = {"ckpt_name": "checkpoints", "control_net_name": "controlnet", "unet_name": "diffusion_models",
+                     "clip_name1": "text_encoders", "clip_name2": "text_encoders", "vae_name": "vae"}
+
+
+def model_files(prompts) -> dict:
+    """``{folder: {file names}}`` of every model file the API-format ``prompts`` name."""
+    files = {}
+    for prompt in prompts:
+        for node in prompt.values():
+            for name, value in node["inputs"].items():
+                if name in MODEL_FILE_INPUTS and isinstance(value, str):
+                    files.setdefault(MODEL_FILE_INPUTS[name], set()).add(value)
+    return files
+
+
+def write_tiny_model_files(folder: Path, files: dict) -> None:
+    """Model files under ``folder/<kind>``: each ControlNet name a tiny seeded control model (one seed per
+    name, in sorted order), every other name an empty placeholder (the loaders :func:`use_tiny_loaders`
+    installs ignore what they read)."""
     from safetensors.torch import save_file
-    for kind in ("checkpoints", "controlnet"):
+    for kind, names in files.items():
         (folder / kind).mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(sorted(set(controlnets))):
-        save_file(tiny_control_file(name, seed=i), str(folder / "controlnet" / name))
-    for name in set(checkpoints):
-        (folder / "checkpoints" / name).write_bytes(b"")
+        for i, name in enumerate(sorted(names)):
+            if kind == "controlnet":
+                save_file(tiny_control_file(name, seed=i), str(folder / kind / name))
+            else:
+                (folder / kind / name).write_bytes(b"")
 
 
-def use_tiny_checkpoints(nodes) -> None:
-    """ComfyUI's CheckpointLoaderSimple (in ``nodes``, ComfyUI's module) then returns (tiny UNet, TinyClip,
-    TAESD VAE) for every checkpoint file, SDXL-shaped for SDXL names; its inputs, and every other node, stay
-    ComfyUI's own."""
+def use_tiny_loaders(nodes) -> None:
+    """ComfyUI's model loaders (in ``nodes``, ComfyUI's module) then return tiny stand-ins whatever file they
+    are given: CheckpointLoaderSimple (tiny UNet, TinyClip, TAESD VAE), SDXL-shaped for SDXL names;
+    UNETLoader a tiny Flux; DualCLIPLoader a TinyClip; VAELoader a 16-channel TAESD. Their inputs, and every
+    other node, stay ComfyUI's own."""
     vae = tiny_vae()
     models = {False: (tiny_unet(), TinyClip(), vae),
               True: (tiny_unet(sdxl=True), TinyClip(TINY_SDXL_CONFIG["adm_in_channels"] - 6 * 256), vae)}
@@ -313,22 +385,38 @@ def use_tiny_checkpoints(nodes) -> None:
 
     nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = TinyCheckpointLoader
 
+    class TinyUNETLoader(nodes.UNETLoader):
+        def load_unet(self, *args, **kwargs):
+            return (tiny_flux(),)
+
+    class TinyDualCLIPLoader(nodes.DualCLIPLoader):
+        def load_clip(self, *args, **kwargs):
+            return (TinyClip(TINY_FLUX_PARAMS["vec_in_dim"]),)
+
+    class TinyVAELoader(nodes.VAELoader):
+        def load_vae(self, *args, **kwargs):
+            return (tiny_vae(latent_channels=TINY_FLUX_PARAMS["in_channels"]),)
+
+    nodes.NODE_CLASS_MAPPINGS.update(UNETLoader=TinyUNETLoader, DualCLIPLoader=TinyDualCLIPLoader,
+                                     VAELoader=TinyVAELoader)
+
 
 def install_tiny_models(workflows, folder: Path):
-    """Make every model a set of workflows names exist as tiny seeded stand-ins.
+    """Make every model a set of UI-format workflows names exist as tiny seeded stand-ins.
 
-    Checkpoints named by CheckpointLoaderSimple load as (tiny UNet, TinyClip, TAESD VAE); ControlNet
-    files named by CNR_ControlNetLoader are written as tiny ControlNets. ComfyUI's own nodes,
+    Model files are written under ``folder`` (:func:`write_tiny_model_files`) and added to ComfyUI's
+    search paths; the loaders return tiny models (:func:`use_tiny_loaders`). ComfyUI's own nodes,
     executor and samplers run unchanged.
     """
+    import workflow_runner
     nodes = boot()
+    init_builtin_extras(nodes)
     import folder_paths
-    names = {"CheckpointLoaderSimple": set(), "CNR_ControlNetLoader": set()}
-    for workflow in workflows:
-        for node in workflow["nodes"]:
-            if node["type"] in names:
-                names[node["type"]].add(node["widgets_values"][0])
-    write_tiny_model_files(folder, names["CheckpointLoaderSimple"], names["CNR_ControlNetLoader"])
-    for kind in ("checkpoints", "controlnet"):
+    known = nodes.NODE_CLASS_MAPPINGS
+    prompts = [workflow_runner.to_api_prompt({**w, "nodes": [n for n in w["nodes"] if n["type"] in known]}, known)
+               for w in workflows]
+    files = model_files(prompts)
+    write_tiny_model_files(folder, files)
+    for kind in files:
         folder_paths.add_model_folder_path(kind, str(folder / kind))
-    use_tiny_checkpoints(nodes)
+    use_tiny_loaders(nodes)

@@ -6,12 +6,13 @@ the other with each node's ``INPUT_TYPES`` (widget values in input order, plus t
 values: the seed's "control after generate" and the image-upload button).
 """
 import asyncio
+import inspect
 import json
 import uuid
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")  # COMBO: newer nodes' choice lists
 MUTED_MODES = (2, 4)  # never / bypass
 
 
@@ -84,6 +85,13 @@ def shrink(prompt: dict, size: int, steps: int) -> dict:
     return out
 
 
+def output_size(prompt: dict, image_size: int, generated: int) -> int:
+    """Side of the image a shrunk prompt saves: the input image's when it refines that image (img2img, paste-back),
+    else the generated latent's."""
+    refines = any(node["class_type"] in ("VAEEncode", "CNR_PaddedPaste") for node in prompt.values())
+    return image_size if refines else generated
+
+
 def load_workflow(path) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -116,7 +124,12 @@ def execute(prompt: dict) -> dict:
         valid = execution.validate_prompt(prompt)
     if not valid[0]:
         raise RuntimeError(f"ComfyUI rejected the prompt: {valid[1]} {json.dumps(valid[3], default=str)[:2000]}")
-    executor = execution.PromptExecutor(_SilentServer())
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+        # From late 2025 the executor reads cache_args["ram"] after each node, and main.py always passes them.
+        from comfy.cli_args import args
+        executor = execution.PromptExecutor(_SilentServer(), cache_args={"lru": args.cache_lru, "ram": args.cache_ram})
+    else:
+        executor = execution.PromptExecutor(_SilentServer())
     executor.execute(prompt, prompt_id, {}, valid[2])
     if not executor.success:
         errors = [m for m in executor.status_messages if m[0] == "execution_error"]
