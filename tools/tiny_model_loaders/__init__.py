@@ -1,7 +1,7 @@
 """Test scaffolding, loaded as a custom node only by test servers (tools/comfy_server.py ``extra_custom_nodes``).
 
-ComfyUI's CheckpointLoaderSimple then returns tiny seeded stand-ins (tools/comfy_host.py), as it does in
-the in-process tests: no weights can be downloaded where the tests run. Never installed with the pack.
+ComfyUI's model loaders then return tiny seeded stand-ins (tools/comfy_host.py), as they do in the
+in-process tests: no weights can be downloaded where the tests run. Never installed with the pack.
 """
 import sys
 from pathlib import Path
@@ -12,6 +12,6 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 import comfy_host  # noqa: E402
 import nodes  # noqa: E402  (ComfyUI's own module, already imported by the running server)
 
-comfy_host.use_tiny_checkpoints(nodes)
+comfy_host.use_tiny_loaders(nodes)
 
 NODE_CLASS_MAPPINGS = {}
