@@ -335,15 +335,18 @@ class FluxControlNet(nn.Module):
             txt = torch.cat((modes.to(dtype), txt), dim=1)
         rope = rope_frequencies(_position_ids(txt.shape[1], grid, x.device), self.config.axes_dim, self.config.theta)
 
-        double = []
-        for block, project in zip(self.double_blocks, self.controlnet_blocks):
-            img, txt = block(img, txt, vec, rope, attention)
+        # Residuals come from image tokens only: after the last block, text tokens are dead weight.
+        double, text_len = [], txt.shape[1]
+        for i, (block, project) in enumerate(zip(self.double_blocks, self.controlnet_blocks)):
+            last = i == len(self.double_blocks) - 1 and not self.single_blocks
+            img, txt = block(img, txt, vec, rope, attention, image_only=last)
             double.append(self._residual(project, img))
-        joint = torch.cat((txt, img), dim=1)
+        joint = img if txt is None else torch.cat((txt, img), dim=1)
         single = []
-        for block, project in zip(self.single_blocks, self.controlnet_single_blocks):
-            joint = block(joint, vec, rope, attention)
-            single.append(self._residual(project, joint[:, txt.shape[1]:]))
+        for i, (block, project) in enumerate(zip(self.single_blocks, self.controlnet_single_blocks)):
+            last = i == len(self.single_blocks) - 1
+            joint = block(joint, vec, rope, attention, keep_from=text_len if last else 0)
+            single.append(self._residual(project, joint if last else joint[:, text_len:]))
         return ControlResiduals(input=tuple(double), output=tuple(single))
 
     def _residual(self, project: nn.Linear, tokens: Tensor) -> Tensor:

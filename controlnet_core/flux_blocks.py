@@ -184,7 +184,8 @@ class DoubleStreamBlock(nn.Module):
         self.txt_mlp = _mlp(dim, mlp_hidden, kw)
 
     def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope: Rope,
-                attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Tensor]:
+                attention: AttentionFn = scaled_dot_product, *,
+                image_only: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
         """One block.
 
         Args:
@@ -193,9 +194,11 @@ class DoubleStreamBlock(nn.Module):
             vec: :math:`(B, D)` conditioning vector.
             rope: rotary frequencies of the text tokens followed by the image tokens.
             attention: the attention kernel.
+            image_only: skip the text stream's update after attention (nothing reads it after the
+                last block).
 
         Returns:
-            The updated ``(img, txt)``.
+            The updated ``(img, txt)``; ``txt`` is None when ``image_only``.
         """
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
@@ -206,6 +209,8 @@ class DoubleStreamBlock(nn.Module):
 
         img = img + i_gate1 * self.img_attn.proj(img_attn)
         img = img + i_gate2 * self.img_mlp(_modulate(img, i_shift2, i_scale2))
+        if image_only:
+            return img, None
         txt = txt + t_gate1 * self.txt_attn.proj(txt_attn)
         txt = txt + t_gate2 * self.txt_mlp(_modulate(txt, t_shift2, t_scale2))
         return img, txt
@@ -234,10 +239,23 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(dim // num_heads, **kw)
         self.modulation = Modulation(dim, 1, **kw)
 
-    def forward(self, x: Tensor, vec: Tensor, rope: Rope, attention: AttentionFn = scaled_dot_product) -> Tensor:
-        """:math:`(B, N, D)` joint tokens in and out; ``rope`` covers all :math:`N` tokens."""
+    def forward(self, x: Tensor, vec: Tensor, rope: Rope, attention: AttentionFn = scaled_dot_product, *,
+                keep_from: int = 0) -> Tensor:
+        """Joint tokens :math:`(B, N, D)` in; ``rope`` covers all :math:`N` tokens.
+
+        Returns the updated tokens from index ``keep_from`` on, :math:`(B, N - keep_from, D)`. Every
+        token is attended to, but the MLP and output projection run only for the tokens kept (after
+        the last block, the image tokens).
+        """
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([x.shape[-1] * 3, self.mlp_hidden], dim=-1)
+        h = _modulate(x, shift, scale)
+        dim = x.shape[-1]
+        if keep_from:
+            weight, bias = self.linear1.weight, self.linear1.bias
+            qkv = F.linear(h, weight[:3 * dim], None if bias is None else bias[:3 * dim])
+            mlp = F.linear(h[:, keep_from:], weight[3 * dim:], None if bias is None else bias[3 * dim:])
+        else:
+            qkv, mlp = self.linear1(h).split([3 * dim, self.mlp_hidden], dim=-1)
         q, k, v = qkv.unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
-        attn = _attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope, attention)
-        return x + gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=-1))
+        attn = _attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope, attention)[:, keep_from:]
+        return x[:, keep_from:] + gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=-1))
