@@ -1,15 +1,19 @@
 """Seconds per sampling step on Flux: no control, ComfyUI's own Flux ControlNet, and ControlNet Refine.
 
 A Flux base model at full width (3072, 24 heads) but reduced depth, and an InstantX-class latent-hint
-ControlNet (5 double, 10 single blocks) at the same width, random weights, one small latent, cfg 1
+ControlNet (5 double, 10 single blocks) at the same width, random weights, one small latent, 256 text
+tokens (ComfyUI's minimum for Flux's T5), cfg 1
 (Flux dev: one model call per step), euler. Both ControlNet paths get the same 16-channel VAE (a random
 TAESD) for the hint, encoded once. Configurations run interleaved, round after round, after one
 warm-up round; per-step times come from the sampler's step callback. Needs a current ComfyUI
-(``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything. A full-width run
-needs some 20 GB of memory; ``--width 256 --heads 2`` and fewer blocks give a quick smoke run.
+(``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything.
+
+Weights are bfloat16 by default, as Flux is run: at full width the ControlNet alone is 3.1 B parameters,
+held twice (ComfyUI's copy and ours), so a float32 run needs some 32 GB and a bfloat16 one some 16 GB.
+``--width 256 --heads 2`` and fewer blocks give a quick smoke run.
 
     COMFYUI_PATH=... python bench/bench_flux.py [--width 3072] [--heads 24] [--double 2] [--single 4]
-        [--cn-double 5] [--cn-single 10] [--latent 32] [--steps 4] [--rounds 2]
+        [--cn-double 5] [--cn-single 10] [--latent 32] [--steps 4] [--rounds 2] [--dtype bfloat16]
 """
 import argparse
 import statistics
@@ -26,6 +30,8 @@ sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
 
 TEXT_DIM, POOLED_DIM = 4096, 768
+TEXT_TOKENS = 256  # ComfyUI pads Flux's T5 tokens to at least 256
+DTYPE_FLAGS = {"bfloat16": "bf16_unet", "float16": "fp16_unet", "float32": "fp32_unet"}
 
 
 def _params(width: int, heads: int, double: int, single: int) -> dict:
@@ -47,6 +53,7 @@ def _random(module, seed: int):
 
 def build(args, folder: Path):
     nodes = comfy_host.boot()
+    import comfy.cli_args
     import comfy.controlnet
     import comfy.latent_formats
     import comfy.ldm.flux.controlnet
@@ -59,13 +66,18 @@ def build(args, folder: Path):
     import folder_paths
     from safetensors.torch import save_file
 
-    base = comfy.supported_models.Flux({**_params(args.width, args.heads, args.double, args.single),
-                                        "image_model": "flux"}).get_model({})
+    # The loaders (ComfyUI's and ours) then pick this dtype, as they would on a GPU that computes in it.
+    setattr(comfy.cli_args.args, DTYPE_FLAGS[args.dtype], True)
+    dtype = mm.unet_dtype()
+    config = comfy.supported_models.Flux({**_params(args.width, args.heads, args.double, args.single),
+                                          "image_model": "flux"})
+    config.set_inference_dtype(dtype, None)
+    base = config.get_model({})
     _random(base.diffusion_model, 0)
     model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
                                              offload_device=mm.unet_offload_device())
     net = comfy.ldm.flux.controlnet.ControlNetFlux(
-        latent_input=True, control_latent_channels=16, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+        latent_input=True, control_latent_channels=16, operations=comfy.ops.disable_weight_init, dtype=dtype,
         device="cpu", **_params(args.width, args.heads, args.cn_double, args.cn_single))
     _random(net, 1)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "flux_bench.safetensors"))
@@ -95,6 +107,7 @@ def run(model, pos, neg, latent, steps):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
     for name, default in (("width", 3072), ("heads", 24), ("double", 2), ("single", 4), ("cn-double", 5),
                           ("cn-single", 10), ("latent", 32), ("steps", 4), ("rounds", 2)):
         parser.add_argument(f"--{name}", type=int, default=default)
@@ -102,9 +115,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         nodes, model, native, ours, vae, (n_base, n_net) = build(args, Path(tmp))
         gen = torch.Generator().manual_seed(1)
-        pos = [[torch.randn(1, 16, TEXT_DIM, generator=gen),
+        pos = [[torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=gen),
                 {"pooled_output": torch.randn(1, POOLED_DIM, generator=gen), "guidance": 3.5}]]
-        neg = [[torch.randn(1, 16, TEXT_DIM, generator=gen), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
+        neg = [[torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=gen), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
         latent = torch.zeros(1, 16, args.latent, args.latent)
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
         npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
@@ -121,8 +134,8 @@ def main() -> None:
                     times[name] += step_times[1:]  # the first step also encodes the hint
     print(f"Flux base {n_base / 1e6:.0f}M ({args.double} double, {args.single} single blocks) + ControlNet "
           f"{n_net / 1e6:.0f}M ({args.cn_double} + {args.cn_single}) params, width {args.width}, random; latent "
-          f"{args.latent}x{args.latent}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds (+1 warm-up, first "
-          f"step of each run left out), torch threads {torch.get_num_threads()}, median seconds per step")
+          f"{args.latent}x{args.latent}, {args.dtype}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds (+1 "
+          f"warm-up, first step of each run left out), torch threads {torch.get_num_threads()}, median s per step")
     base = statistics.median(times["no control"])
     native_s = statistics.median(times["ComfyUI Flux ControlNet"])
     print(f"{'configuration':<28}{'s/step':>8}{'x no control':>14}{'x ComfyUI':>11}")
