@@ -13,7 +13,7 @@ from example_images import INPAINT, hole, write_examples
 pytestmark = pytest.mark.comfy
 
 WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
-USER_FILE_INPUTS = {"ckpt_name", "control_net_name", "image"}  # lists of the user's own files
+USER_FILE_INPUTS = set(comfy_host.MODEL_FILE_INPUTS) | {"image"}  # lists of the user's own files
 # Tiny stand-in models run the graphs as shipped but smaller: attention over a 512 px latent costs
 # minutes on a CPU. Inputs are IMAGE_SIZE px; latents and crops GENERATED px; STEPS steps.
 IMAGE_SIZE, GENERATED, STEPS = 192, 128, 4
@@ -29,7 +29,7 @@ def classes():
 def test_the_promised_workflows_ship_with_previews():
     names = {p.stem for p in WORKFLOW_FILES}
     assert names == {"controlnet_txt2img", "controlnet_img2img", "controlnet_inpaint", "controlnet_stacked_windows",
-                     "union_sdxl_two_types", "t2i_adapter_txt2img"}
+                     "union_sdxl_two_types", "t2i_adapter_txt2img", "flux_controlnet_img2img"}
     for path in WORKFLOW_FILES:
         assert path.with_suffix(".png").is_file(), f"{path.name} has no preview PNG"
 
@@ -37,9 +37,10 @@ def test_the_promised_workflows_ship_with_previews():
 def _check_widget(node, name, spec, value):
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     where = f"node {node['id']} ({node['type']}) widget {name}"
-    if isinstance(spec[0], (list, tuple)):
+    choices = spec[0] if isinstance(spec[0], (list, tuple)) else options.get("options") if spec[0] == "COMBO" else None
+    if choices is not None:
         if name not in USER_FILE_INPUTS:
-            assert value in spec[0], f"{where}: {value!r} is not one of {spec[0]}"
+            assert value in choices, f"{where}: {value!r} is not one of {choices}"
     elif spec[0] in ("INT", "FLOAT"):
         assert isinstance(value, (int, float)) and not isinstance(value, bool), where
         assert options.get("min", -np.inf) <= value <= options.get("max", np.inf), f"{where}: {value} out of range"
@@ -49,9 +50,18 @@ def _check_widget(node, name, spec, value):
         assert isinstance(value, str), where
 
 
+def skip_where_the_host_lacks_its_nodes(workflow, classes) -> None:
+    """The 2024 CI host predates Flux (UNETLoader's Flux weights, FluxGuidance): a Flux workflow runs on a
+    current ComfyUI only. Anywhere else an unknown node type is a broken workflow."""
+    missing = sorted({node["type"] for node in workflow["nodes"]} - set(classes))
+    if missing and not comfy_host.is_current_host():
+        pytest.skip(f"the CI host's 2024 ComfyUI lacks {', '.join(missing)}: set COMFYUI_PATH to a current ComfyUI")
+
+
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_workflow_nodes_links_and_widgets_match_input_types(path, classes):
     workflow = json.loads(path.read_text())
+    skip_where_the_host_lacks_its_nodes(workflow, classes)
     nodes = {n["id"]: n for n in workflow["nodes"]}
     for node in workflow["nodes"]:
         assert node["type"] in classes, f"unknown node type {node['type']}"
@@ -87,12 +97,14 @@ def tiny_comfy(classes, tmp_path_factory):
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_workflow_runs_headless_in_comfyui_executor(path, classes, tiny_comfy):
-    prompt = workflow_runner.to_api_prompt(json.loads(path.read_text()), classes)
+    workflow = json.loads(path.read_text())
+    skip_where_the_host_lacks_its_nodes(workflow, classes)
+    prompt = workflow_runner.to_api_prompt(workflow, classes)
     outputs = workflow_runner.execute(workflow_runner.shrink(prompt, GENERATED, STEPS))
     saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
     assert len(saved) == 1
     result = np.asarray(Image.open(tiny_comfy / "output" / saved[0]["subfolder"] / saved[0]["filename"]))
-    expected = IMAGE_SIZE if path.stem in ("controlnet_img2img", "controlnet_inpaint") else GENERATED
+    expected = workflow_runner.output_size(prompt, IMAGE_SIZE, GENERATED)
     assert result.shape == (expected, expected, 3) and result.std() > 0
     if path.stem == "controlnet_inpaint":
         source = np.asarray(Image.open(tiny_comfy / "input" / INPAINT).convert("RGB"))

@@ -2,9 +2,10 @@
 ComfyUI) and API format in workflows/api/ (the /prompt body, for tools/run_workflow.py and job queues).
 
 Widget values are laid out from each node's INPUT_TYPES in the running ComfyUI (defaults where a
-description gives none), so the files match what the frontend itself saves.
+description gives none), so the files match what the frontend itself saves. The Flux workflow needs a
+ComfyUI with Flux (``COMFYUI_PATH``); names given write only those workflows.
 
-    python tools/make_workflows.py
+    python tools/make_workflows.py [NAME ...]
 """
 import json
 import sys
@@ -118,6 +119,36 @@ WORKFLOWS = {
         dict(id=11, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_t2i_adapter"},
              links={"images": (10, 0)}),
     ],
+    # Flux dev: diffusion model, text encoders and VAE in separate files; cfg 1 (guidance distilled, so the
+    # empty negative prompt is never evaluated); a union ControlNet that takes its hint as a VAE latent.
+    "flux_controlnet_img2img": [
+        dict(id=1, type="UNETLoader", col=0, row=0, widgets={"unet_name": "flux1-dev.safetensors"}),
+        dict(id=2, type="DualCLIPLoader", col=0, row=1,
+             widgets={"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}),
+        dict(id=3, type="VAELoader", col=0, row=2, widgets={"vae_name": "ae.safetensors"}),
+        dict(id=4, type="CLIPTextEncode", col=1, row=0, widgets={"text": POSITIVE}, links={"clip": (2, 0)}),
+        dict(id=5, type="FluxGuidance", col=2, row=0, widgets={"guidance": 3.5}, links={"conditioning": (4, 0)}),
+        dict(id=6, type="CLIPTextEncode", col=1, row=1, widgets={"text": ""}, links={"clip": (2, 0)}),
+        dict(id=7, type="LoadImage", col=0, row=3, widgets={"image": PHOTO}),
+        dict(id=8, type="Canny", col=1, row=3, links={"image": (7, 0)}),
+        dict(id=9, type="CNR_ControlNetLoader", col=1, row=2,
+             widgets={"control_net_name": "FLUX.1-dev-Controlnet-Union.safetensors"}),
+        dict(id=10, type="CNR_HintVAE", col=2, row=2, links={"controlnet": (9, 0), "vae": (3, 0)}),
+        dict(id=11, type="CNR_FluxUnionMode", col=2, row=3, widgets={"mode": "canny"},
+             links={"controlnet": (10, 0)}),
+        dict(id=12, type=APPLY, col=3, row=0, widgets={"strength": 0.6},
+             links={"model": (1, 0), "controlnet": (11, 0), "image": (8, 0)}),
+        dict(id=13, type="VAEEncode", col=2, row=1, links={"pixels": (7, 0), "vae": (3, 0)}),
+        dict(id=14, type="CNR_Img2ImgStrength", col=3, row=2,
+             widgets={"scheduler": "simple", "steps": 28, "strength": 0.75}, links={"model": (12, 0)}),
+        dict(id=15, type="KSamplerSelect", col=3, row=3, widgets={"sampler_name": "euler"}),
+        dict(id=16, type="SamplerCustom", col=4, row=0, widgets={"noise_seed": 42, "cfg": 1.0},
+             links={"model": (12, 0), "positive": (5, 0), "negative": (6, 0), "sampler": (15, 0),
+                    "sigmas": (14, 0), "latent_image": (13, 0)}),
+        dict(id=17, type="VAEDecode", col=4, row=2, links={"samples": (16, 0), "vae": (3, 0)}),
+        dict(id=18, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_flux_img2img"},
+             links={"images": (17, 0)}),
+    ],
     "controlnet_stacked_windows": common() + canny_control() + [
         dict(id=7, type="CNR_ControlNetLoader", col=1, row=4,
              widgets={"control_net_name": "control_v11f1p_sd15_depth.safetensors"}),
@@ -141,6 +172,8 @@ def default_value(name, spec):
         return options["default"]
     if isinstance(spec[0], (list, tuple)):
         return spec[0][0] if spec[0] else ""
+    if spec[0] == "COMBO":
+        return (options.get("options") or [""])[0]
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[spec[0]]
 
 
@@ -183,12 +216,14 @@ def build(description, classes) -> dict:
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-def main() -> None:
+def main(names) -> None:
     nodes = comfy_host.boot()
     comfy_host.init_builtin_extras(nodes)
     out_dir = HERE.parent / "workflows"
     (out_dir / "api").mkdir(parents=True, exist_ok=True)
     for name, description in WORKFLOWS.items():
+        if names and name not in names:
+            continue
         workflow = build(description, nodes.NODE_CLASS_MAPPINGS)
         (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
         prompt = to_api_prompt(workflow, nodes.NODE_CLASS_MAPPINGS)
@@ -196,4 +231,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
