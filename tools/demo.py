@@ -79,11 +79,19 @@ def main() -> None:
     folder_paths.set_output_directory(str(out / "comfy_output"))
     folder_paths.set_input_directory(str(out / "input"))
     paths = sorted((HERE.parent / "workflows").glob("*.json"))
-    workflows = {p.stem: json.loads(p.read_text()) for p in paths}
+    workflows = {}
+    for path in paths:
+        workflow = json.loads(path.read_text())
+        missing = sorted({node["type"] for node in workflow["nodes"]} - set(nodes.NODE_CLASS_MAPPINGS))
+        if missing:
+            print(f"skipping {path.stem}: this ComfyUI has no {', '.join(missing)} (the Flux workflow needs a "
+                  "current ComfyUI: set COMFYUI_PATH)", flush=True)
+            continue
+        workflows[path.stem] = workflow
     real = args.models is not None
     inputs = write_examples(out / "input", 512 if real else args.size)
     if real:
-        for kind in ("checkpoints", "controlnet"):
+        for kind in sorted(set(comfy_host.MODEL_FILE_INPUTS.values())):
             folder_paths.add_model_folder_path(kind, str(Path(args.models) / kind))
     else:
         comfy_host.install_tiny_models(list(workflows.values()), out / "tiny_models")

@@ -4,9 +4,10 @@ node_previews/<frontend>-<version>/<node>.png, each CNR_ node as each frontend s
 Starts a ComfyUI with this pack on 127.0.0.1 (the CI host, or COMFYUI_PATH), opens it in headless
 Chromium, loads each workflow and screenshots the canvas; then screenshots every CNR_ node on every
 frontend of tools/frontends.py that can run here (the newest frontend, with Nodes 2.0 off and on, needs
-COMFYUI_PATH). Needs Chromium (Debian package) and playwright (test deps).
+COMFYUI_PATH). Needs Chromium (Debian package) and playwright (test deps). Workflow names given: only
+those workflows' pictures (the Flux workflow needs a host with Flux, COMFYUI_PATH).
 
-    python tools/render_previews.py
+    python tools/render_previews.py [NAME ...]
 """
 import json
 import logging
@@ -61,14 +62,19 @@ def render_nodes(p, frontend: frontends.Frontend) -> None:
         browser.close()
 
 
-def render_workflows(p) -> None:
-    workflows = sorted((HERE.parent / "workflows").glob("*.json"))
+def render_workflows(p, names=()) -> None:
+    workflows = [path for path in sorted((HERE.parent / "workflows").glob("*.json")) if not names or path.stem in names]
     with comfy_server.running_server() as (url, scratch):
         write_examples(scratch / "input")
         browser = p.chromium.launch(executable_path=comfy_server.chromium_path(), args=comfy_server.CHROMIUM_ARGS)
-        page = browser.new_page(viewport=SIZE)
-        page.goto(url, wait_until="networkidle")
-        page.wait_for_function("() => window.app && window.app.graph", timeout=60000)
+        page = frontends.open_page(browser, url, frontends.FRONTENDS[0], viewport=(SIZE["width"], SIZE["height"]))
+        # Current frontends drop text below a font size on screen and float a minimap over the canvas.
+        page.evaluate("""async () => {
+            const settings = app.extensionManager?.setting;
+            if (!settings) return;
+            await settings.set("LiteGraph.Canvas.MinFontSizeForLOD", 0);
+            await settings.set("Comfy.Minimap.Visible", false);
+        }""")
         page.add_style_tag(content=".comfy-menu, .comfy-settings-btn { display: none !important; }")
         for path in workflows:
             page.evaluate("(w) => { app.loadGraphData(w); }", json.loads(path.read_text()))
@@ -78,21 +84,24 @@ def render_workflows(p) -> None:
                 const x2 = Math.max(...nodes.map(n => n.pos[0] + n.size[0]));
                 const y2 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
                 const ds = app.canvas.ds;
-                ds.scale = Math.min(1.0, innerWidth / (x2 - Math.min(...xs) + 80),
-                                    innerHeight / (y2 - Math.min(...ys) + 120));
+                const box = app.canvas.canvas.getBoundingClientRect();
+                ds.scale = Math.min(1.0, box.width / (x2 - Math.min(...xs) + 80),
+                                    box.height / (y2 - Math.min(...ys) + 120));
                 ds.offset = [-Math.min(...xs) + 40, -Math.min(...ys) + 60];
                 app.graph.setDirtyCanvas(true, true);
             }""")
             page.wait_for_timeout(800)
-            page.locator("canvas").first.screenshot(path=str(path.with_suffix(".png")))
+            page.locator("#graph-canvas").screenshot(path=str(path.with_suffix(".png")))
         browser.close()
 
 
-def main() -> None:
+def main(names) -> None:
     from playwright.sync_api import sync_playwright
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with sync_playwright() as p:
-        render_workflows(p)
+        render_workflows(p, names)
+        if names:
+            return
         for frontend in frontends.FRONTENDS:
             reason = frontends.unavailable(frontend)
             if reason:
@@ -102,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
