@@ -137,6 +137,24 @@ def test_cached_hint_embedding_and_single_hint_broadcast_give_the_same_residuals
     assert _max_diff(broadcast.tensors, full.tensors) <= 1e-6
 
 
+@pytest.mark.parametrize("layout", ["instantx", "sd35"])
+def test_every_attention_goes_through_the_given_kernel_with_the_same_result(layout):
+    ours = _instantx_pair()[1] if layout == "instantx" else _sd35_trio()[2]
+    x, t, context, pooled, hint = sd3_inputs()
+    calls = []
+
+    def explicit_softmax(q, k, v):
+        calls.append(q.shape)
+        weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+        return (weights @ v).transpose(1, 2).flatten(2)
+
+    with torch.no_grad():
+        default = ours(x, t, context, hint, y=pooled)
+        routed = ours(x, t, context, hint, y=pooled, attention=explicit_softmax)
+    assert len(calls) == ours.config.num_layers
+    assert _max_diff(routed.tensors, default.tensors) <= 1e-5
+
+
 def test_sd35_forward_without_the_base_embedder_says_how_to_fix_it():
     reference = tiny_sd35(tiny_sd3_transformer())
     ours = build_sd35(sd35_reference_state_dict(reference), attention_head_dim=HEAD_DIM)
