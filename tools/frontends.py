@@ -69,7 +69,8 @@ def newest_static_dir() -> Path | None:
         return None
     if installed != pinned_version():
         return None
-    return _static_dir(Path(importlib.util.find_spec("comfyui_frontend_package").submodule_search_locations[0]))
+    package = Path(importlib.util.find_spec("comfyui_frontend_package").submodule_search_locations[0])
+    return _static_dir(package / "static")
 
 
 def unavailable(frontend: Frontend) -> str | None:
