@@ -91,6 +91,15 @@ def model_family(model) -> str:
     return "unet"
 
 
+def pixel_grid(model) -> int:
+    """Image pixels per side of one step of the MODEL's token grid: its VAE's downscale (8) times the
+    transformer's patch size (Flux and SD3: 2, so 16); UNets work per latent pixel (8)."""
+    downscale = getattr(model.model.latent_format, "spacial_downscale_ratio", 8)
+    if model_family(model) == "unet":
+        return downscale
+    return downscale * getattr(model.model.diffusion_model, "patch_size", 1)
+
+
 def _model_name(model) -> str:
     return type(model.model.model_config).__name__
 

@@ -16,6 +16,7 @@ from ..controlnet_core import crop as crop_ops
 from ..controlnet_core.crop import PASTE_MODES, long_side_size, plan_crop, snap
 from ..controlnet_core.resample import RESAMPLE_FILTERS, resize
 from .base import LOG, category
+from .bindings import pixel_grid
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 from .validation import check_broadcast, check_inputs, check_same_size
 
@@ -66,13 +67,19 @@ class PaddedCrop:
             },
             "optional": {
                 "context_mask": ("MASK", {"tooltip": "Extra area to include as context (not repainted)."}),
+                "model": ("MODEL", {"tooltip": "The model the crop is sampled with: sizes then snap to at least "
+                          "its patch grid in pixels (16 for Flux and SD3), whatever multiple says."}),
             },
         }
 
     def crop(self, image, mask, padding, size_mode, width, height, long_side, multiple, filter, paste_mode, feather,
-             context_mask=None):
+             context_mask=None, model=None):
         node = self.NODE_ID
         check_inputs(self, locals())
+        if model is not None and pixel_grid(model) > multiple:
+            LOG.info("%s: sizes snap to %d px, the model's patch grid (multiple was %d)", node, pixel_grid(model),
+                     multiple)
+            multiple = pixel_grid(model)
         pixels = image_to_bchw(image, node, "image")
         masks = mask_to_b1hw(mask, node, "mask")[:, 0]
         size = tuple(pixels.shape[-2:])

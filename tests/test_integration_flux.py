@@ -220,3 +220,13 @@ def test_the_controlnet_attends_with_comfyuis_attention_kernel(nodes, natives, m
     comfy_host.sample(_ours(nodes, model, "xlabs.safetensors"), _flux_conditioning(1), _flux_conditioning(2), **run)
     net = natives["xlabs.safetensors"]
     assert len(calls) - base_calls == run["steps"] * (len(net.double_blocks) + len(net.single_blocks))
+
+
+def test_a_flux_model_on_padded_crop_snaps_its_sizes_to_16_pixels(nodes, model):
+    gen = torch.Generator().manual_seed(4)
+    image, mask = torch.rand(1, 96, 128, 3, generator=gen), torch.zeros(96, 128)
+    mask[40:62, 50:84] = 1.0
+    native = {"padding": 16, "size_mode": "native (no resize)", "multiple": 8}
+    alone, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
+    snapped, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
+    assert alone.shape[1] % 16 and snapped.shape[1] % 16 == 0 and snapped.shape[2] % 16 == 0

@@ -124,3 +124,11 @@ def test_refine_nodes_do_not_mutate_their_inputs(nodes, vae):
     run_node("CNR_InpaintMaskPrep", image=image[:, :64, :64], mask=mask[:64, :64], vae=vae, grow=2, feather=8,
              invert=True)
     assert torch.equal(image, image_copy) and torch.equal(mask, mask_copy)
+
+
+def test_a_unet_model_on_padded_crop_keeps_the_8_pixel_multiple(nodes, model):
+    image, mask = _scene()
+    native = dict(CROP_64, size_mode="native (no resize)", multiple=8)
+    alone, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
+    with_model, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
+    assert with_model.shape == alone.shape and alone.shape[1] % 16 and alone.shape[2] % 8 == 0
