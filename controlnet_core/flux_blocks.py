@@ -241,11 +241,18 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x: Tensor, vec: Tensor, rope: Rope, attention: AttentionFn = scaled_dot_product, *,
                 keep_from: int = 0) -> Tensor:
-        """Joint tokens :math:`(B, N, D)` in; ``rope`` covers all :math:`N` tokens.
+        """One block over the joint text + image tokens.
 
-        Returns the updated tokens from index ``keep_from`` on, :math:`(B, N - keep_from, D)`. Every
-        token is attended to, but the MLP and output projection run only for the tokens kept (after
-        the last block, the image tokens).
+        Args:
+            x: :math:`(B, N, D)` joint tokens.
+            vec: :math:`(B, D)` conditioning vector.
+            rope: rotary frequencies of all :math:`N` tokens.
+            attention: the attention kernel.
+            keep_from: first token to return. Every token is attended to, but the MLP and output
+                projection run only for the tokens kept (after the last block, the image tokens).
+
+        Returns:
+            The updated tokens from ``keep_from`` on, :math:`(B, N - keep_from, D)`.
         """
         shift, scale, gate = self.modulation(vec)
         h = _modulate(x, shift, scale)

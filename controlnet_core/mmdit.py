@@ -159,7 +159,10 @@ class JointAttention(nn.Module):
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None,
                 attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Optional[Tensor]]:
-        """x :math:`(B, N, D)`, context :math:`(B, T, D)` or None; returns both updated streams."""
+        """Image tokens x :math:`(B, N, D)` and context :math:`(B, T, D)` or None; both updated streams out.
+
+        The attention runs through ``attention``.
+        """
         q, k, v = self._qkv(x, self.to_q, self.to_k, self.to_v, "")
         if context is None:
             return self.to_out[0](attention(q, k, v)), None
@@ -215,7 +218,10 @@ class JointBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor, c: Tensor,
                 attention: AttentionFn = scaled_dot_product) -> Tuple[Tensor, Tensor]:
-        """x :math:`(B, N, D)`, context :math:`(B, T, D)`, c :math:`(B, D)` -> (x, context)."""
+        """x :math:`(B, N, D)`, context :math:`(B, T, D)`, c :math:`(B, D)` -> (x, context).
+
+        Every attention runs through ``attention``.
+        """
         mod = self.norm1(c)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(c)
@@ -269,7 +275,7 @@ class SelfAttentionBlock(nn.Module):
         self.mlp = _MLP(dim, dtype, device)
 
     def forward(self, x: Tensor, c: Tensor, attention: AttentionFn = scaled_dot_product) -> Tensor:
-        """x :math:`(B, N, D)`, c :math:`(B, D)` -> :math:`(B, N, D)`."""
+        """x :math:`(B, N, D)`, c :math:`(B, D)` -> :math:`(B, N, D)`; the attention through ``attention``."""
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         x = x + gate[:, None] * self.attn(_modulate(_layer_norm(x), shift, scale), attention)
         return x + gate_mlp[:, None] * self.mlp(_modulate(_layer_norm(x), shift_mlp, scale_mlp))

@@ -20,7 +20,7 @@ from torch import Tensor
 import comfy.model_management
 
 from ..controlnet_core.attention import AttentionFn
-from ..controlnet_core.flux import PATCH as FLUX_PATCH
+from ..controlnet_core.flux_tokens import PATCH as FLUX_PATCH
 from ..controlnet_core.flux import FluxControlNet, expand_to_base
 from ..controlnet_core.residuals import ControlResiduals
 from ..controlnet_core.sd3 import SD3ControlNet, expand_to_joint_blocks

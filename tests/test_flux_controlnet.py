@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
-from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base, token_mask
+from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base
+from cnr_pack.controlnet_core.flux_tokens import token_mask
 from cnr_pack.controlnet_core.flux_loading import (build_flux_diffusers, build_flux_xlabs, claims_flux_diffusers,
                                                    claims_flux_mistoline, claims_flux_xlabs)
 from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
