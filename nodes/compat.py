@@ -87,9 +87,12 @@ def model_dtype(model):
 
 def attention_kernel():
     """ComfyUI's attention as the core's ``AttentionFn``: the kernel its Flux and MMDiT call
-    (``optimized_attention``, picked by its launch options: PyTorch, xformers, SageAttention, split...).
-    Every build with Flux or SD3 takes ``skip_reshape``."""
+    (``optimized_attention``, picked by its launch options: PyTorch, xformers, SageAttention, split...);
+    None (the core's PyTorch attention) on builds whose kernels take no ``skip_reshape`` (some 2024 ones).
+    Per-model overrides through ``transformer_options`` do not reach the ControlNet."""
     from comfy.ldm.modules.attention import optimized_attention
+    if "skip_reshape" not in inspect.signature(optimized_attention).parameters:
+        return None
 
     def attend(q, k, v):
         return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)

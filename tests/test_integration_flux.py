@@ -203,10 +203,13 @@ def test_soft_control_modes_are_refused_on_flux(nodes, natives, model):
 def test_the_controlnet_attends_with_comfyuis_attention_kernel(nodes, natives, model, monkeypatch):
     """ComfyUI picks the kernel at launch (PyTorch, xformers, SageAttention, split); the ControlNet uses
     the one its Flux uses, so each of its blocks adds one call per model call."""
+    import functools
+
     import comfy.ldm.modules.attention as attention
     calls = []
     kernel = attention.optimized_attention
 
+    @functools.wraps(kernel)  # keeps the kernel's signature, which the node layer inspects
     def counting(*args, **kwargs):
         calls.append(args[0].shape)
         return kernel(*args, **kwargs)
@@ -229,4 +232,18 @@ def test_a_flux_model_on_padded_crop_snaps_its_sizes_to_16_pixels(nodes, model):
     native = {"padding": 16, "size_mode": "native (no resize)", "multiple": 8}
     alone, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
     snapped, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
-    assert alone.shape[1] % 16 and snapped.shape[1] % 16 == 0 and snapped.shape[2] % 16 == 0
+    assert alone.shape[1] % 16, "the 8-pixel multiple alone must leave the 16-pixel grid"
+    assert snapped.shape[1] % 16 == 0 and snapped.shape[2] % 16 == 0
+
+
+def test_a_host_kernel_without_skip_reshape_is_not_used(nodes, monkeypatch):
+    """Some 2024 builds have SD3 but kernels that take no ``skip_reshape``: the core's own attention serves."""
+    import comfy.ldm.modules.attention as attention
+
+    from cnr_pack.nodes import compat
+
+    def old_kernel(q, k, v, heads, mask=None):
+        return q
+
+    monkeypatch.setattr(attention, "optimized_attention", old_kernel)
+    assert compat.attention_kernel() is None
