@@ -20,8 +20,8 @@ from torch import Tensor
 import comfy.model_management
 
 from ..controlnet_core.attention import AttentionFn
-from ..controlnet_core.flux_tokens import PATCH as FLUX_PATCH
 from ..controlnet_core.flux import FluxControlNet, expand_to_base
+from ..controlnet_core.flux_tokens import PATCH as FLUX_PATCH
 from ..controlnet_core.residuals import ControlResiduals
 from ..controlnet_core.sd3 import SD3ControlNet, expand_to_joint_blocks
 from ..controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
@@ -91,13 +91,14 @@ def model_family(model) -> str:
     return "unet"
 
 
+VAE_DOWNSCALE = 8  # image pixels per latent pixel for every family this pack controls
+
+
 def pixel_grid(model) -> int:
-    """Image pixels per side of one step of the MODEL's token grid: its VAE's downscale (8) times the
-    transformer's patch size (Flux and SD3: 2, so 16); UNets work per latent pixel (8)."""
-    downscale = getattr(model.model.latent_format, "spacial_downscale_ratio", 8)
-    if model_family(model) == "unet":
-        return downscale
-    return downscale * getattr(model.model.diffusion_model, "patch_size", 1)
+    """Image pixels per side of one step of the MODEL's token grid: the VAE's 8 times the transformer's
+    (integer) patch size (Flux and SD3: 2, so 16); UNets work per latent pixel (8)."""
+    patch = getattr(model.model.diffusion_model, "patch_size", None)
+    return VAE_DOWNSCALE * patch if isinstance(patch, int) else VAE_DOWNSCALE
 
 
 def _model_name(model) -> str:

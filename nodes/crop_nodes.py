@@ -76,10 +76,10 @@ class PaddedCrop:
              context_mask=None, model=None):
         node = self.NODE_ID
         check_inputs(self, locals())
-        if model is not None and pixel_grid(model) > multiple:
-            LOG.info("%s: sizes snap to %d px, the model's patch grid (multiple was %d)", node, pixel_grid(model),
-                     multiple)
-            multiple = pixel_grid(model)
+        grid = 0 if model is None else pixel_grid(model)
+        if grid > multiple:
+            LOG.info("%s: sizes snap to %d px, the model's patch grid (multiple was %d)", node, grid, multiple)
+            multiple = grid
         pixels = image_to_bchw(image, node, "image")
         masks = mask_to_b1hw(mask, node, "mask")[:, 0]
         size = tuple(pixels.shape[-2:])
