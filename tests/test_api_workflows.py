@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import run_workflow
 import workflow_runner
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, skip_where_the_host_lacks
 from example_images import PHOTO, write_examples
-from test_workflows import skip_where_the_host_lacks
 from PIL import Image
 
 pytestmark = pytest.mark.comfy
@@ -37,16 +36,16 @@ def host_classes():
     return nodes.NODE_CLASS_MAPPINGS
 
 
-def skip_where_the_host_lacks_its_nodes(prompt) -> None:
-    skip_where_the_host_lacks({node["class_type"] for node in prompt.values()}, host_classes())
+def skip_where_the_host_lacks_its_nodes(prompt, classes) -> None:
+    skip_where_the_host_lacks({node["class_type"] for node in prompt.values()}, classes)
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_is_its_ui_workflow_as_a_prompt(path):
-    prompt = json.loads(path.read_text())
-    skip_where_the_host_lacks_its_nodes(prompt)
+    prompt, classes = json.loads(path.read_text()), host_classes()
+    skip_where_the_host_lacks_its_nodes(prompt, classes)
     ui = json.loads((REPO_ROOT / "workflows" / path.name).read_text())
-    assert prompt == workflow_runner.to_api_prompt(ui, host_classes())
+    assert prompt == workflow_runner.to_api_prompt(ui, classes)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +67,7 @@ def saved_image(scratch, entry) -> np.ndarray:
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_through_the_prompt_endpoint(path, server):
     url, scratch = server
-    skip_where_the_host_lacks_its_nodes(json.loads(path.read_text()))
+    skip_where_the_host_lacks_its_nodes(json.loads(path.read_text()), host_classes())
     prompt = workflow_runner.shrink(json.loads(path.read_text()), GENERATED, STEPS)
     image = saved_image(scratch, run_workflow.run(url, prompt, TIMEOUT))
     expected = workflow_runner.output_size(prompt, IMAGE_SIZE, GENERATED)

@@ -7,7 +7,7 @@ from PIL import Image
 
 import comfy_host
 import workflow_runner
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, skip_where_the_host_lacks
 from example_images import INPAINT, hole, write_examples
 
 pytestmark = pytest.mark.comfy
@@ -48,14 +48,6 @@ def _check_widget(node, name, spec, value):
         assert isinstance(value, bool), where
     else:
         assert isinstance(value, str), where
-
-
-def skip_where_the_host_lacks(node_types, classes) -> None:
-    """The 2024 CI host predates Flux (UNETLoader's Flux weights, FluxGuidance): a Flux workflow runs on a
-    current ComfyUI only. Anywhere else an unknown node type is a broken workflow."""
-    missing = sorted(set(node_types) - set(classes))
-    if missing and not comfy_host.is_current_host():
-        pytest.skip(f"the CI host's 2024 ComfyUI lacks {', '.join(missing)}: set COMFYUI_PATH to a current ComfyUI")
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)

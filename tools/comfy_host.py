@@ -413,6 +413,8 @@ def install_tiny_models(workflows, folder: Path):
     init_builtin_extras(nodes)
     import folder_paths
     known = nodes.NODE_CLASS_MAPPINGS
+    # Nodes this host lacks (Flux on the 2024 host) are left out; only widget values are read here, so links
+    # to them do not matter.
     prompts = [workflow_runner.to_api_prompt({**w, "nodes": [n for n in w["nodes"] if n["type"] in known]}, known)
                for w in workflows]
     files = model_files(prompts)

