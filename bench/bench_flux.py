@@ -8,7 +8,7 @@ TAESD) for the hint, encoded once. Configurations run interleaved, round after r
 warm-up round; per-step times come from the sampler's step callback. Needs a current ComfyUI
 (``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything.
 
-Weights are bfloat16 by default, as Flux is run: at full width the ControlNet alone is 3.1 B parameters,
+Weights are bfloat16 by default, as Flux is run: at full width the ControlNet alone is 3.3 B parameters,
 held twice (ComfyUI's copy and ours), so a float32 run needs some 32 GB and a bfloat16 one some 16 GB.
 ``--width 256 --heads 2`` and fewer blocks give a quick smoke run.
 
