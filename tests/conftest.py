@@ -4,7 +4,7 @@ import pytest
 
 from comfy_host import REPO_ROOT, import_pack, is_current_host
 
-__all__ = ["REPO_ROOT", "skip_where_the_host_lacks"]
+__all__ = ["REPO_ROOT", "explicit_softmax_attention", "skip_where_the_host_lacks"]
 
 import_pack()
 
@@ -15,3 +15,13 @@ def skip_where_the_host_lacks(node_types, classes) -> None:
     missing = sorted(set(node_types) - set(classes))
     if missing and not is_current_host():
         pytest.skip(f"the CI host's 2024 ComfyUI lacks {', '.join(missing)}: set COMFYUI_PATH to a current ComfyUI")
+
+
+def explicit_softmax_attention(calls: list):
+    """An attention kernel (the core's ``AttentionFn``) written out as softmax(q k^T / sqrt(d)) v, which
+    appends each call's query shape to ``calls``."""
+    def attend(q, k, v):
+        calls.append(q.shape)
+        weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+        return (weights @ v).transpose(1, 2).flatten(2)
+    return attend

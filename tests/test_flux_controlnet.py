@@ -10,6 +10,7 @@ from cnr_pack.controlnet_core.flux_loading import (build_flux_diffusers, build_f
                                                    claims_flux_mistoline, claims_flux_xlabs)
 from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
 from cnr_pack.controlnet_core.model import ControlNetInputError
+from conftest import explicit_softmax_attention
 from tiny_flux import (AXES_DIM, LATENT_CHANNELS, XLABS_LATENT_CHANNELS, diffusers_residuals, flux_inputs, image_ids,
                        pack, tiny_flux_controlnet, tiny_flux_transformer, tiny_xlabs_style_controlnet)
 from tiny_models import tiny_sd15_diffusers
@@ -150,14 +151,8 @@ def test_every_attention_goes_through_the_given_kernel_with_the_same_result():
     ours = _load(tiny_flux_controlnet())
     x, t, context, hint, pooled = _args_with_latent_hint()
     calls = []
-
-    def explicit_softmax(q, k, v):
-        calls.append(q.shape)
-        weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
-        return (weights @ v).transpose(1, 2).flatten(2)
-
     default = ours(x, t, context, hint, pooled)
-    routed = ours(x, t, context, hint, pooled, attention=explicit_softmax)
+    routed = ours(x, t, context, hint, pooled, attention=explicit_softmax_attention(calls))
     assert len(calls) == ours.config.depth + ours.config.depth_single_blocks
     assert _max_diff(default.tensors, routed.tensors) <= 1e-5
 

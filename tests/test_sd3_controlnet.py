@@ -9,6 +9,7 @@ from cnr_pack.controlnet_core.residuals import ControlResiduals
 from cnr_pack.controlnet_core.sd3 import expand_to_joint_blocks, joint_block_indices
 from cnr_pack.controlnet_core.sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
 from cnr_pack.controlnet_core.sd3_hint import sd35_hint_pixels
+from conftest import explicit_softmax_attention
 from tiny_models import tiny_sd15_diffusers
 from tiny_sd3 import (HEAD_DIM, sd3_inputs, sd35_reference_state_dict, tiny_instantx, tiny_sd3_transformer,
                       tiny_sd35)
@@ -142,15 +143,9 @@ def test_every_attention_goes_through_the_given_kernel_with_the_same_result(layo
     ours = _instantx_pair()[1] if layout == "instantx" else _sd35_trio()[2]
     x, t, context, pooled, hint = sd3_inputs()
     calls = []
-
-    def explicit_softmax(q, k, v):
-        calls.append(q.shape)
-        weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
-        return (weights @ v).transpose(1, 2).flatten(2)
-
     with torch.no_grad():
         default = ours(x, t, context, hint, y=pooled)
-        routed = ours(x, t, context, hint, y=pooled, attention=explicit_softmax)
+        routed = ours(x, t, context, hint, y=pooled, attention=explicit_softmax_attention(calls))
     assert len(calls) == ours.config.num_layers
     assert _max_diff(routed.tensors, default.tensors) <= 1e-5
 
