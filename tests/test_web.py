@@ -1,10 +1,12 @@
 """The web extension in headless Chromium against a real ComfyUI server started on 127.0.0.1.
 
 Each test runs on every frontend in ``tools/frontends.py``: the host's own (the CI host's 2024 LiteGraph
-frontend, or a current host's bundled one), and the pinned newest frontend with Nodes 2.0 off and on
-(those two need a current host: ``COMFYUI_PATH``). Assertions read what the page renders: the Vue node's
-DOM in Nodes 2.0, widget layout and image elements on the canvas.
+frontend, or a current host's: HOST_FRONTEND_ROOT or its environment's), and the pinned newest frontend
+with Nodes 2.0 off and on (those two need a current host: ``COMFYUI_PATH``). Assertions read what the
+page renders: the Vue node's DOM in Nodes 2.0, widget layout and image elements on the canvas.
 """
+import os
+
 import comfy_host
 import comfy_server
 import frontends
@@ -65,6 +67,9 @@ def test_the_page_runs_the_frontend_under_test(page):
         assert version == frontends.pinned_version()
     elif not comfy_host.is_current_host():
         assert version == "legacy"
+    elif os.environ.get(frontends.HOST_ENV_VAR):
+        requirements = (comfy_host.comfyui_root() / "requirements.txt").read_text()
+        assert f"comfyui-frontend-package=={version}" in requirements.splitlines()
     if page.cnr_frontend.vue_nodes:
         vue_node(page, node_id).wait_for(state="visible", timeout=20000)
     else:

@@ -3,7 +3,9 @@
 Three frontends, each served by a real ComfyUI on 127.0.0.1:
 
 - ``host``: the host's own frontend. The CI host (2024-03) serves its legacy LiteGraph ``web/``;
-  a current host (``COMFYUI_PATH``) serves the ``comfyui-frontend-package`` of its environment.
+  a current host (``COMFYUI_PATH``) serves the frontend at ``HOST_FRONTEND_ROOT`` when set (``make
+  test``: the one the 0.3.75 host pins, installed beside it), else the ``comfyui-frontend-package``
+  of its environment.
 - ``newest`` and ``newest-vue``: the pinned ``comfyui-frontend-package`` (tests/requirements.txt),
   served by a current host through ``--front-end-root``, with Nodes 2.0 (the Vue renderer) off and on.
 
@@ -27,6 +29,7 @@ from comfy_server import host_supports
 
 PACKAGE = "comfyui-frontend-package"
 ENV_VAR = "NEWEST_FRONTEND_ROOT"
+HOST_ENV_VAR = "HOST_FRONTEND_ROOT"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,15 @@ def unavailable(frontend: Frontend) -> str | None:
 
 def server_args(frontend: Frontend) -> list:
     """``main.py`` arguments that serve ``frontend``."""
-    return ["--front-end-root", str(newest_static_dir())] if frontend.newest else []
+    if frontend.newest:
+        return ["--front-end-root", str(newest_static_dir())]
+    if os.environ.get(HOST_ENV_VAR) and is_current_host():
+        found = _static_dir(Path(os.environ[HOST_ENV_VAR]))
+        if found is None:
+            raise RuntimeError(f"{HOST_ENV_VAR}={os.environ[HOST_ENV_VAR]} holds no index.html (nor "
+                               "comfyui_frontend_package/static/index.html)")
+        return ["--front-end-root", str(found)]
+    return []
 
 
 def write_settings(url: str, frontend: Frontend) -> None:

