@@ -12,6 +12,7 @@ import comfy_server
 import numpy as np
 import pytest
 import run_workflow
+import stand_ins
 import workflow_runner
 from conftest import REPO_ROOT, skip_where_the_host_lacks
 from example_images import PHOTO, write_examples
@@ -51,7 +52,7 @@ def test_api_workflow_is_its_ui_workflow_as_a_prompt(path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    comfy_host.write_tiny_model_files(models, comfy_host.model_files(json.loads(p.read_text()) for p in API_FILES))
+    stand_ins.write_tiny_model_files(models, stand_ins.model_files(json.loads(p.read_text()) for p in API_FILES))
     stand_in = REPO_ROOT / "tools" / "tiny_model_loaders"
     with comfy_server.running_server(models_dir=models, extra_custom_nodes=[stand_in]) as (url, scratch):
         write_examples(scratch / "input", IMAGE_SIZE)

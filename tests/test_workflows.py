@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import comfy_host
+import stand_ins
 import workflow_runner
 from conftest import REPO_ROOT, skip_where_the_host_lacks
 from example_images import INPAINT, hole, write_examples
@@ -13,7 +14,7 @@ from example_images import INPAINT, hole, write_examples
 pytestmark = pytest.mark.comfy
 
 WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
-USER_FILE_INPUTS = set(comfy_host.MODEL_FILE_INPUTS) | {"image"}  # lists of the user's own files
+USER_FILE_INPUTS = set(stand_ins.MODEL_FILE_INPUTS) | {"image"}  # lists of the user's own files
 # Tiny stand-in models run the graphs as shipped but smaller: attention over a 512 px latent costs
 # minutes on a CPU. Inputs are IMAGE_SIZE px; latents and crops GENERATED px; STEPS steps.
 IMAGE_SIZE, GENERATED, STEPS = 192, 128, 4
@@ -80,7 +81,7 @@ def test_workflow_nodes_links_and_widgets_match_input_types(path, classes):
 def tiny_comfy(classes, tmp_path_factory):
     import folder_paths
     root = tmp_path_factory.mktemp("workflow_run")
-    comfy_host.install_tiny_models([json.loads(p.read_text()) for p in WORKFLOW_FILES], root / "models")
+    stand_ins.install_tiny_models([json.loads(p.read_text()) for p in WORKFLOW_FILES], root / "models")
     write_examples(root / "input", IMAGE_SIZE)
     folder_paths.set_input_directory(str(root / "input"))
     folder_paths.set_output_directory(str(root / "output"))

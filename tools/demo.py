@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import comfy_host  # noqa: E402
+import stand_ins  # noqa: E402
 import workflow_runner  # noqa: E402
 from example_images import write_examples  # noqa: E402
 
@@ -91,10 +92,10 @@ def main() -> None:
     real = args.models is not None
     inputs = write_examples(out / "input", 512 if real else args.size)
     if real:
-        for kind in sorted(set(comfy_host.MODEL_FILE_INPUTS.values())):
+        for kind in sorted(set(stand_ins.MODEL_FILE_INPUTS.values())):
             folder_paths.add_model_folder_path(kind, str(Path(args.models) / kind))
     else:
-        comfy_host.install_tiny_models(list(workflows.values()), out / "tiny_models")
+        stand_ins.install_tiny_models(list(workflows.values()), out / "tiny_models")
     rows = []
     for index, (name, workflow) in enumerate(workflows.items(), 1):
         print(f"[{index}/{len(workflows)}] {name} ...", flush=True)

@@ -1,6 +1,6 @@
 """Test scaffolding, loaded as a custom node only by test servers (tools/comfy_server.py ``extra_custom_nodes``).
 
-ComfyUI's model loaders then return tiny seeded stand-ins (tools/comfy_host.py), as they do in the
+ComfyUI's model loaders then return tiny seeded stand-ins (tools/stand_ins.py), as they do in the
 in-process tests: no weights can be downloaded where the tests run. Never installed with the pack.
 """
 import sys
@@ -9,9 +9,9 @@ from pathlib import Path
 # Appended, not prepended: nothing in tools/ may shadow a ComfyUI module.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-import comfy_host  # noqa: E402
+import stand_ins  # noqa: E402
 import nodes  # noqa: E402  (ComfyUI's own module, already imported by the running server)
 
-comfy_host.use_tiny_loaders(nodes)
+stand_ins.use_tiny_loaders(nodes)
 
 NODE_CLASS_MAPPINGS = {}
