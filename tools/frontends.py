@@ -58,14 +58,19 @@ def _static_dir(folder: Path) -> Path | None:
     return None
 
 
+def _static_dir_of(variable: str) -> Path:
+    """The frontend ``static`` folder the environment variable ``variable`` names; raises when it holds none."""
+    found = _static_dir(Path(os.environ[variable]))
+    if found is None:
+        raise RuntimeError(f"{variable}={os.environ[variable]} holds no index.html (nor comfyui_frontend_package/"
+                           "static/index.html)")
+    return found
+
+
 def newest_static_dir() -> Path | None:
     """The pinned newest frontend's ``static`` folder, or None when it cannot be found (see module doc)."""
     if os.environ.get(ENV_VAR):
-        found = _static_dir(Path(os.environ[ENV_VAR]))
-        if found is None:
-            raise RuntimeError(f"{ENV_VAR}={os.environ[ENV_VAR]} holds no index.html (nor comfyui_frontend_package/"
-                               "static/index.html)")
-        return found
+        return _static_dir_of(ENV_VAR)
     try:
         installed = importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
@@ -94,11 +99,7 @@ def server_args(frontend: Frontend) -> list:
     if frontend.newest:
         return ["--front-end-root", str(newest_static_dir())]
     if os.environ.get(HOST_ENV_VAR) and is_current_host():
-        found = _static_dir(Path(os.environ[HOST_ENV_VAR]))
-        if found is None:
-            raise RuntimeError(f"{HOST_ENV_VAR}={os.environ[HOST_ENV_VAR]} holds no index.html (nor "
-                               "comfyui_frontend_package/static/index.html)")
-        return ["--front-end-root", str(found)]
+        return ["--front-end-root", str(_static_dir_of(HOST_ENV_VAR))]
     return []
 
 
