@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import comfy_host
+from stand_ins import randomize_flux
 from cnr_pack.controlnet_core.flux import expand_to_base
 from cnr_pack.controlnet_core.flux_loading import claims_flux_diffusers, claims_flux_mistoline, claims_flux_xlabs
 from cnr_pack.controlnet_core.loading import detect_format, load_controlnet
@@ -26,16 +27,6 @@ BASE_DOUBLE, BASE_SINGLE = 19, 38  # what ComfyUI's ControlNetFlux always spread
 TOL = 1e-5
 
 
-def _randomize(module, seed):
-    """Every parameter random; QK-norm scales near 1 so that attention (and RoPE) matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if name.endswith("_norm.scale") else 0.05 * noise)
-    return module.eval()
-
-
 def _comfy_controlnet(seed=0, depth_single_blocks=2, **kwargs):
     comfy_host.boot()
     import comfy.ldm.flux.controlnet
@@ -43,7 +34,7 @@ def _comfy_controlnet(seed=0, depth_single_blocks=2, **kwargs):
     params = {**PARAMS, "depth_single_blocks": depth_single_blocks}
     net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                                    device="cpu", **params, **kwargs)
-    return _randomize(net, seed)
+    return randomize_flux(net, seed)
 
 
 def _comfy_flux(seed=5):
@@ -51,7 +42,7 @@ def _comfy_flux(seed=5):
     import comfy.ops
     base = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu",
                                      **{**PARAMS, "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE})
-    return _randomize(base, seed)
+    return randomize_flux(base, seed)
 
 
 def _ours(native):
@@ -151,7 +142,7 @@ def _tiny_flux_model(seed=5):
     import comfy.supported_models
     config = {**PARAMS, "image_model": "flux", "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE}
     model = comfy.supported_models.Flux(config).get_model({})
-    _randomize(model.diffusion_model, seed)
+    randomize_flux(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 

@@ -21,7 +21,7 @@ TINY_FLUX_PARAMS = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "co
                     "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
 
 
-def _randomize_flux(module, seed: int):
+def randomize_flux(module, seed: int):
     """Every parameter random; QK-norm scales near 1 so that attention (and its rotary positions) matters."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -29,7 +29,7 @@ def _randomize_flux(module, seed: int):
             noise = torch.randn(p.shape, generator=gen)
             p.copy_(1 + 0.1 * noise if name.endswith(("_norm.scale", "norm_q.weight", "norm_k.weight",
                                                       "norm_added_q.weight", "norm_added_k.weight")) else 0.05 * noise)
-    return module
+    return module.eval()
 
 
 def tiny_flux(seed: int = 0):
@@ -39,7 +39,7 @@ def tiny_flux(seed: int = 0):
     import comfy.model_patcher
     import comfy.supported_models
     model = comfy.supported_models.Flux({**TINY_FLUX_PARAMS, "image_model": "flux"}).get_model({})
-    _randomize_flux(model.diffusion_model, seed)
+    randomize_flux(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
@@ -56,7 +56,7 @@ def tiny_flux_union_state_dict(seed: int = 0):
                               joint_attention_dim=TINY_FLUX_PARAMS["context_in_dim"],
                               pooled_projection_dim=TINY_FLUX_PARAMS["vec_in_dim"], guidance_embeds=True,
                               axes_dims_rope=list(TINY_FLUX_PARAMS["axes_dim"]), num_mode=10)
-    return {k: v.contiguous() for k, v in _randomize_flux(net, seed + 1).state_dict().items()}
+    return {k: v.contiguous() for k, v in randomize_flux(net, seed + 1).state_dict().items()}
 
 
 def tiny_control_file(name: str, seed: int):
