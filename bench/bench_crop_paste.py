@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     import_pack()
-    from cnr_pack.controlnet_core.crop import crop, paste, plan_crop
+    from cnr_pack.controlnet_core.refine.crop import crop, paste, plan_crop
 
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 2048, 2048, generator=gen)

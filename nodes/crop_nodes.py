@@ -13,8 +13,8 @@ import comfy.utils
 import folder_paths
 
 from ..controlnet_core import crop as crop_ops
-from ..controlnet_core.crop import PASTE_MODES, long_side_size, plan_crop, snap
-from ..controlnet_core.resample import RESAMPLE_FILTERS, resize
+from ..controlnet_core.refine.crop import PASTE_MODES, long_side_size, plan_crop, snap
+from ..controlnet_core.refine.resample import RESAMPLE_FILTERS, resize
 from .base import LOG, category
 from .bindings import pixel_grid
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw

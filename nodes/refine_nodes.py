@@ -8,8 +8,8 @@ import torch
 import comfy.samplers
 
 from ..controlnet_core import masks as mask_ops
-from ..controlnet_core.masks import FILLS, LATENT_DOWNSCALES
-from ..controlnet_core.schedule import StrengthRule, truncate_schedule
+from ..controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
+from ..controlnet_core.refine.schedule import StrengthRule, truncate_schedule
 from . import compat
 from .base import LOG, NodeInputError, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw

@@ -8,12 +8,12 @@ import torch
 
 import cnr_pack.controlnet_core as core
 
-MODULES = sorted(name for _, name, _ in pkgutil.iter_modules(core.__path__))
+MODULES = sorted(name for _, name, _ in pkgutil.walk_packages(core.__path__, prefix=f"{core.__name__}."))
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_of_the_core_hold(name):
-    module = importlib.import_module(f"cnr_pack.controlnet_core.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0
 
@@ -21,5 +21,5 @@ def test_docstring_examples_of_the_core_hold(name):
 def test_the_core_has_docstring_examples_to_run():
     finder = doctest.DocTestFinder()
     examples = sum(len(t.examples) for name in MODULES
-                   for t in finder.find(importlib.import_module(f"cnr_pack.controlnet_core.{name}")))
+                   for t in finder.find(importlib.import_module(name)))
     assert examples >= 10

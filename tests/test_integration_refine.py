@@ -7,7 +7,7 @@ from diffusers import EulerDiscreteScheduler
 
 import comfy_host
 from comfy_host import run_node
-from test_schedule import SD_BETAS, STRENGTHS
+from strength_grid import SD_BETAS, STRENGTHS
 
 pytestmark = pytest.mark.comfy
 

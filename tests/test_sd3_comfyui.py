@@ -16,7 +16,7 @@ from cnr_pack.controlnet_core.residuals import merge_control
 from cnr_pack.controlnet_core.sd3 import expand_to_joint_blocks
 from cnr_pack.controlnet_core.sd3_format import build_instantx, build_sd35
 from cnr_pack.controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
-from test_schedule_flow import FLOW_STRENGTHS
+from strength_grid import FLOW_STRENGTHS
 from tiny_models import randomize_all
 
 pytestmark = [pytest.mark.comfy,

@@ -2,12 +2,12 @@
 import pytest
 
 import comfy_host
-from cnr_pack.controlnet_core.crop import PASTE_MODES
+from cnr_pack.controlnet_core.refine.crop import PASTE_MODES
 from cnr_pack.controlnet_core.hint import RESIZE_MODES
 from cnr_pack.controlnet_core.injection import CONTROL_MODES
-from cnr_pack.controlnet_core.masks import FILLS, LATENT_DOWNSCALES
-from cnr_pack.controlnet_core.resample import RESAMPLE_FILTERS
-from cnr_pack.controlnet_core.schedule import STRENGTH_RULES
+from cnr_pack.controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
+from cnr_pack.controlnet_core.refine.resample import RESAMPLE_FILTERS
+from cnr_pack.controlnet_core.refine.schedule import STRENGTH_RULES
 from cnr_pack.controlnet_core.window import WINDOW_TIMINGS
 
 pytestmark = pytest.mark.comfy

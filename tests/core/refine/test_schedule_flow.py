@@ -7,11 +7,10 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
 from diffusers.pipelines.flux.pipeline_flux_img2img import calculate_shift
 
-from cnr_pack.controlnet_core.schedule import truncate_schedule
-from test_schedule import STRENGTHS
+from cnr_pack.controlnet_core.refine.schedule import truncate_schedule
+from strength_grid import FLOW_STRENGTHS
 
 STEPS = range(1, 51)
-FLOW_STRENGTHS = sorted(set(STRENGTHS + [0.3, 0.35, 0.6, 0.7, 0.9, 0.01, 0.49, 0.51]))
 
 
 def _sd3():

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnr_pack.controlnet_core.masks import binarize, feather_inside, grow, latent_mask, masked_image
+from cnr_pack.controlnet_core.refine.masks import binarize, feather_inside, grow, latent_mask, masked_image
 
 
 def _square(h=64, w=64, top=20, size=16):

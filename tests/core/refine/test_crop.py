@@ -6,8 +6,8 @@ from diffusers.image_processor import VaeImageProcessor
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from cnr_pack.controlnet_core.crop import (crop, crop_box, diffusers_crop_region, mask_bbox, paste, plan_crop)
-from cnr_pack.controlnet_core.resample import resize
+from cnr_pack.controlnet_core.refine.crop import (crop, crop_box, diffusers_crop_region, mask_bbox, paste, plan_crop)
+from cnr_pack.controlnet_core.refine.resample import resize
 
 
 def _random_mask(rng, h, w):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnr_pack.controlnet_core.resample import resize
+from cnr_pack.controlnet_core.refine.resample import resize
 
 PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS,
                "nearest": Image.NEAREST}

@@ -6,10 +6,9 @@ import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                        StableDiffusionControlNetImg2ImgPipeline)
 
-from cnr_pack.controlnet_core.schedule import diffusers_start_index, truncate_schedule
+from cnr_pack.controlnet_core.refine.schedule import diffusers_start_index, truncate_schedule
+from strength_grid import SD_BETAS, STRENGTHS
 
-STRENGTHS = [i / 20 for i in range(21)] + [0.33, 0.999]
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
 def _sigma_of_timestep(scheduler, t):
