@@ -124,7 +124,7 @@ def bench_control_lora(args) -> None:
 
 def sdxl_union(width: int):
     import_pack()
-    from cnr_pack.controlnet_core.union import UnionConfig, UnionControlNet
+    from cnr_pack.controlnet_core.families.union.model import UnionConfig, UnionControlNet
     config = UnionConfig(model_channels=width, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
                          transformer_depth=(0, 0, 2, 2, 10, 10), transformer_depth_middle=10, context_dim=2048,
                          num_heads=-1, num_head_channels=64, use_linear_in_transformer=True, adm_in_channels=2816,

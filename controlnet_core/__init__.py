@@ -2,13 +2,13 @@
 
 Imports nothing from ComfyUI; usable from plain PyTorch or diffusers code.
 """
-from .config import ControlNetConfig
-from .convert import diffusers_to_original, original_to_diffusers
-from .files import WeightFileError, read_state_dict
-from .flux import FLUX_UNION_MODES, FluxControlNet, FluxControlNetConfig, expand_to_base
-from .errors import ControlNetFormatError
-from .loading import FORMATS, ModelFormat, detect_config, detect_format, load_controlnet
-from .model import ControlNet, ControlNetInputError
+from .families.controlnet.config import ControlNetConfig
+from .families.controlnet.convert import diffusers_to_original, original_to_diffusers
+from .loading.files import WeightFileError, read_state_dict
+from .families.flux.model import FLUX_UNION_MODES, FluxControlNet, FluxControlNetConfig, expand_to_base
+from .errors import ControlNetFormatError, ControlNetInputError
+from .loading.registry import FORMATS, ModelFormat, detect_config, detect_format, load_controlnet
+from .families.controlnet.model import ControlNet
 from .residuals import ControlResiduals
 
 __all__ = [

@@ -22,10 +22,10 @@ import comfy.model_management
 import torch
 from torch import Tensor
 
-from ..controlnet_core.hint import resize_hint
-from ..controlnet_core.injection import weight_residuals
+from ..controlnet_core.injection.hint import resize_hint
+from ..controlnet_core.injection.weighting import weight_residuals
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
-from ..controlnet_core.spec import InjectionSpec
+from ..controlnet_core.injection.spec import InjectionSpec
 from . import compat
 from .base import LOG
 from .bindings import UNET, FamilyBinding

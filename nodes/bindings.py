@@ -19,12 +19,12 @@ from torch import Tensor
 
 import comfy.model_management
 
-from ..controlnet_core.attention import AttentionFn
-from ..controlnet_core.flux import FluxControlNet, expand_to_base
-from ..controlnet_core.flux_tokens import PATCH as FLUX_PATCH
+from ..controlnet_core.layers.attention import AttentionFn
+from ..controlnet_core.families.flux.model import FluxControlNet, expand_to_base
+from ..controlnet_core.families.flux.tokens import PATCH as FLUX_PATCH
 from ..controlnet_core.residuals import ControlResiduals
-from ..controlnet_core.sd3 import SD3ControlNet, expand_to_joint_blocks
-from ..controlnet_core.sd3_hint import hint_latent, sd35_hint_pixels
+from ..controlnet_core.families.sd3.model import SD3ControlNet, expand_to_joint_blocks
+from ..controlnet_core.families.sd3.hint import hint_latent, sd35_hint_pixels
 from . import compat
 from .base import NodeInputError
 

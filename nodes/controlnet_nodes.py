@@ -10,12 +10,12 @@ import comfy.model_management
 import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
-from ..controlnet_core.control_lora import ControlLora
-from ..controlnet_core.hint import RESIZE_MODES, inpaint_hint, resize_hint
-from ..controlnet_core.injection import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
-from ..controlnet_core.spec import InjectionSpec
-from ..controlnet_core.t2i_adapter import T2IAdapter, feature_scales
-from ..controlnet_core.window import ControlWindow, WindowTiming
+from ..controlnet_core.families.control_lora.model import ControlLora
+from ..controlnet_core.injection.hint import RESIZE_MODES, inpaint_hint, resize_hint
+from ..controlnet_core.injection.weighting import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
+from ..controlnet_core.injection.spec import InjectionSpec
+from ..controlnet_core.families.t2i_adapter.model import T2IAdapter, feature_scales
+from ..controlnet_core.injection.window import ControlWindow, WindowTiming
 from . import compat
 from .adapter import LoadedControlNet, ResidualInjection, wrap_controlnet
 from .base import NodeInputError, category

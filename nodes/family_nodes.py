@@ -10,9 +10,9 @@ from __future__ import annotations
 import weakref
 from dataclasses import replace
 
-from ..controlnet_core.control_lora import ControlLora
+from ..controlnet_core.families.control_lora.model import ControlLora
 from ..controlnet_core.errors import ControlNetFormatError
-from ..controlnet_core.union import UNION_TYPE_NAMES, UnionControlNet
+from ..controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionControlNet
 from .adapter import LoadedControlNet, wrap_controlnet
 from .base import NodeInputError, category
 from .conversions import image_to_bchw

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet
-from ..controlnet_core.sd3 import SD3ControlNet
+from ..controlnet_core.families.flux.model import FLUX_UNION_MODES, FluxControlNet
+from ..controlnet_core.families.sd3.model import SD3ControlNet
 from .base import NodeInputError, category
 
 

@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import ControlNet, load_controlnet, read_state_dict
-from cnr_pack.controlnet_core.control_lora import ControlLora, build, claims
+from cnr_pack.controlnet_core.families.control_lora.format import build, claims
+from cnr_pack.controlnet_core.families.control_lora.model import ControlLora
 from tiny_control_lora import RANK, control_lora_for, original_layout_unet, tiny_sd15_unet, tiny_sdxl_unet
 from tiny_models import TEXT_EMBED_DIM, sample_inputs, sdxl_y, tiny_sd15_diffusers
 

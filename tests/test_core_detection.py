@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cnr_pack.controlnet_core import ControlNet, ControlNetConfig, detect_config, original_to_diffusers
-from cnr_pack.controlnet_core.convert import diffusers_to_original
+from cnr_pack.controlnet_core.families.controlnet.convert import diffusers_to_original
 
 CONFIGS = {
     "sd1": ControlNetConfig(family="sd1"),

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, original_to_diffusers
-from cnr_pack.controlnet_core.injection import block_scales, guess_mode_weights, weight_residuals
+from cnr_pack.controlnet_core.injection.weighting import block_scales, guess_mode_weights, weight_residuals
 from tiny_models import (sample_inputs, sdxl_y, tiny_sd15_diffusers, tiny_sd2_diffusers, tiny_sdxl_diffusers,
                          TEXT_EMBED_DIM)
 

@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import ControlNetFormatError, ControlNetInputError, load_controlnet
-from cnr_pack.controlnet_core import control_lora, union
+from cnr_pack.controlnet_core.families.control_lora import format as control_lora
+from cnr_pack.controlnet_core.families.union import format as union
 from tiny_control_lora import MARKER, control_lora_for, tiny_sd15_unet, tiny_sdxl_unet
 from tiny_models import sdxl_y
 from tiny_union import tiny_union_diffusers, union_inputs

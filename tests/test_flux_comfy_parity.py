@@ -10,9 +10,9 @@ import torch
 
 import comfy_host
 from stand_ins import randomize_flux
-from cnr_pack.controlnet_core.flux import expand_to_base
-from cnr_pack.controlnet_core.flux_loading import claims_flux_diffusers, claims_flux_mistoline, claims_flux_xlabs
-from cnr_pack.controlnet_core.loading import detect_format, load_controlnet
+from cnr_pack.controlnet_core.families.flux.model import expand_to_base
+from cnr_pack.controlnet_core.families.flux.format import claims_flux_diffusers, claims_flux_mistoline, claims_flux_xlabs
+from cnr_pack.controlnet_core.loading.registry import detect_format, load_controlnet
 from cnr_pack.controlnet_core.residuals import merge_control
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(

@@ -4,12 +4,13 @@ import pytest
 import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
-from cnr_pack.controlnet_core.flux import FLUX_UNION_MODES, FluxControlNet, expand_to_base
-from cnr_pack.controlnet_core.flux_tokens import token_mask
-from cnr_pack.controlnet_core.flux_loading import (build_flux_diffusers, build_flux_xlabs, claims_flux_diffusers,
+from cnr_pack.controlnet_core.families.flux.model import FLUX_UNION_MODES, FluxControlNet, expand_to_base
+from cnr_pack.controlnet_core.families.flux.tokens import token_grid
+from cnr_pack.controlnet_core.injection.weighting import mask_tokens
+from cnr_pack.controlnet_core.families.flux.format import (build_flux_diffusers, build_flux_xlabs, claims_flux_diffusers,
                                                    claims_flux_mistoline, claims_flux_xlabs)
-from cnr_pack.controlnet_core.loading import ControlNetFormatError, detect_format, load_controlnet
-from cnr_pack.controlnet_core.model import ControlNetInputError
+from cnr_pack.controlnet_core.loading.registry import ControlNetFormatError, detect_format, load_controlnet
+from cnr_pack.controlnet_core.errors import ControlNetInputError
 from conftest import explicit_softmax_attention
 from tiny_flux import (AXES_DIM, LATENT_CHANNELS, XLABS_LATENT_CHANNELS, diffusers_residuals, flux_inputs, image_ids,
                        pack, tiny_flux_controlnet, tiny_flux_transformer, tiny_xlabs_style_controlnet)
@@ -237,4 +238,4 @@ def test_a_token_mask_weights_each_token_by_the_mask_under_its_diffusers_positio
     per_token = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
     mask = per_token.repeat_interleave(16, 0).repeat_interleave(16, 1)[None, None]  # 16 pixels per token side
     rows, cols = image_ids(x)[:, 1].long(), image_ids(x)[:, 2].long()
-    assert torch.allclose(token_mask(mask, (8, 6))[0, :, 0], per_token[rows, cols], atol=1e-6)
+    assert torch.allclose(mask_tokens(mask, token_grid((8, 6)))[0, :, 0], per_token[rows, cols], atol=1e-6)

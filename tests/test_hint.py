@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cnr_pack.controlnet_core.hint import inpaint_hint, resize_hint
+from cnr_pack.controlnet_core.injection.hint import inpaint_hint, resize_hint
 
 
 def test_crop_mode_covers_then_centre_crops():

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import comfy_host
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet
-from cnr_pack.controlnet_core.injection import block_scales
+from cnr_pack.controlnet_core.injection.weighting import block_scales
 from tiny_models import tiny_sd15_diffusers, tiny_sdxl_diffusers
 
 pytestmark = pytest.mark.comfy

@@ -8,8 +8,8 @@ import pytest
 from safetensors.torch import save_file
 
 import comfy_host
-from cnr_pack.controlnet_core.sd3_format import build_sd35
-from cnr_pack.controlnet_core.sd3_hint import sd35_hint_pixels
+from cnr_pack.controlnet_core.families.sd3.format import build_sd35
+from cnr_pack.controlnet_core.families.sd3.hint import sd35_hint_pixels
 from test_sd3_comfyui import (_image, _our_hint, _rel, comfyui_controlnet, conditioning, instantx_state_dict, sample,
                               sd35_state_dict, tiny_sd3_model, tiny_sd3_vae, with_our_controlnet)
 

@@ -88,7 +88,7 @@ def test_features_are_computed_once_per_sampling(nodes, adapter_dir, unets):
 
 
 def test_controlnet_mode_leaves_the_uncond_pass_alone_and_uses_a1111_adapter_weights(nodes, adapter_dir, unets):
-    from cnr_pack.controlnet_core.t2i_adapter import A1111_SOFT_WEIGHTS
+    from cnr_pack.controlnet_core.families.t2i_adapter.model import A1111_SOFT_WEIGHTS
     control = load(nodes, "full_adapter.safetensors")
     seen = []
 

@@ -19,7 +19,7 @@ POS, NEG = _conditioning(1), _conditioning(2)
 
 def _union_file(num_types, seed=3):
     """Random weights of a Union shaped like the tiny SDXL UNet (64 channels, y width 2816)."""
-    from cnr_pack.controlnet_core.union import UnionConfig, UnionControlNet
+    from cnr_pack.controlnet_core.families.union.model import UnionConfig, UnionControlNet
     cfg = comfy_host.TINY_SDXL_CONFIG
     config = UnionConfig(model_channels=cfg["model_channels"], channel_mult=tuple(cfg["channel_mult"]),
                          num_res_blocks=(2, 2, 2), transformer_depth=tuple(cfg["transformer_depth"]),

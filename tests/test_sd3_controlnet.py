@@ -4,11 +4,11 @@ import torch
 from diffusers import FluxControlNetModel
 
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
-from cnr_pack.controlnet_core.model import ControlNetInputError
+from cnr_pack.controlnet_core.errors import ControlNetInputError
 from cnr_pack.controlnet_core.residuals import ControlResiduals
-from cnr_pack.controlnet_core.sd3 import expand_to_joint_blocks, joint_block_indices
-from cnr_pack.controlnet_core.sd3_format import build_instantx, build_sd35, claims_instantx, claims_sd35
-from cnr_pack.controlnet_core.sd3_hint import sd35_hint_pixels
+from cnr_pack.controlnet_core.families.sd3.model import expand_to_joint_blocks, joint_block_indices
+from cnr_pack.controlnet_core.families.sd3.format import build_instantx, build_sd35, claims_instantx, claims_sd35
+from cnr_pack.controlnet_core.families.sd3.hint import sd35_hint_pixels
 from conftest import explicit_softmax_attention
 from tiny_models import tiny_sd15_diffusers
 from tiny_sd3 import (HEAD_DIM, sd3_inputs, sd35_reference_state_dict, tiny_instantx, tiny_sd3_transformer,

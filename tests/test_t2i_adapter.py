@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
-from cnr_pack.controlnet_core.model import ControlNetInputError
-from cnr_pack.controlnet_core.t2i_format import build, claims
+from cnr_pack.controlnet_core.errors import ControlNetInputError
+from cnr_pack.controlnet_core.families.t2i_adapter.format import build, claims
 from comfy_host import comfyui_root
 from tiny_models import randomize_all, tiny_sd15_diffusers
 
@@ -369,7 +369,7 @@ def test_a_pth_holding_the_weights_under_adapter_loads_as_comfyui_reads_it(tmp_p
 
 
 def test_soft_modes_use_a1111s_adapter_weights_and_need_four_features():
-    from cnr_pack.controlnet_core.t2i_adapter import feature_scales
+    from cnr_pack.controlnet_core.families.t2i_adapter.model import feature_scales
     # sd-webui-controlnet's hook.py: T2I-Adapter soft injection scales (0.25, 0.62, 0.825, 1.0) x weight.
     assert feature_scales(4, 2.0, "prompt", [1.0, 1.0, 0.5, 1.0]) == pytest.approx((0.5, 1.24, 0.825, 2.0))
     assert feature_scales(3, 2.0, "balanced") == (2.0, 2.0, 2.0)

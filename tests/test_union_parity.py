@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import diffusers_to_original, load_controlnet, read_state_dict
-from cnr_pack.controlnet_core.union import UNION_TYPE_NAMES, UnionControlNet, build, claims
+from cnr_pack.controlnet_core.families.union.format import build, claims
+from cnr_pack.controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionControlNet
 from tiny_models import TIME_EMBED_DIM, sdxl_y, tiny_sdxl_diffusers
 from tiny_union import FUSION_PREFIXES, tiny_union_diffusers, union_inputs
 

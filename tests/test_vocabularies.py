@@ -3,12 +3,12 @@ import pytest
 
 import comfy_host
 from cnr_pack.controlnet_core.refine.crop import PASTE_MODES
-from cnr_pack.controlnet_core.hint import RESIZE_MODES
-from cnr_pack.controlnet_core.injection import CONTROL_MODES
+from cnr_pack.controlnet_core.injection.hint import RESIZE_MODES
+from cnr_pack.controlnet_core.injection.weighting import CONTROL_MODES
 from cnr_pack.controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
 from cnr_pack.controlnet_core.refine.resample import RESAMPLE_FILTERS
 from cnr_pack.controlnet_core.refine.schedule import STRENGTH_RULES
-from cnr_pack.controlnet_core.window import WINDOW_TIMINGS
+from cnr_pack.controlnet_core.injection.window import WINDOW_TIMINGS
 
 pytestmark = pytest.mark.comfy
 

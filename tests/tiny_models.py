@@ -2,7 +2,7 @@
 import torch
 from diffusers import ControlNetModel
 
-from cnr_pack.controlnet_core.blocks import timestep_embedding
+from cnr_pack.controlnet_core.layers.embeddings import timestep_embedding
 
 CONTEXT_DIM = 32
 SD15_HEADS = 8  # what detection assumes for convolution projections

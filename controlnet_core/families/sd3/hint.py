@@ -12,7 +12,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .sd3 import SD3ControlNetConfig
+from .model import SD3ControlNetConfig
 
 __all__ = ["SD3_VAE_SCALING_FACTOR", "SD3_VAE_SHIFT_FACTOR", "SD35_CONTROL_TYPES", "HINT_CONVENTIONS",
            "hint_latent", "sd35_hint_pixels"]

@@ -22,18 +22,18 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .convert import _level_layout_from_diffusers, _prefix_pairs, _rename
-from .assembly import assemble
-from .errors import ControlNetFormatError
-from .model import ControlNet
+from ..controlnet.convert import _level_layout_from_diffusers, _prefix_pairs, _rename
+from ...assembly import assemble
+from ...errors import ControlNetFormatError
+from ..controlnet.format import detect_config, family_of
+from ..controlnet.model import ControlNet
 
-__all__ = ["MARKER", "ControlLora", "ControlLoraConfig", "claims", "build", "unet_encoder_weights"]
+__all__ = ["MARKER", "ControlLora", "ControlLoraConfig", "unet_encoder_weights"]
 
 MARKER = "lora_controlnet"
 _ENCODER_PREFIXES = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
 _DIFFUSERS_ENCODER_PREFIXES = ("conv_in.", "time_embedding.", "add_embedding.", "down_blocks.", "mid_block.")
 _UNET_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
-_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
 
@@ -60,14 +60,9 @@ class ControlLoraConfig:
         return _describe(self.context_dim, self.adm_in_channels)
 
 
-def _family(context_dim: int, adm_in_channels: Optional[int]) -> str:
-    # Of the Stable Diffusion families only SDXL conditions on a y vector.
-    return "sdxl" if adm_in_channels is not None else _FAMILIES.get(context_dim, "custom")
-
-
 def _describe(context_dim: int, adm_in_channels: Optional[int]) -> str:
     y = f", y width {adm_in_channels}" if adm_in_channels else ""
-    return f"{_family(context_dim, adm_in_channels)} (context width {context_dim}{y})"
+    return f"{family_of(context_dim, adm_in_channels)} (context width {context_dim}{y})"
 
 
 def _in_width(key: str, full: Mapping[str, Tensor], low_rank: Mapping[str, Tuple[Tensor, Tensor]]) -> Optional[int]:
@@ -154,7 +149,7 @@ class ControlLora:
         context_dim = _in_width(to_k, full, low_rank)
         adm = _in_width("label_emb.0.0.weight", full, low_rank)
         config = ControlLoraConfig(
-            family=_family(context_dim, adm), context_dim=context_dim, adm_in_channels=adm,
+            family=family_of(context_dim, adm), context_dim=context_dim, adm_in_channels=adm,
             hint_channels=full["input_hint_block.0.weight"].shape[1],
             rank=max((up.shape[1] for up, _ in low_rank.values()), default=0),
         )
@@ -177,9 +172,6 @@ class ControlLora:
             ControlNetFormatError: the base weights are for another family, lack a weight the
                 Control-LoRA adds to, or have shapes that do not fit.
         """
-        # loading.py imports this module for its format table, so its detector is imported here.
-        from .loading import detect_config
-
         base = unet_encoder_weights(base_unet)
         self._check_family(base)
         dtype = dtype or next(v.dtype for v in base.values() if v.is_floating_point())
@@ -206,9 +198,8 @@ class ControlLora:
             if key not in merged:
                 merged[key] = value.to(device=device, dtype=dtype, copy=True)
         config = detect_config(merged)
-        net = assemble(lambda: ControlNet(config), merged, f"{config.family} ControlNet the Control-LoRA merged with "
-                                                          "the base UNet should form")
-        return net.eval().requires_grad_(False)
+        return assemble(lambda: ControlNet(config), merged, f"{config.family} ControlNet the Control-LoRA merged with "
+                                                            "the base UNet should form")
 
     def _check_family(self, base: Mapping[str, Tensor]) -> None:
         to_k = next((v for k, v in base.items() if k.endswith("attn2.to_k.weight")), None)
@@ -219,30 +210,5 @@ class ControlLora:
         if (context_dim, adm) != (self.config.context_dim, self.config.adm_in_channels):
             raise ControlNetFormatError(
                 f"this Control-LoRA was made for {self.config.describe()} but the base model is "
-                f"{_describe(context_dim, adm)}; use a Control-LoRA made for {_family(context_dim, adm)} "
+                f"{_describe(context_dim, adm)}; use a Control-LoRA made for {family_of(context_dim, adm)} "
                 f"or a {self.config.family} model")
-
-
-def claims(state_dict: Mapping[str, Tensor]) -> bool:
-    """True for Control-LoRA weights (the ``lora_controlnet`` marker key)."""
-    return MARKER in state_dict
-
-
-def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
-          base_unet: Optional[Mapping[str, Tensor]] = None, **options):
-    """A ready :class:`ControlNet` when ``base_unet`` is given, else the :class:`ControlLora` awaiting it.
-
-    Args:
-        state_dict: the Control-LoRA weights.
-        dtype: compute dtype of the merged ControlNet (see :meth:`ControlLora.merge`).
-        device: where the merged ControlNet lives.
-        base_unet: the base model's UNet weights, original or diffusers layout.
-        **options: accepted for the loader's sake; unused.
-
-    Raises:
-        ControlNetFormatError: see :meth:`ControlLora.from_state_dict` and :meth:`ControlLora.merge`.
-    """
-    lora = ControlLora.from_state_dict(state_dict)
-    if base_unet is None:
-        return lora
-    return lora.merge(base_unet, dtype=dtype, device=device)

@@ -1,4 +1,4 @@
-"""How Flux lays a latent out as tokens: 2x2 patches, their grid, position ids, and masks per token."""
+"""How Flux lays a latent out as tokens: 2x2 patches, their grid and position ids."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .injection import mask_tokens
+from ...layers.tokens import token_grid as patch_grid
 
-__all__ = ["PATCH", "pack_latent", "token_grid", "token_mask", "position_ids"]
+__all__ = ["PATCH", "pack_latent", "token_grid", "position_ids"]
 
 PATCH = 2
 """Latent pixels per token side."""
@@ -30,45 +30,23 @@ def pack_latent(x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         >>> tokens.tolist(), grid
         ([[[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]], (1, 1))
     """
-    pad_h, pad_w = x.shape[-2] % PATCH, x.shape[-1] % PATCH
+    h, w = token_grid(tuple(x.shape[-2:]))
+    pad_h, pad_w = h * PATCH - x.shape[-2], w * PATCH - x.shape[-1]
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
-    b, c, h, w = x.shape
-    h, w = h // PATCH, w // PATCH
+    b, c = x.shape[:2]
     tokens = x.reshape(b, c, h, PATCH, w, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, c * PATCH * PATCH)
     return tokens, (h, w)
 
 
-def token_mask(mask: Tensor, latent_size: Tuple[int, int]) -> Tensor:
-    r"""A spatial mask as one weight per packed image token, to multiply residuals of shape :math:`(B, N, D)`.
-
-    The mask is resampled to the token grid as masks are for UNet residuals (area average when
-    shrinking), then flattened in the row-major order of :func:`pack_latent`.
-
-    Args:
-        mask: :math:`(B \text{ or } 1, 1, H, W)` in 0..1, any size.
-        latent_size: ``(h, w)`` of the latent the tokens were packed from.
-
-    Returns:
-        :math:`(B \text{ or } 1, \lceil h/2 \rceil \lceil w/2 \rceil, 1)`, float32.
-
-    Example:
-        >>> left = torch.zeros(1, 1, 32, 32)
-        >>> left[..., :16] = 1
-        >>> token_mask(left, (4, 4)).flatten().tolist()
-        [1.0, 0.0, 1.0, 0.0]
-    """
-    return mask_tokens(mask.float(), token_grid(latent_size))
-
-
 def token_grid(latent_size: Tuple[int, int]) -> Tuple[int, int]:
-    """``(h, w)`` of the packed image tokens of a latent of ``latent_size`` (odd sizes are padded).
+    """``(h, w)`` of Flux's packed image tokens of a latent of ``latent_size`` (odd sizes are padded).
 
     Example:
         >>> token_grid((9, 6))
         (5, 3)
     """
-    return -(-latent_size[0] // PATCH), -(-latent_size[1] // PATCH)
+    return patch_grid(latent_size, PATCH)
 
 
 def position_ids(num_txt: int, grid: Tuple[int, int], device) -> Tensor:

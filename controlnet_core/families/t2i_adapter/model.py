@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import ControlNetInputError, check_hint_batch
-from .residuals import ControlResiduals
+from ...errors import ControlNetInputError
+from ...family import check_hint_batch
+from ...residuals import ControlResiduals
 
 __all__ = ["A1111_SOFT_WEIGHTS", "HINT_CHANNELS", "LATENT_SCALE", "T2IAdapter", "T2IAdapterConfig", "feature_scales"]
 

@@ -11,9 +11,10 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .assembly import assemble
-from .errors import ControlNetFormatError
-from .t2i_adapter import HINT_CHANNELS, LATENT_SCALE, T2IAdapter, T2IAdapterConfig
+from ...assembly import assemble, numbered_indices
+from ...errors import ControlNetFormatError
+from ...family import ModelFormat
+from .model import HINT_CHANNELS, LATENT_SCALE, T2IAdapter, T2IAdapterConfig
 
 __all__ = ["build", "claims", "detect_t2i_config", "t2i_state_dict"]
 
@@ -85,10 +86,10 @@ def _hint_layout(unshuffled: int, light: bool) -> Tuple[int, int]:
 def detect_t2i_config(state_dict: Mapping[str, Tensor]) -> T2IAdapterConfig:
     """Read the architecture from weights in this module's layout (see :func:`t2i_state_dict`)."""
     light = "body.0.out_conv.weight" in state_dict
-    levels = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"body\.(\d+)\.", k))})
+    levels = numbered_indices(state_dict, r"body\.(\d+)\.")
     if not levels or levels != list(range(len(levels))):
         raise ControlNetFormatError(f"T2I-Adapter levels must be numbered 0..n-1; found {levels}")
-    per_level = len({m.group(1) for k in state_dict if (m := re.match(r"body\.0\.resnets\.(\d+)\.", k))})
+    per_level = len(numbered_indices(state_dict, r"body\.0\.resnets\.(\d+)\."))
     try:
         if light:
             hint_channels, unshuffle = _hint_layout(state_dict["body.0.in_conv.weight"].shape[1], light)
@@ -125,10 +126,8 @@ def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = No
     """
     sd = t2i_state_dict(state_dict)
     config = detect_t2i_config(sd)
-    if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    net = assemble(lambda: T2IAdapter(config), sd, f"detected {config.kind} T2I-Adapter ({len(config.channels)} "
-                                                   f"levels of {config.num_res_blocks} blocks)")
-    if device is not None:
-        net.to(device)
-    return net.eval().requires_grad_(False)
+    what = f"detected {config.kind} T2I-Adapter ({len(config.channels)} levels of {config.num_res_blocks} blocks)"
+    return assemble(lambda: T2IAdapter(config), sd, what, dtype=dtype, device=device)
+
+
+FORMATS: Tuple[ModelFormat, ...] = (ModelFormat("t2i_adapter", claims, build),)

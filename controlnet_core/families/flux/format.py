@@ -10,16 +10,16 @@ Three formats, one ``claims`` / ``build`` pair each in the format table of ``loa
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .assembly import assemble
-from .errors import ControlNetFormatError
-from .flux import FluxControlNet, FluxControlNetConfig
-from .flux_convert import diffusers_to_bfl, mistoline_to_bfl
+from ...assembly import assemble, numbered_indices
+from ...errors import ControlNetFormatError
+from ...family import ModelFormat
+from .model import FluxControlNet, FluxControlNetConfig
+from .convert import diffusers_to_bfl, mistoline_to_bfl
 
 __all__ = ["build_flux_diffusers", "build_flux_mistoline", "build_flux_xlabs", "claims_flux_diffusers",
            "claims_flux_mistoline", "claims_flux_xlabs", "default_axes_dim", "detect_flux_config"]
@@ -42,10 +42,6 @@ def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
     """
     side = (head_dim - head_dim // 8) // 4 * 2
     return head_dim - 2 * side, side, side
-
-
-def _indices(keys, pattern: str) -> list:
-    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> Tuple[int, ...]:
@@ -74,8 +70,8 @@ def detect_flux_config(state_dict: Mapping[str, Tensor], *, hint_strides: Sequen
     """
     keys = list(state_dict)
     hidden, packed_in = _shape(state_dict, "img_in.weight")
-    doubles = _indices(keys, r"double_blocks\.(\d+)\.")
-    singles = _indices(keys, r"single_blocks\.(\d+)\.")
+    doubles = numbered_indices(keys, r"double_blocks\.(\d+)\.")
+    singles = numbered_indices(keys, r"single_blocks\.(\d+)\.")
     if not doubles and not singles:
         raise ControlNetFormatError("Flux ControlNet weights without transformer blocks")
     if doubles:
@@ -85,12 +81,12 @@ def detect_flux_config(state_dict: Mapping[str, Tensor], *, hint_strides: Sequen
         head_dim = _shape(state_dict, "single_blocks.0.norm.query_norm.scale")[0]
         mlp_hidden = _shape(state_dict, "single_blocks.0.linear1.weight")[0] - 3 * hidden
     for kind, blocks in (("controlnet_blocks", doubles), ("controlnet_single_blocks", singles)):
-        found = _indices(keys, kind + r"\.(\d+)\.")
+        found = numbered_indices(keys, kind + r"\.(\d+)\.")
         if found != list(range(len(blocks))):
             raise ControlNetFormatError(
                 f"{len(blocks)} transformer blocks but {kind} {found}: every block needs one residual projection")
 
-    hint_ids = _indices(keys, r"input_hint_block\.(\d+)\.weight")
+    hint_ids = numbered_indices(keys, r"input_hint_block\.(\d+)\.weight")
     convs = tuple((s[1], s[0], s[2], stride) for s, stride in zip(
         (_shape(state_dict, f"input_hint_block.{i}.weight") for i in hint_ids), hint_strides))
     if hint_ids and len(hint_ids) != len(hint_strides):
@@ -127,13 +123,9 @@ def detect_flux_config(state_dict: Mapping[str, Tensor], *, hint_strides: Sequen
 
 
 def _build(state_dict: Dict[str, Tensor], config: FluxControlNetConfig, dtype, device) -> FluxControlNet:
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    net = assemble(lambda: FluxControlNet(config), state_dict,
-                   f"detected Flux ControlNet ({config.depth} double, {config.depth_single_blocks} single blocks)")
-    if device is not None:
-        net.to(device)
-    return net.eval().requires_grad_(False)
+    return assemble(lambda: FluxControlNet(config), state_dict,
+                    f"detected Flux ControlNet ({config.depth} double, {config.depth_single_blocks} single blocks)",
+                    dtype=dtype, device=device)
 
 
 def claims_flux_diffusers(state_dict: Mapping[str, Tensor]) -> bool:
@@ -183,3 +175,11 @@ def build_flux_mistoline(state_dict: Mapping[str, Tensor], *, dtype: Optional[to
     config = detect_flux_config(converted, hint_strides=_MISTOLINE_HINT_STRIDES, residual_activation=True,
                                 axes_dim=axes_dim, repeat_mode="tile_all")
     return _build(converted, config, dtype, device)
+
+
+FORMATS: Tuple[ModelFormat, ...] = (
+    ModelFormat("Flux ControlNet (Mistoline)", claims_flux_mistoline, build_flux_mistoline),
+    # XLabs files share the classic ControlNet's hint-block key, so they come before it.
+    ModelFormat("Flux ControlNet (XLabs)", claims_flux_xlabs, build_flux_xlabs),
+    ModelFormat("Flux ControlNet (diffusers: InstantX, Shakker-Labs)", claims_flux_diffusers, build_flux_diffusers),
+)

@@ -38,10 +38,11 @@ from typing import Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionFn, scaled_dot_product
-from .mmdit import JointBlock, PatchEmbed, SelfAttentionBlock, TimeTextEmbed, sincos_2d_comfyui
-from .model import ControlNetInputError, check_hint_batch
-from .residuals import ControlResiduals
+from ...layers.attention import AttentionFn, scaled_dot_product
+from .blocks import JointBlock, PatchEmbed, SelfAttentionBlock, TimeTextEmbed, sincos_2d_comfyui
+from ...errors import ControlNetInputError
+from ...family import check_hint_batch
+from ...residuals import ControlResiduals
 
 __all__ = [
     "LAYOUTS",

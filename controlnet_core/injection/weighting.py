@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .residuals import ControlResiduals, check_same_layout
+from ..residuals import ControlResiduals, check_same_layout
 
 __all__ = [
     "CONTROL_MODES",

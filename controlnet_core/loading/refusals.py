@@ -18,7 +18,8 @@ from typing import Callable, Mapping, Optional, Tuple
 
 from torch import Tensor
 
-from .errors import ControlNetFormatError
+from ..assembly import numbered_indices
+from ..errors import ControlNetFormatError
 
 __all__ = ["BROAD_REFUSALS", "REFUSALS", "Refusal", "refusal_for"]
 
@@ -45,10 +46,6 @@ class Refusal:
         raise ControlNetFormatError(self.describe(state_dict))
 
 
-def _count(state_dict: Mapping[str, Tensor], pattern: str) -> int:
-    return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
-
-
 def _has_part(state_dict: Mapping[str, Tensor], names) -> bool:
     return any(part in names for k in state_dict for part in k.split("."))
 
@@ -72,7 +69,7 @@ def _controlnet_xs(sd: Mapping[str, Tensor]) -> str:
 
 
 def _blocks(sd: Mapping[str, Tensor], *prefixes: str) -> str:
-    counts = [_count(sd, re.escape(p) + r"\.(\d+)\.") for p in prefixes]
+    counts = [len(numbered_indices(sd, re.escape(p) + r"\.(\d+)\.")) for p in prefixes]
     return ", ".join(f"{n} {p}" for n, p in zip(counts, prefixes))
 
 

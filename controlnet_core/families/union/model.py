@@ -15,23 +15,20 @@ hints and types alone and is computed once per hint by :meth:`UnionControlNet.em
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, fields
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import timestep_embedding
-from .config import ControlNetConfig
-from .convert import diffusers_to_original, is_diffusers_layout
-from .assembly import assemble
-from .errors import ControlNetFormatError
-from .model import ControlNet, ControlNetInputError
-from .residuals import ControlResiduals
+from ..controlnet.config import ControlNetConfig
+from ...errors import ControlNetInputError
+from ...layers.embeddings import timestep_embedding
+from ..controlnet.model import ControlNet
+from ...residuals import ControlResiduals
 
-__all__ = ["UNION_TYPE_NAMES", "UnionConfig", "UnionControlNet", "claims", "build"]
+__all__ = ["UNION_PREFIXES", "UNION_TYPE_NAMES", "UnionConfig", "UnionControlNet"]
 
 UNION_TYPE_NAMES: Tuple[str, ...] = (
     "openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd",
@@ -39,9 +36,7 @@ UNION_TYPE_NAMES: Tuple[str, ...] = (
 )
 """Control types in the order of the rows of ``task_embedding`` (6 in the first release, 8 in ProMax)."""
 
-_UNION_PREFIXES = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
-_REQUIRED = ("task_embedding", "transformer_layes.0.attn.in_proj_weight", "spatial_ch_projs.weight",
-             "control_add_embedding.linear_1.weight")
+UNION_PREFIXES = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
 
 ControlType = Union[int, Sequence[int]]
 Hints = Union[Tensor, Sequence[Tensor]]
@@ -265,65 +260,3 @@ class UnionControlNet(ControlNet):
             hint_embedding = self.embed_hint(hints, control_type=indices)
         emb = self.embed_time(timesteps, x.shape[0], y) + self.type_embedding(indices)
         return self.encode(x, emb, context, hint_embedding)
-
-
-def claims(state_dict: Mapping[str, Tensor]) -> bool:
-    """True for ControlNet Union weights (any of its fusion tensors is present)."""
-    return any(k.startswith(_UNION_PREFIXES) for k in state_dict)
-
-
-def _union_config(base: ControlNetConfig, fusion: Mapping[str, Tensor]) -> UnionConfig:
-    missing = [k for k in _REQUIRED if k not in fusion]
-    if missing:
-        raise ControlNetFormatError(
-            f"ControlNet Union weights are incomplete: the hint fusion lacks {missing}; re-download the file")
-    n, width = fusion["task_embedding"].shape
-    if n > len(UNION_TYPE_NAMES):
-        raise ControlNetFormatError(
-            f"task_embedding has {n} rows: a ControlNet Union with more control types than the "
-            f"{len(UNION_TYPE_NAMES)} known ({', '.join(UNION_TYPE_NAMES)}) is not supported")
-    mc = base.model_channels
-    if width != mc or fusion["spatial_ch_projs.weight"].shape != (mc, mc):
-        raise ControlNetFormatError(
-            f"ControlNet Union fusion width {width} does not match the encoder's {mc} channels")
-    code_width = fusion["control_add_embedding.linear_1.weight"].shape[1]
-    if code_width % n:
-        raise ControlNetFormatError(
-            f"control_add_embedding takes {code_width} features, not a multiple of the {n} control types")
-    layers = len({m.group(1) for k in fusion if (m := re.match(r"transformer_layes\.(\d+)\.", k))})
-    kwargs = {f.name: getattr(base, f.name) for f in fields(base)}
-    return UnionConfig(**kwargs, num_control_types=n, type_embed_dim=code_width // n, num_token_layers=layers)
-
-
-def build(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
-          global_pool: bool = False, **options) -> UnionControlNet:
-    """Build a :class:`UnionControlNet` from Union weights (diffusers layout, or the original one).
-
-    Args:
-        state_dict: the weights, ``control_model.`` prefix already stripped.
-        dtype: compute dtype; None keeps the stored one.
-        device: where the parameters live; None keeps the tensors where they are.
-        global_pool: average residuals over space.
-        **options: accepted for the loader's sake; unused.
-
-    Raises:
-        ControlNetFormatError: incomplete or inconsistent weights.
-    """
-    # loading.py imports this module for its format table, so its detector is imported here.
-    from .loading import detect_config
-
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    fusion = {k: v for k, v in state_dict.items() if k.startswith(_UNION_PREFIXES)}
-    encoder = {k: v for k, v in state_dict.items() if k not in fusion}
-    try:
-        if is_diffusers_layout(encoder):
-            encoder = diffusers_to_original(encoder)
-        config = _union_config(detect_config(encoder, global_pool), fusion)
-    except KeyError as e:
-        raise ControlNetFormatError(f"ControlNet Union: {e.args[0]}") from None
-    net = assemble(lambda: UnionControlNet(config), {**encoder, **fusion},
-                   f"detected {config.num_control_types}-type ControlNet Union")
-    if device is not None:
-        net.to(device)
-    return net.eval().requires_grad_(False)

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionFn, scaled_dot_product
-from .blocks import timestep_embedding
+from ...layers.attention import AttentionFn, scaled_dot_product
+from ...layers.norms import WeightRMSNorm
+from ...layers.embeddings import timestep_embedding
 
 __all__ = [
     "PatchEmbed",
     "TimeTextEmbed",
-    "RMSNorm",
     "JointAttention",
     "JointBlock",
     "SelfAttentionBlock",
@@ -112,19 +112,6 @@ class TimeTextEmbed(nn.Module):
         return self.timestep_embedder(t) + self.text_embedder(pooled)
 
 
-class RMSNorm(nn.Module):
-    """Per-head query/key RMS normalisation (``qk_norm="rms_norm"``), statistics in float32."""
-
-    def __init__(self, dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Normalise the last dimension: :math:`(..., d)` in and out."""
-        variance = x.float().pow(2).mean(-1, keepdim=True)
-        return (x * torch.rsqrt(variance + LN_EPS)).to(self.weight.dtype) * self.weight
-
-
 class JointAttention(nn.Module):
     """Attention over image tokens, optionally joined with context tokens (diffusers names).
 
@@ -144,12 +131,12 @@ class JointAttention(nn.Module):
         self.to_q, self.to_k, self.to_v = (nn.Linear(dim, dim, **kw) for _ in range(3))
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, **kw)])
         if qk_norm:
-            self.norm_q, self.norm_k = RMSNorm(head_dim, **kw), RMSNorm(head_dim, **kw)
+            self.norm_q, self.norm_k = WeightRMSNorm(head_dim, **kw), WeightRMSNorm(head_dim, **kw)
         if joint:
             self.add_q_proj, self.add_k_proj, self.add_v_proj = (nn.Linear(dim, dim, **kw) for _ in range(3))
             self.to_add_out = nn.Linear(dim, dim, **kw)
             if qk_norm:
-                self.norm_added_q, self.norm_added_k = RMSNorm(head_dim, **kw), RMSNorm(head_dim, **kw)
+                self.norm_added_q, self.norm_added_k = WeightRMSNorm(head_dim, **kw), WeightRMSNorm(head_dim, **kw)
 
     def _qkv(self, x: Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear, prefix: str) -> Tuple[Tensor, ...]:
         q, k, v = (_heads(proj(x), self.heads) for proj in (q, k, v))

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionFn, scaled_dot_product
-from .blocks import timestep_embedding
-from .flux_blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
-from .flux_tokens import PATCH, pack_latent, position_ids
-from .model import ControlNetInputError, check_hint_batch
-from .residuals import ControlResiduals
+from ...layers.attention import AttentionFn, scaled_dot_product
+from .blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
+from .tokens import PATCH, pack_latent, position_ids
+from ...errors import ControlNetInputError
+from ...family import check_hint_batch
+from ...layers.embeddings import timestep_embedding
+from ...residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base"]
 

@@ -6,22 +6,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .blocks import Downsample, EmbedSequential, ResBlock, SpatialTransformer, timestep_embedding
+from ...errors import ControlNetInputError
+from ...family import check_hint_batch
+from ...layers.embeddings import timestep_embedding
+from ...residuals import ControlResiduals
+from .blocks import Downsample, EmbedSequential, ResBlock, SpatialTransformer
 from .config import ControlNetConfig
-from .residuals import ControlResiduals
 
-__all__ = ["ControlNet", "ControlNetInputError", "check_hint_batch"]
-
-
-class ControlNetInputError(ValueError):
-    """An input to :meth:`ControlNet.forward` does not fit the model."""
-
-
-def check_hint_batch(hint: Tensor, x: Tensor) -> None:
-    """Raise :class:`ControlNetInputError` unless the hint has one row or one per latent row."""
-    if hint.shape[0] not in (1, x.shape[0]):
-        raise ControlNetInputError(
-            f"hint batch {hint.shape[0]} does not match latent batch {x.shape[0]} (use 1 to broadcast)")
+__all__ = ["ControlNet"]
 
 
 def _zero_conv(channels: int, dtype, device) -> nn.Sequential:

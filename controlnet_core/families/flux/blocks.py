@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionFn, scaled_dot_product
+from ...layers.attention import AttentionFn, scaled_dot_product
+from ...layers.norms import ScaleRMSNorm
 
 __all__ = [
     "rope_frequencies",
@@ -116,28 +117,13 @@ class Modulation(nn.Module):
         return self.lin(F.silu(vec))[:, None].chunk(3 * self.count, dim=-1)
 
 
-class RMSNorm(nn.Module):
-    """RMS normalisation over the last axis with a learnt ``scale`` (epsilon 1e-6)."""
-
-    def __init__(self, dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Normalise :math:`(..., C)` over :math:`C`."""
-        if hasattr(F, "rms_norm"):
-            return F.rms_norm(x, self.scale.shape, self.scale, eps=1e-6)
-        # torch before 2.4, which ComfyUI still supports, has no fused RMS norm.
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.scale
-
-
 class QKNorm(nn.Module):
     """Per-head RMS normalisation of queries and keys."""
 
     def __init__(self, head_dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
-        self.query_norm = RMSNorm(head_dim, dtype=dtype, device=device)
-        self.key_norm = RMSNorm(head_dim, dtype=dtype, device=device)
+        self.query_norm = ScaleRMSNorm(head_dim, dtype=dtype, device=device)
+        self.key_norm = ScaleRMSNorm(head_dim, dtype=dtype, device=device)
 
 
 class SelfAttention(nn.Module):

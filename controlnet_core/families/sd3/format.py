@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .assembly import assemble
-from .errors import ControlNetFormatError
-from .sd3 import SD3ControlNet, SD3ControlNetConfig
+from ...assembly import assemble, numbered_indices
+from ...errors import ControlNetFormatError
+from ...family import ModelFormat
+from .model import SD3ControlNet, SD3ControlNetConfig
 
 __all__ = ["claims_instantx", "build_instantx", "claims_sd35", "build_sd35", "sd35_diffusers_to_reference"]
 
@@ -49,9 +50,8 @@ def claims_sd35(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def _block_count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    found = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
-    if found != set(range(len(found))):
+    found = numbered_indices(state_dict, re.escape(prefix) + r"\.(\d+)\.")
+    if found != list(range(len(found))):
         raise ControlNetFormatError(f"{prefix} blocks are not numbered 0..n-1: {sorted(found)}")
     return len(found)
 
@@ -67,14 +67,10 @@ def _heads(dim: int, head_dim: Optional[int], norm: Optional[Tensor]) -> int:
 
 
 def _build(config: SD3ControlNetConfig, state_dict: Dict[str, Tensor], dtype, device) -> SD3ControlNet:
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    net = assemble(lambda: SD3ControlNet(config), state_dict,
-                   f"detected {config.layout} SD3 ControlNet "
-                   f"({config.num_layers} blocks of width {config.hidden_size})")
-    if device is not None:
-        net.to(device)
-    return net.eval().requires_grad_(False)
+    return assemble(lambda: SD3ControlNet(config), state_dict,
+                    f"detected {config.layout} SD3 ControlNet "
+                    f"({config.num_layers} blocks of width {config.hidden_size})",
+                    dtype=dtype, device=device)
 
 
 def build_instantx(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
@@ -175,3 +171,9 @@ def build_sd35(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype]
         control_type=None if stored_type is None else int(round(float(stored_type.reshape(-1)[0]))),
     )
     return _build(config, sd, dtype, device)
+
+
+FORMATS: Tuple[ModelFormat, ...] = (
+    ModelFormat("SD3 ControlNet (InstantX)", claims_instantx, build_instantx),
+    ModelFormat("SD3.5 ControlNet (Stability)", claims_sd35, build_sd35),
+)
