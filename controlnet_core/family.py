@@ -15,8 +15,8 @@ from .residuals import ControlResiduals
 
 __all__ = ["VAE_DOWNSCALE", "ControlModel", "HintInput", "ModelFormat", "check_hint_batch"]
 
-HintInput = Literal["image", "latent"]
-"""What a family's hint is: the control image itself, or its VAE latent (encoded at sampling time)."""
+HintInput = Literal["latent", "pixels"]
+"""What a family's hint is: the VAE latent of the control image (encoded at sampling time), or the image."""
 
 VAE_DOWNSCALE = 8
 """Image pixels per latent pixel of every VAE the supported base models use (SD, SDXL, SD3, Flux)."""
@@ -27,7 +27,8 @@ class ControlModel(Protocol):
     """What a loaded control model offers the injection, whatever its family.
 
     Attributes:
-        family: the base-model family it was made for (``"sd1"``, ``"sdxl"``, ``"flux"``, ``"sd3"``, ...).
+        family: its family, the name of its folder under ``families/`` (``"controlnet"``, ``"flux"``, ...);
+            the base model it was made for is ``config.family``.
         hint_input: whether :meth:`forward` takes the control image or its VAE latent.
         num_residuals: its own residuals, one ``block_weights`` value each.
         residual_layout: what those residuals are, in order, for messages.

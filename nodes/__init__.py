@@ -1,9 +1,9 @@
 """ComfyUI node layer: thin classes over controlnet_core, and the one registration table."""
 from .controlnet_nodes import ApplyControlResiduals, ControlNetLoader
 from .crop_nodes import ApplyCrop, PaddedCrop, PaddedPaste
-from .family_nodes import UnionControlType
-from .refine_nodes import Img2ImgStrength, InpaintMaskPrep
-from .transformer_nodes import FluxUnionMode, HintVAE
+from .family_nodes import FluxUnionMode, HintVAE, UnionControlType
+from .inpaint_nodes import InpaintMaskPrep
+from .sampling_nodes import Img2ImgStrength
 
 NODE_CLASSES = (
     ControlNetLoader,

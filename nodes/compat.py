@@ -97,3 +97,10 @@ def attention_kernel():
     def attend(q, k, v):
         return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)
     return attend
+
+
+def vae_downscale(vae) -> int:
+    """Image pixels per latent pixel of a ComfyUI VAE: its own report on builds from 2024-07 on, else 8
+    (every VAE of the 2024 hosts' image models)."""
+    scale = getattr(vae, "spacial_compression_encode", None)
+    return int(scale()) if scale is not None else 8

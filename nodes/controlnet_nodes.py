@@ -10,19 +10,17 @@ import comfy.model_management
 import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
-from ..controlnet_core.families.control_lora.model import ControlLora
 from ..controlnet_core.injection.hint import RESIZE_MODES, inpaint_hint, resize_hint
-from ..controlnet_core.injection.weighting import A1111_SOFT_BASE, ControlMode, block_scales, uncond_multiplier_for
 from ..controlnet_core.injection.spec import InjectionSpec
-from ..controlnet_core.families.t2i_adapter.model import T2IAdapter, feature_scales
+from ..controlnet_core.injection.weighting import A1111_SOFT_BASE, ControlMode, uncond_multiplier_for
 from ..controlnet_core.injection.window import ControlWindow, WindowTiming
 from . import compat
-from .adapter import LoadedControlNet, ResidualInjection, wrap_controlnet
 from .base import NodeInputError, category
-from .bindings import TRANSFORMER_FAMILIES, bind, check_transformer_fits, model_family
+from .bindings import bind
+from .control import wrap_controlnet
 from .conversions import image_to_bchw, mask_to_b1hw
-from .family_nodes import prepare_for_model
-from .validation import check_batches, check_inputs, check_number
+from .sampler_wrapper import ResidualInjection
+from .validation import BLOCK_WEIGHT_LIMIT, check_batches, check_inputs
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
@@ -71,9 +69,7 @@ class ControlNetLoader:
             reason = str(e).removeprefix(f"{path}: ")
             raise NodeInputError(self.NODE_ID, "control_net_name", f"'{control_net_name}' cannot be loaded: "
                                                                    f"{reason}") from None
-        if isinstance(net, ControlLora):
-            # Its weights are completed from the MODEL's UNet by the Apply node.
-            return (LoadedControlNet(net=net, patcher=None, name=control_net_name),)
+        # A Control-LoRA stays pending: the Apply node completes it with the MODEL's UNet.
         return (wrap_controlnet(net, control_net_name),)
 
 
@@ -91,67 +87,6 @@ def control_model_names():
 
 def control_model_path(name: str):
     return next((path for key in _model_folders() if (path := folder_paths.get_full_path(key, name))), None)
-
-
-def parse_block_weights(text: str, count: int, node_id: str,
-                        layout: str = "down blocks, shallow to deep, then the middle block"):
-    """``""`` = all ones; otherwise ``count`` comma-separated numbers (down residuals, then mid)."""
-    if not text.strip():
-        return None
-    try:
-        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{node_id}: block_weights '{text}' must be comma-separated numbers") from None
-    for value in values:
-        check_number(node_id, "block_weights", value)
-    if len(values) != count:
-        raise ValueError(f"{node_id}: block_weights has {len(values)} values; this control model needs "
-                         f"{count} ({layout})")
-    return values
-
-
-def check_model_fits(model, control, node_id: str) -> None:
-    """Raise unless the ControlNet was made for this model's family (context width, SDXL y vector)."""
-    unet = model.model.model_config.unet_config
-    cfg = control.net.config
-    model_name = type(model.model.model_config).__name__
-    if cfg.family in TRANSFORMER_FAMILIES or model_family(model) != "unet":
-        check_transformer_fits(model, control, node_id)
-        return
-    if isinstance(control.net, T2IAdapter):
-        check_adapter_fits(unet, control, model_name, node_id)
-        return
-    same_y = (unet.get("adm_in_channels") is None) == (cfg.adm_in_channels is None)
-    if unet.get("context_dim") != cfg.context_dim or not same_y:
-        raise ValueError(
-            f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} ControlNet (context "
-            f"{cfg.context_dim}, {'with' if cfg.adm_in_channels else 'no'} SDXL y vector) but the model is "
-            f"{model_name} (context {unet.get('context_dim')}, {'with' if unet.get('adm_in_channels') else 'no'} "
-            f"y vector); load a ControlNet made for {model_name}")
-
-
-def check_adapter_fits(unet: dict, control, model_name: str, node_id: str) -> None:
-    """Raise unless each adapter feature has the channels of the UNet block it is added after."""
-    cfg = control.net.config
-    mults = list(unet.get("channel_mult") or ())
-    levels = [unet.get("model_channels", 0) * m for m in mults]
-    fits = (levels + levels[-1:] if cfg.family == "sdxl" else levels) == list(cfg.channels)
-    if not fits or (cfg.family == "sdxl") != (unet.get("adm_in_channels") is not None):
-        raise ValueError(
-            f"{node_id}: controlnet '{control.name}' is a {cfg.family.upper()} T2I-Adapter (features of "
-            f"{', '.join(map(str, cfg.channels))} channels) but the model is {model_name} (levels of "
-            f"{', '.join(map(str, levels))} channels); load a T2I-Adapter made for {model_name}")
-
-
-def transformer_scales(binding, strength: float, mode: str, block_weights: str, node_id: str):
-    """One scale per own residual of a Flux / SD3 ControlNet: strength times the block weight."""
-    if mode != "balanced":
-        # A1111's soft curves weigh UNet levels; transformer blocks have no such order of scales.
-        raise NodeInputError(node_id, "control_mode", "the soft curves are for UNet ControlNets; use 'balanced' "
-                             "with Flux and SD3 ControlNets (uncond_multiplier 0 keeps the control off the "
-                             "negative pass)")
-    weights = parse_block_weights(block_weights, binding.num_residuals, node_id, binding.weights_layout)
-    return tuple(strength * w for w in weights or (1.0,) * binding.num_residuals)
 
 
 class ApplyControlResiduals:
@@ -208,7 +143,8 @@ class ApplyControlResiduals:
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
                                   "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
-                                  "one per ControlNet block. Empty = all 1."}),
+                                  "one per ControlNet block. Empty = all 1. Each value within "
+                                  f"+-{BLOCK_WEIGHT_LIMIT:g}."}),
             },
         }
 
@@ -224,39 +160,24 @@ class ApplyControlResiduals:
                              "inpaint_mask": None if inpaint is None else inpaint.shape[0]})
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
-        check_model_fits(model, controlnet, node)
-        controlnet = prepare_for_model(model, controlnet, node, compat.model_dtype(model),
-                                       comfy.model_management.unet_offload_device())
-        binding, controlnet = bind(model, controlnet, node)
+        binding = bind(model, controlnet, node)
+        mode = CONTROL_MODE_LABELS[control_mode]
+        scales = binding.scales(strength, mode, soft_base, block_weights, node)
         sampling = compat.model_sampling(model)
         try:
             window = ControlWindow(start_percent, end_percent, TIMING_LABELS[window_timing],
                                    sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent))
         except ValueError as e:
-            raise ValueError(f"{node}: start_percent/end_percent: {e}") from None
-        net = controlnet.net
-        mode = CONTROL_MODE_LABELS[control_mode]
-        if binding.num_residuals is not None:
-            scales = transformer_scales(binding, strength, mode, block_weights, node)
-        elif isinstance(net, T2IAdapter):
-            count = len(net.config.channels)
-            weights = parse_block_weights(block_weights, count, node, "one per adapter feature, shallow to deep")
-            try:
-                scales = feature_scales(count, strength, mode, weights)
-            except ValueError as e:
-                raise ValueError(f"{node}: control_mode: {e}") from None
-        else:
-            scales = block_scales(net.config.num_down_residuals, strength, mode, soft_base,
-                                  parse_block_weights(block_weights, net.config.num_down_residuals + 1, node))
+            raise NodeInputError(node, "start_percent/end_percent", str(e)) from None
         if mask is not None and not torch.any(mask):
             return (model,)  # an all-zero mask means no control anywhere: nothing to run
         if inpaint is not None:
             hint = inpaint_hint(hint, resize_hint(inpaint, tuple(hint.shape[-2:]), "stretch"))
         spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
         model = model.clone()
-        injection = ResidualInjection(controlnet, spec, sampling,
-                                      previous=model.model_options.get("model_function_wrapper"), binding=binding)
+        previous = model.model_options.get("model_function_wrapper")
+        injection = ResidualInjection(binding, spec, sampling, previous=previous)
         model.set_model_unet_function_wrapper(injection)
-        compat.attach_additional_model(model, controlnet.patcher)
+        compat.attach_additional_model(model, binding.control.patcher)
         compat.on_sampling_end(model, injection.cleanup)
         return (model,)

@@ -12,11 +12,11 @@ from PIL import Image, ImageDraw
 import comfy.utils
 import folder_paths
 
-from ..controlnet_core import crop as crop_ops
+from ..controlnet_core.refine import crop as crop_ops
 from ..controlnet_core.refine.crop import PASTE_MODES, long_side_size, plan_crop, snap
 from ..controlnet_core.refine.resample import RESAMPLE_FILTERS, resize
 from .base import LOG, category
-from .bindings import pixel_grid
+from .model_info import pixel_grid
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 from .validation import check_broadcast, check_inputs, check_same_size
 

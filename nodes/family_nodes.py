@@ -1,29 +1,25 @@
-"""Per-family steps between loading and applying: ControlNet Union types, Control-LoRA merging.
+"""Per-family nodes between loading and applying: what a family needs beyond the Apply node's inputs.
 
-``CNR_UnionType`` chooses the control type(s) of a ControlNet Union. ``prepare_for_model`` is what
-the Apply node runs on every ``CNR_CONTROLNET``: it merges a Control-LoRA with the MODEL's UNet
-(once per Control-LoRA and UNet; later applies reuse the merged ControlNet) and refuses a Union
-whose types were never chosen.
+``CNR_UnionType`` chooses the control type(s) of a ControlNet Union, ``CNR_HintVAE`` gives a latent-hint
+ControlNet (Flux, SD3) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode. Each returns the
+same ``CNR_CONTROLNET`` with its choice; none changes its input.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import replace
 
-from ..controlnet_core.families.control_lora.model import ControlLora
-from ..controlnet_core.errors import ControlNetFormatError
+from ..controlnet_core.families.flux.model import FLUX_UNION_MODES
 from ..controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionControlNet
-from .adapter import LoadedControlNet, wrap_controlnet
+from . import compat
 from .base import NodeInputError, category
 from .conversions import image_to_bchw
+from .validation import check_choice
 
 NONE = "none"
 _EXTRA_SLOTS = (2, 3)
 
 # ControlLora -> {UNet module -> merged LoadedControlNet}; weak on both sides, so neither the file's
 # tensors nor the MODEL are kept alive by the cache.
-_MERGED: "weakref.WeakKeyDictionary[ControlLora, weakref.WeakKeyDictionary]" = weakref.WeakKeyDictionary()
-
 
 class UnionControlType:
     NODE_ID = "CNR_UnionType"
@@ -59,10 +55,10 @@ class UnionControlType:
     def choose(self, controlnet, type, type_2=NONE, image_2=None, type_3=NONE, image_3=None):
         node = self.NODE_ID
         net = controlnet.net
-        if not isinstance(net, UnionControlNet):
-            family = getattr(getattr(net, "config", None), "family", "other").upper()
-            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' is a {family} ControlNet, not a ControlNet "
-                                 "Union; load a Union file (e.g. controlnet-union-sdxl-1.0) or remove this node")
+        if net.family != "union":
+            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' is a {_family(net)} ControlNet, not a "
+                                 "ControlNet Union; load a Union file (e.g. controlnet-union-sdxl-1.0) or remove "
+                                 "this node")
         types = [self._index(net, controlnet.name, "type", type)]
         hints = []
         for n, name, image in ((2, type_2, image_2), (3, type_3, image_3)):
@@ -84,33 +80,77 @@ class UnionControlType:
         return net.type_names.index(name)
 
 
-def prepare_for_model(model, controlnet: LoadedControlNet, node_id: str, dtype, device) -> LoadedControlNet:
-    """The control ready to run with ``model``: a Control-LoRA merged with its UNet, a Union checked.
-
-    Args:
-        model: the MODEL (a ComfyUI ModelPatcher) the control is applied to.
-        controlnet: what the loader (and CNR_UnionType) produced.
-        node_id: the calling node, for messages.
-        dtype: compute dtype of a merged Control-LoRA.
-        device: where a merged Control-LoRA is kept between samplings.
-    """
-    if isinstance(controlnet.net, ControlLora):
-        controlnet = _merged(model, controlnet, node_id, dtype, device)
-    if isinstance(controlnet.net, UnionControlNet) and not controlnet.control_type:
-        raise NodeInputError(node_id, "controlnet", f"'{controlnet.name}' is a ControlNet Union: choose its control "
-                             "type(s) with CNR_UnionType between the loader and this node")
-    return controlnet
+def _family(net) -> str:
+    return getattr(getattr(net, "config", None), "family", "other").upper()
 
 
-def _merged(model, controlnet: LoadedControlNet, node_id: str, dtype, device) -> LoadedControlNet:
-    unet = model.model.diffusion_model
-    per_unet = _MERGED.setdefault(controlnet.net, weakref.WeakKeyDictionary())
-    merged = per_unet.get(unet)
-    if merged is None:
-        try:
-            net = controlnet.net.merge(unet.state_dict(), dtype=dtype, device=device)
-        except ControlNetFormatError as e:
-            raise NodeInputError(node_id, "controlnet", f"Control-LoRA '{controlnet.name}': {e}") from None
-        merged = wrap_controlnet(net, controlnet.name)
-        per_unet[unet] = merged
-    return replace(merged, control_type=controlnet.control_type, extra_hints=controlnet.extra_hints)
+class HintVAE:
+    NODE_ID = "CNR_HintVAE"
+    DISPLAY_NAME = "ControlNet Hint VAE (CNR)"
+    DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5) the "
+                   "VAE that encodes its control image during sampling, as ComfyUI's Apply ControlNet node's vae "
+                   "input does. Pixel-hint models (XLabs, Mistoline) do not need it. The input is not changed.")
+    CATEGORY = category("controlnet")
+    RETURN_TYPES = ("CNR_CONTROLNET",)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The same ControlNet with its hint VAE, for CNR_ApplyControlResiduals.",)
+    FUNCTION = "attach"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "controlnet": ("CNR_CONTROLNET", {"tooltip": "A Flux or SD3 ControlNet from CNR_ControlNetLoader."}),
+            "vae": ("VAE", {"tooltip": "The base model's VAE (16 latent channels for Flux and SD3)."}),
+        }}
+
+    def attach(self, controlnet, vae):
+        net = controlnet.net
+        if getattr(net, "hint_input", None) != "latent":
+            kind = "a pixel-hint Flux ControlNet" if net.family == "flux" else f"a {_family(net)} model"
+            raise NodeInputError(self.NODE_ID, "controlnet", f"'{controlnet.name}' is {kind}: it takes the control "
+                                 "image itself, not a VAE latent; remove this node")
+        channels, scale = getattr(vae, "latent_channels", None), compat.vae_downscale(vae)
+        if channels is not None and channels != net.config.in_channels:
+            raise NodeInputError(self.NODE_ID, "vae", f"this VAE makes {channels}-channel latents but "
+                                 f"'{controlnet.name}' reads {net.config.in_channels}-channel ones; connect the VAE "
+                                 f"of the {_family(net)} model it was made for")
+        if scale != net.hint_size(1, 1)[0]:
+            raise NodeInputError(self.NODE_ID, "vae", f"this VAE shrinks images {scale}x but '{controlnet.name}' "
+                                 f"needs {net.hint_size(1, 1)[0]}x latents; connect the VAE of the "
+                                 f"{_family(net)} model")
+        return (replace(controlnet, hint_vae=vae),)
+
+
+class FluxUnionMode:
+    NODE_ID = "CNR_FluxUnionMode"
+    DISPLAY_NAME = "Flux ControlNet Union Mode (CNR)"
+    DESCRIPTION = ("Chooses the mode of a Flux union ControlNet (InstantX Union, Shakker-Labs Union Pro) with the "
+                   "models' own names: canny 0, tile 1, depth 2, blur 3, pose 4, gray 5, low quality 6 (ComfyUI's "
+                   "SetUnionControlNetType lists the SDXL union's names, wrong for these). The input is not "
+                   "changed.")
+    CATEGORY = category("controlnet")
+    RETURN_TYPES = ("CNR_CONTROLNET",)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The same ControlNet with the mode chosen, for CNR_ApplyControlResiduals.",)
+    FUNCTION = "choose"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "controlnet": ("CNR_CONTROLNET", {"tooltip": "A Flux union ControlNet from CNR_ControlNetLoader."}),
+            "mode": (list(FLUX_UNION_MODES), {"default": FLUX_UNION_MODES[0], "tooltip":
+                     "What the control image shows, by the model's own mode names (index order)."}),
+        }}
+
+    def choose(self, controlnet, mode):
+        net = controlnet.net
+        check_choice(self.NODE_ID, "mode", mode, FLUX_UNION_MODES)
+        modes = net.config.num_union_modes if net.family == "flux" else 0
+        if not modes:
+            raise NodeInputError(self.NODE_ID, "controlnet", f"'{controlnet.name}' is not a Flux union ControlNet "
+                                 f"(a {_family(net)} model without modes); remove this node")
+        index = FLUX_UNION_MODES.index(mode)
+        if index >= modes:
+            raise NodeInputError(self.NODE_ID, "mode", f"'{controlnet.name}' has {modes} modes "
+                                 f"({', '.join(FLUX_UNION_MODES[:modes])}); '{mode}' is not one of them")
+        return (replace(controlnet, control_type=(index,)),)

@@ -9,12 +9,16 @@ what the node declares.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .base import NodeInputError
+
+BLOCK_WEIGHT_LIMIT = 100.0
+"""Largest ``block_weights`` magnitude: far above any useful weight (residuals times 100 already swamp the
+model), far below what overflows half precision into an all-NaN image."""
 
 
 def check_number(node: str, name: str, value, lo: Optional[float] = None, hi: Optional[float] = None) -> None:
@@ -92,3 +96,26 @@ def check_same_size(node: str, name: str, size, other: str, other_size, fix: str
     if tuple(size) != tuple(other_size):
         raise NodeInputError(node, name, f"is {size[1]}x{size[0]} but {other} is {other_size[1]}x{other_size[0]}; "
                                          f"{fix}")
+
+
+def parse_block_weights(text: str, count: int, node: str, layout: str) -> Optional[List[float]]:
+    """``block_weights`` as ``count`` numbers (``""`` = None, all ones), each finite and in range.
+
+    Args:
+        text: comma- (or semicolon-) separated numbers.
+        count: how many the control needs.
+        node: the node id, for messages.
+        layout: what the values are, in order, for messages.
+    """
+    if not text.strip():
+        return None
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise NodeInputError(node, "block_weights", f"'{text}' must be comma-separated numbers") from None
+    for value in values:
+        check_number(node, "block_weights", value, -BLOCK_WEIGHT_LIMIT, BLOCK_WEIGHT_LIMIT)
+    if len(values) != count:
+        raise NodeInputError(node, "block_weights", f"{len(values)} values given; this control model needs "
+                                                    f"{count} ({layout})")
+    return values

@@ -7,6 +7,8 @@ projections and hint embedding start at zero.
 import re
 
 import torch
+
+import comfy_host
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
 from tiny_models import randomize_all
@@ -82,3 +84,14 @@ def sd3_inputs(batch: int = 2, seed: int = 3):
     pooled = torch.randn(batch, POOLED_DIM, generator=gen)
     hint = torch.randn(batch, 16, *LATENT, generator=gen)
     return x, t, context, pooled, hint
+
+
+def tiny_sd3_vae(seed: int = 0):
+    """TAESD with 16 latent channels in ComfyUI's VAE wrapper, seeded."""
+    comfy_host.boot()
+    import comfy.sd
+    import comfy.taesd.taesd
+    gen = torch.Generator().manual_seed(seed)
+    state = comfy.taesd.taesd.TAESD(latent_channels=16).state_dict()
+    state = {k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05 for k, v in state.items()}
+    return comfy.sd.VAE(sd=state)

@@ -6,19 +6,27 @@ from typing import Literal, Tuple, get_args
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RESIZE_MODES", "ResizeMode", "resize_hint", "inpaint_hint"]
+__all__ = ["RESIZE_MODES", "ResizeMode", "resample", "resize_hint", "inpaint_hint"]
 
 ResizeMode = Literal["crop", "stretch", "fill"]
 RESIZE_MODES: Tuple[ResizeMode, ...] = get_args(ResizeMode)
 
 
-def _resample(image: Tensor, size: Tuple[int, int]) -> Tensor:
+def resample(image: Tensor, size: Tuple[int, int], enlarge: str = "nearest-exact") -> Tensor:
+    """``image`` :math:`(B, C, H, W)` at ``size``, the same tensor when the size already fits.
+
+    Area average when shrinking both sides, ``enlarge`` (an ``F.interpolate`` mode) otherwise.
+
+    Averaging keeps thin lines of edge maps (and soft mask edges) when shrinking; nearest keeps a control
+    image crisp when enlarging, bilinear keeps a mask smooth.
+    """
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    # Averaging keeps thin lines of edge maps when shrinking; nearest keeps them crisp when enlarging.
     if image.shape[-2] >= size[0] and image.shape[-1] >= size[1]:
         return F.interpolate(image, size=size, mode="area")
-    return F.interpolate(image, size=size, mode="nearest-exact")
+    if enlarge in ("bilinear", "bicubic"):
+        return F.interpolate(image, size=size, mode=enlarge, align_corners=False)
+    return F.interpolate(image, size=size, mode=enlarge)
 
 
 def resize_hint(image: Tensor, size: Tuple[int, int], mode: str = "crop") -> Tensor:
@@ -39,17 +47,17 @@ def resize_hint(image: Tensor, size: Tuple[int, int], mode: str = "crop") -> Ten
     h0, w0 = image.shape[-2:]
     h, w = size
     if (h0, w0) == (h, w) or mode == "stretch":
-        return _resample(image, (h, w))
+        return resample(image, (h, w))
     cover = mode == "crop"
     scale = max(h / h0, w / w0) if cover else min(h / h0, w / w0)
     sh, sw = max(1, round(h0 * scale)), max(1, round(w0 * scale))
     if cover:
         sh, sw = max(sh, h), max(sw, w)
-        scaled = _resample(image, (sh, sw))
+        scaled = resample(image, (sh, sw))
         top, left = (sh - h) // 2, (sw - w) // 2
         return scaled[..., top:top + h, left:left + w]
     sh, sw = min(sh, h), min(sw, w)
-    scaled = _resample(image, (sh, sw))
+    scaled = resample(image, (sh, sw))
     out = image.new_zeros(image.shape[0], image.shape[1], h, w)
     top, left = (h - sh) // 2, (w - sw) // 2
     out[..., top:top + sh, left:left + sw] = scaled

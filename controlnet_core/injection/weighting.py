@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Literal, Optional, Sequence, Tuple, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..residuals import ControlResiduals, check_same_layout
+from .hint import resample
 
 __all__ = [
     "CONTROL_MODES",
@@ -27,6 +27,7 @@ __all__ = [
     "soft_weights",
     "guess_mode_weights",
     "block_scales",
+    "uniform_scales",
     "uncond_multiplier_for",
     "weight_residuals",
     "mask_tokens",
@@ -84,6 +85,26 @@ def block_scales(
     return tuple(strength * c * w for c, w in zip(curve, block_weights))
 
 
+def uniform_scales(count: int, strength: float = 1.0, mode: str = "balanced",
+                   block_weights: Optional[Sequence[float]] = None) -> Tuple[float, ...]:
+    """Multiplier per residual of a transformer ControlNet: strength times the block weight.
+
+    A1111's soft curves weigh UNet levels, shallow to deep; transformer blocks have no such order of
+    scales, so only ``balanced`` exists there.
+
+    Example:
+        >>> uniform_scales(3, 0.5, block_weights=(1.0, 2.0, 0.0))
+        (0.5, 1.0, 0.0)
+    """
+    if mode != "balanced":
+        raise ValueError("the soft curves are for UNet ControlNets; use 'balanced' with transformer ControlNets "
+                         "(uncond_multiplier 0 keeps the control off the negative pass)")
+    weights = (1.0,) * count if block_weights is None else tuple(block_weights)
+    if len(weights) != count:
+        raise ValueError(f"block weights need {count} values, got {len(weights)}")
+    return tuple(strength * w for w in weights)
+
+
 def uncond_multiplier_for(mode: str, uncond_multiplier: float = 1.0) -> float:
     """Multiplier for uncond rows: 0 in ``controlnet`` mode, else ``uncond_multiplier``."""
     return 0.0 if mode == "controlnet" else float(uncond_multiplier)
@@ -118,7 +139,10 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
             factor = row_scale.to(device=t.device, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))
         if mask is not None:
             m = mask.to(device=t.device, dtype=torch.float32)
-            m = _resample_mask(m, tuple(t.shape[-2:])) if token_grid is None else mask_tokens(m, token_grid)
+            if token_grid is None:
+                m = resample(m, tuple(t.shape[-2:]), enlarge="bilinear")
+            else:
+                m = mask_tokens(m, token_grid)
             m = m.to(t.dtype)
             factor = m if factor is None else factor * m
         if scales is not None:
@@ -128,14 +152,6 @@ def weight_residuals(residuals: ControlResiduals, scales: Optional[Sequence[floa
         else:
             out.append(t.mul_(factor) if inplace else t * factor)
     return residuals.with_tensors(out)
-
-
-def _resample_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
-    if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
-    if mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(mask, size)
-    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
 
 
 def mask_tokens(mask: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -157,7 +173,7 @@ def mask_tokens(mask: Tensor, grid: Tuple[int, int]) -> Tensor:
         >>> mask_tokens(left, (2, 2)).flatten().tolist()
         [1.0, 0.0, 1.0, 0.0]
     """
-    return _resample_mask(mask, tuple(grid)).flatten(2).transpose(1, 2)
+    return resample(mask, tuple(grid), enlarge="bilinear").flatten(2).transpose(1, 2)
 
 
 def sum_residuals(items: Sequence[ControlResiduals]) -> ControlResiduals:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["timestep_embedding"]
+__all__ = ["per_row", "timestep_embedding"]
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -33,3 +33,18 @@ def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0)
     if dim % 2:
         embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
     return embedding
+
+
+def per_row(values, batch: int) -> Tensor:
+    """Timesteps (or Flux's guidance) as a float32 vector with one entry per latent row.
+
+    Args:
+        values: a scalar, a one-element tensor, or :math:`(B,)`.
+        batch: rows of the latent, :math:`B`.
+
+    Example:
+        >>> per_row(torch.tensor(5.0), 3).tolist(), per_row(torch.tensor([1.0, 2.0]), 2).tolist()
+        ([5.0, 5.0, 5.0], [1.0, 2.0])
+    """
+    values = torch.as_tensor(values).reshape(-1).float()
+    return values.expand(batch) if values.numel() == 1 else values

@@ -17,7 +17,7 @@ until :meth:`ControlLora.merge` is given the UNet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -107,12 +107,15 @@ def unet_encoder_weights(base_unet: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 class ControlLora:
     """A Control-LoRA file waiting for the base UNet weights it was made for.
 
+    :meth:`merge` completes it into a :class:`ControlNet`.
+
     Attributes:
         config: the family, widths and rank the file implies.
         low_rank: ``{weight key: (up, down)}`` for the weights shared with the UNet.
         full: every other tensor, by key (original layout).
     """
 
+    family: ClassVar[str] = "control_lora"
     config: ControlLoraConfig
     low_rank: Mapping[str, Tuple[Tensor, Tensor]]
     full: Mapping[str, Tensor]

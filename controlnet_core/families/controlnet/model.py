@@ -1,14 +1,14 @@
 """The ControlNet module: hint embedding, copied UNet encoder, zero convolutions."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import ControlNetInputError
-from ...family import check_hint_batch
-from ...layers.embeddings import timestep_embedding
+from ...family import HintInput, check_hint_batch
+from ...layers.embeddings import per_row, timestep_embedding
 from ...residuals import ControlResiduals
 from .blocks import Downsample, EmbedSequential, ResBlock, SpatialTransformer
 from .config import ControlNetConfig
@@ -38,6 +38,11 @@ class ControlNet(nn.Module):
         >>> len(res.output), tuple(res.middle[0].shape)
         (4, (1, 64, 4, 4))
     """
+
+    family: ClassVar[str] = "controlnet"
+    hint_input: ClassVar[HintInput] = "pixels"
+    step_invariant: ClassVar[bool] = False
+    residual_layout: ClassVar[str] = "down blocks, shallow to deep, then the middle block"
 
     def __init__(self, config: ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
@@ -88,6 +93,11 @@ class ControlNet(nn.Module):
     def _transformer(ch: int, depth: int, config: ControlNetConfig, kw) -> SpatialTransformer:
         return SpatialTransformer(ch, config.heads_for(ch), depth, config.context_dim,
                                   config.use_linear_in_transformer, **kw)
+
+    @property
+    def num_residuals(self) -> int:
+        """The down residuals and the middle one."""
+        return self.config.num_down_residuals + 1
 
     @property
     def hint_downscale(self) -> int:
@@ -167,7 +177,7 @@ class ControlNet(nn.Module):
             :math:`(B, 4 C_0)` in the parameters' dtype.
         """
         dtype = self.time_embed[0].weight.dtype
-        timesteps = timesteps.reshape(-1).expand(batch) if timesteps.numel() == 1 else timesteps
+        timesteps = per_row(timesteps, batch)
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         if y is not None:
             emb = emb + self.label_emb(y.to(dtype))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,8 @@ from ...layers.attention import AttentionFn, scaled_dot_product
 from .blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
 from .tokens import PATCH, pack_latent, position_ids
 from ...errors import ControlNetInputError
-from ...family import check_hint_batch
-from ...layers.embeddings import timestep_embedding
+from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
+from ...layers.embeddings import per_row, timestep_embedding
 from ...residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base"]
@@ -42,7 +42,6 @@ for these models (Comfy-Org/ComfyUI#4823).
 """
 
 RepeatMode = Literal["consecutive", "tile", "tile_all"]
-HintInput = Literal["latent", "pixels"]
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,6 @@ class FluxControlNetConfig:
         return channels * PATCH * PATCH
 
 
-def _per_row(values: Tensor, batch: int) -> Tensor:
-    values = torch.as_tensor(values).reshape(-1).float()
-    return values.expand(batch) if values.numel() == 1 else values
-
-
 class FluxControlNet(nn.Module):
     """Flux ControlNet producing per-block residuals for the image tokens.
 
@@ -163,6 +157,28 @@ class FluxControlNet(nn.Module):
         for c_in, c_out, kernel, stride in convs:
             layers += [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, **kw), nn.SiLU()]
         return nn.Sequential(*layers[:-1])
+
+    family: ClassVar[str] = "flux"
+    step_invariant: ClassVar[bool] = False
+
+    @property
+    def hint_input(self) -> HintInput:
+        """A VAE latent (InstantX, Shakker-Labs) or the image (XLabs, Mistoline), from the weights."""
+        return self.config.hint_input
+
+    @property
+    def num_residuals(self) -> int:
+        """One residual per double block, then one per single block."""
+        return self.config.depth + self.config.depth_single_blocks
+
+    @property
+    def residual_layout(self) -> str:
+        """What ``block_weights`` lists."""
+        return f"{self.config.depth} double blocks, then {self.config.depth_single_blocks} single blocks"
+
+    def hint_size(self, height: int, width: int) -> Tuple[int, int]:
+        """8 image pixels per latent pixel: a pixel hint's own downscale, or the VAE's for a latent hint."""
+        return height * VAE_DOWNSCALE, width * VAE_DOWNSCALE
 
     @property
     def hint_downscale(self) -> int:
@@ -257,9 +273,9 @@ class FluxControlNet(nn.Module):
         cond = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
         img = self.img_in(img) + cond
 
-        vec = self.time_in(timestep_embedding(_per_row(timesteps, batch) * 1000, 256).to(dtype))
+        vec = self.time_in(timestep_embedding(per_row(timesteps, batch) * 1000, 256).to(dtype))
         if self.guidance_in is not None:
-            vec = vec + self.guidance_in(timestep_embedding(_per_row(guidance, batch) * 1000, 256).to(dtype))
+            vec = vec + self.guidance_in(timestep_embedding(per_row(guidance, batch) * 1000, 256).to(dtype))
         y = x.new_zeros(batch, self.config.adm_in_channels) if y is None else y[:, :self.config.adm_in_channels]
         vec = vec + self.vector_in(y.to(dtype))
 

@@ -140,7 +140,7 @@ def build_sd35(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype]
     """Build a Stability SD3.5 ControlNet (blur / canny / depth); sizes come from the weights.
 
     The returned module still needs the base model's latent embedding
-    (:meth:`.sd3.SD3ControlNet.use_base_embedder`) before its first forward.
+    (:meth:`.model.SD3ControlNet.with_base_embedder`) before its first forward.
 
     Args:
         state_dict: reference names (``transformer_blocks.i.attn.qkv``, ``control_type``) or

@@ -9,7 +9,7 @@ Two layouts exist, told apart by their keys:
   ComfyUI's ``y = zeros_like(y)``).
 * ``sd35`` (Stability's SD3.5 Large blur / canny / depth ControlNets): image-only blocks, no
   patch embedding of its own: the latent is embedded by the *base model's* ``x_embedder`` and
-  position table (:meth:`SD3ControlNet.use_base_embedder`); a scalar ``control_type`` in the file
+  position table (:meth:`SD3ControlNet.with_base_embedder`); a scalar ``control_type`` in the file
   names the hint preprocessing (:mod:`.sd3_hint`).
 
 :meth:`SD3ControlNet.forward` returns the ControlNet's own residuals, one per ControlNet block, in
@@ -22,7 +22,7 @@ and tested against both sides:
 * joint blocks (:func:`joint_block_indices`): SD3.5's last block gets a residual in ComfyUI and
   Stability's reference, not in diffusers; InstantX depths the ControlNet blocks do not divide
   leave ComfyUI's last blocks without one.
-* SD3.5 positions (:meth:`SD3ControlNet.use_base_embedder`): ComfyUI adds its own
+* SD3.5 positions (:meth:`SD3ControlNet.with_base_embedder`): ComfyUI adds its own
   resolution-independent table instead of the base model's cropped one.
 * SD3.5 canny (:func:`.sd3_hint.sd35_hint_pixels`): ComfyUI's encoder sees ``255 a``, the
   reference's ``127.5 a + 0.5``.
@@ -31,17 +31,19 @@ and tested against both sides:
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import ClassVar, Literal, Mapping, Optional, Tuple, get_args
 
 import torch
 from torch import Tensor, nn
 
 from ...layers.attention import AttentionFn, scaled_dot_product
+from ...layers.embeddings import per_row
 from .blocks import JointBlock, PatchEmbed, SelfAttentionBlock, TimeTextEmbed, sincos_2d_comfyui
 from ...errors import ControlNetInputError
-from ...family import check_hint_batch
+from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...residuals import ControlResiduals
 
 __all__ = [
@@ -54,9 +56,12 @@ __all__ = [
     "expand_to_joint_blocks",
 ]
 
-LAYOUTS = ("instantx", "sd35")
-JOINT_BLOCK_RULES = ("diffusers", "comfyui")
-POSITION_RULES = ("reference", "comfyui")
+Layout = Literal["instantx", "sd35"]
+JointBlockRule = Literal["diffusers", "comfyui"]
+PositionRule = Literal["reference", "comfyui"]
+LAYOUTS: Tuple[Layout, ...] = get_args(Layout)
+JOINT_BLOCK_RULES: Tuple[JointBlockRule, ...] = get_args(JointBlockRule)
+POSITION_RULES: Tuple[PositionRule, ...] = get_args(PositionRule)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class SD3ControlNetConfig:
         family: the base-model family this fits.
     """
 
-    layout: str
+    layout: Layout
     hidden_size: int
     num_heads: int
     num_layers: int
@@ -130,7 +135,24 @@ class SD3ControlNet(nn.Module):
         (2, (1, 16, 64))
     """
 
+    family: ClassVar[str] = "sd3"
+    hint_input: ClassVar[HintInput] = "latent"
+    step_invariant: ClassVar[bool] = False
     hint_downscale = 1  # the hint is a latent of the base model's size (VAE-encoded by the caller)
+
+    @property
+    def num_residuals(self) -> int:
+        """One residual per ControlNet block."""
+        return self.config.num_layers
+
+    @property
+    def residual_layout(self) -> str:
+        """What ``block_weights`` lists."""
+        return f"{self.config.num_layers} ControlNet blocks"
+
+    def hint_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The control image is VAE-encoded to the latent's size: 8 pixels per latent pixel."""
+        return height * VAE_DOWNSCALE, width * VAE_DOWNSCALE
 
     def __init__(self, config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
@@ -157,8 +179,12 @@ class SD3ControlNet(nn.Module):
         """The parameters' dtype, which every input is cast to."""
         return self.controlnet_blocks[0].weight.dtype
 
-    def use_base_embedder(self, base_state_dict: Mapping[str, Tensor], position: str = "reference") -> None:
-        """Take the base model's latent embedding (``sd35`` layout only; replaces any earlier one).
+    def with_base_embedder(self, base_state_dict: Mapping[str, Tensor],
+                           position: PositionRule = "reference") -> "SD3ControlNet":
+        """This ControlNet embedding the latent with a base model's patch embedding (``sd35`` layout only).
+
+        The result shares every weight with this module, which is left as it is (a loaded ControlNet
+        may serve several MODELs).
 
         Stability's reference and diffusers embed the latent for the SD3.5 ControlNet with the base
         model's ``x_embedder`` and its centre-cropped position table; ComfyUI copies the
@@ -170,6 +196,9 @@ class SD3ControlNet(nn.Module):
                 names (``pos_embed.proj.weight``, ``pos_embed.proj.bias``, ``pos_embed.pos_embed``);
                 the table is not needed when ``position="comfyui"``.
             position: one of :data:`POSITION_RULES`.
+
+        Returns:
+            A shallow copy with its own module slot for the borrowed embedder.
 
         Raises:
             ValueError: wrong layout, unknown rule, or weights missing or of the wrong width.
@@ -196,8 +225,11 @@ class SD3ControlNet(nn.Module):
             params["pos_embed"] = table.reshape(1, -1, weight.shape[0])
         device = self.controlnet_blocks[0].weight.device
         embed.load_state_dict({k: v.to(device=device, dtype=self.dtype) for k, v in params.items()}, assign=True)
-        self.pos_embed = embed.requires_grad_(False)
-        self.position_rule = position
+        view = copy.copy(self)
+        view._modules = dict(self._modules)
+        view.pos_embed = embed.requires_grad_(False)
+        view.position_rule = position
+        return view
 
     def check_inputs(self, x: Tensor, context: Optional[Tensor], hint: Tensor, y: Optional[Tensor]) -> None:
         """Raise :class:`ControlNetInputError` naming the first input that does not fit."""
@@ -205,7 +237,7 @@ class SD3ControlNet(nn.Module):
         p = cfg.patch_size
         if self.pos_embed is None:
             raise ControlNetInputError("this SD3.5 ControlNet embeds the latent with the base model's x_embedder; "
-                                       "call use_base_embedder with the base model's weights first")
+                                       "take it with with_base_embedder(base weights) first")
         if x.ndim != 4 or x.shape[1] != self.pos_embed.proj.in_channels:
             raise ControlNetInputError(
                 f"latent x must be (B, {self.pos_embed.proj.in_channels}, h, w); got {tuple(x.shape)}")
@@ -264,7 +296,7 @@ class SD3ControlNet(nn.Module):
         """
         self.check_inputs(x, context, hint, y)
         dtype, batch = self.dtype, x.shape[0]
-        timesteps = timesteps.reshape(-1).expand(batch) if timesteps.numel() == 1 else timesteps
+        timesteps = per_row(timesteps, batch)
         if self.config.force_zeros_for_pooled_projection:
             y = x.new_zeros(batch, self.config.pooled_dim)
         c = self.time_text_embed(timesteps, y.to(dtype))
@@ -283,8 +315,8 @@ class SD3ControlNet(nn.Module):
         return ControlResiduals(output=tuple(outs))
 
 
-def joint_block_indices(num_residuals: int, num_joint_blocks: int, layout: str,
-                        rule: str = "diffusers") -> Tuple[int, ...]:
+def joint_block_indices(num_residuals: int, num_joint_blocks: int, layout: Layout,
+                        rule: JointBlockRule = "diffusers") -> Tuple[int, ...]:
     """Which ControlNet residual is added after each base-model joint block.
 
     Entry ``i`` is the residual added after joint block ``i``; blocks past the end get none.
@@ -329,8 +361,8 @@ def joint_block_indices(num_residuals: int, num_joint_blocks: int, layout: str,
     return tuple(i // repeat for i in range(min(blocks, n * repeat)))
 
 
-def expand_to_joint_blocks(residuals: ControlResiduals, num_joint_blocks: int, layout: str,
-                           rule: str = "diffusers") -> ControlResiduals:
+def expand_to_joint_blocks(residuals: ControlResiduals, num_joint_blocks: int, layout: Layout,
+                           rule: JointBlockRule = "diffusers") -> ControlResiduals:
     """Spread per-ControlNet-block residuals over the base model's joint blocks.
 
     Weight the residuals first (one scale per ControlNet block) and expand last: the expanded

@@ -23,14 +23,14 @@ in the average); diffusers' ceil-mode pooling gives other values there. Even siz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ControlNetInputError
-from ...family import check_hint_batch
+from ...family import HintInput, check_hint_batch
 from ...residuals import ControlResiduals
 
 __all__ = ["A1111_SOFT_WEIGHTS", "HINT_CHANNELS", "LATENT_SCALE", "T2IAdapter", "T2IAdapterConfig", "feature_scales"]
@@ -178,8 +178,11 @@ class T2IAdapter(nn.Module):
         [2, 5, 8, 11]
     """
 
-    step_invariant = True
+    family: ClassVar[str] = "t2i_adapter"
+    hint_input: ClassVar[HintInput] = "pixels"
+    step_invariant: ClassVar[bool] = True
     """The residuals depend on the hint alone: a sampler may compute them once and reuse them every step."""
+    residual_layout: ClassVar[str] = "one per adapter feature, shallow to deep"
 
     def __init__(self, config: T2IAdapterConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
@@ -196,6 +199,11 @@ class T2IAdapter(nn.Module):
             self.conv_in = nn.Conv2d(unshuffled, chans[0], 3, padding=1, **kw)
             ins = chans[:1] + chans[:-1]
             self.body = nn.ModuleList(_FullLevel(ins[i], chans[i], config, downs[i], **kw) for i in range(len(chans)))
+
+    @property
+    def num_residuals(self) -> int:
+        """One feature per level."""
+        return len(self.config.channels)
 
     @property
     def hint_downscale(self) -> int:

@@ -16,7 +16,7 @@ hints and types alone and is computed once per hint by :meth:`UnionControlNet.em
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import ClassVar, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +143,8 @@ class UnionControlNet(ControlNet):
     """
 
     config: UnionConfig
+
+    family: ClassVar[str] = "union"
 
     def __init__(self, config: UnionConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__(config, dtype=dtype, device=device)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from cnr_pack.controlnet_core.injection.weighting import (block_scales, soft_weights, sum_residuals, uncond_multiplier_for,
+from cnr_pack.controlnet_core.injection.weighting import (block_scales, soft_weights, sum_residuals,
+                                                         uncond_multiplier_for,
                                                 weight_residuals)
 from cnr_pack.controlnet_core import load_controlnet
 from tiny_models import sample_inputs, tiny_sd15_diffusers

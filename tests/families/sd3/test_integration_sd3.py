@@ -70,7 +70,7 @@ def test_sd35_canny_through_the_nodes_samples_as_stabilitys_reference_not_as_com
     positive, negative = conditioning(1), conditioning(2)
     state = files["sd35_canny.safetensors"]
     net = build_sd35(state)
-    net.use_base_embedder(model.model.diffusion_model.state_dict())
+    net = net.with_base_embedder(model.model.diffusion_model.state_dict())
     pixels = sd35_hint_pixels(_image().movedim(-1, 1), 1).movedim(1, -1)
     reference = sample(with_our_controlnet(model, net, _our_hint(vae, _image(), net.config, pixels), "comfyui"),
                        positive, negative)

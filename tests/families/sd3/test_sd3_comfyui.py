@@ -12,6 +12,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Img2ImgPipeline
 
 import comfy_host
+from tiny_sd3 import tiny_sd3_vae
 from cnr_pack.controlnet_core.residuals import merge_control
 from cnr_pack.controlnet_core.families.sd3.model import expand_to_joint_blocks
 from cnr_pack.controlnet_core.families.sd3.format import build_instantx, build_sd35
@@ -51,17 +52,6 @@ def tiny_sd3_model(depth: int, seed: int = 0):
     _seeded(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
-
-
-def tiny_sd3_vae(seed: int = 0):
-    """TAESD with 16 latent channels in ComfyUI's VAE wrapper, seeded."""
-    comfy_host.boot()
-    import comfy.sd
-    import comfy.taesd.taesd
-    gen = torch.Generator().manual_seed(seed)
-    state = comfy.taesd.taesd.TAESD(latent_channels=16).state_dict()
-    state = {k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05 for k, v in state.items()}
-    return comfy.sd.VAE(sd=state)
 
 
 def instantx_state_dict(depth: int, layers: int, seed: int = 1):
@@ -173,7 +163,7 @@ def test_sd35_sampling_with_comfyui_settings_equals_comfyuis_own_controlnet(node
     model = tiny_sd3_model(4)
     state = sd35_state_dict(4, 2, control_type)
     net = build_sd35(state)
-    net.use_base_embedder(model.model.diffusion_model.state_dict(), position="comfyui")
+    net = net.with_base_embedder(model.model.diffusion_model.state_dict(), position="comfyui")
     positive, negative = conditioning(1), conditioning(2)
     image = _image()
     pixels = sd35_hint_pixels(image.movedim(-1, 1), net.config.control_type, "comfyui").movedim(1, -1)
@@ -192,7 +182,7 @@ def test_sd35_reference_settings_differ_from_comfyui(nodes, vae):
     image = _image()
     theirs = sample(model, *comfyui_controlnet(nodes, state, image, vae, positive, negative))
     net = build_sd35(state)
-    net.use_base_embedder(model.model.diffusion_model.state_dict())
+    net = net.with_base_embedder(model.model.diffusion_model.state_dict())
     pixels = sd35_hint_pixels(image.movedim(-1, 1), 1).movedim(1, -1)
     ours = sample(with_our_controlnet(model, net, _our_hint(vae, image, net.config, pixels), "diffusers"),
                   positive, negative)

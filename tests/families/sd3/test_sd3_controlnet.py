@@ -44,7 +44,7 @@ def _sd35_trio(num_layers=2, base_layers=5, names="reference"):
     sd = sd35_reference_state_dict(reference) if names == "reference" else \
         {k: v for k, v in _state_dict(reference).items() if not k.startswith("pos_embed.")}
     ours = build_sd35(sd, attention_head_dim=HEAD_DIM)
-    ours.use_base_embedder(_state_dict(base))
+    ours = ours.with_base_embedder(_state_dict(base))
     return base, reference, ours
 
 
@@ -154,7 +154,7 @@ def test_sd35_forward_without_the_base_embedder_says_how_to_fix_it():
     reference = tiny_sd35(tiny_sd3_transformer())
     ours = build_sd35(sd35_reference_state_dict(reference), attention_head_dim=HEAD_DIM)
     x, t, _, pooled, hint = sd3_inputs()
-    with pytest.raises(ControlNetInputError, match="use_base_embedder"):
+    with pytest.raises(ControlNetInputError, match="with_base_embedder"):
         ours(x, t, None, hint, y=pooled)
 
 
@@ -209,7 +209,7 @@ def test_base_embedder_of_another_width_is_refused():
     sd = _state_dict(base)
     sd["pos_embed.proj.weight"] = sd["pos_embed.proj.weight"][:16]
     with pytest.raises(ValueError, match="width"):
-        ours.use_base_embedder(sd)
+        ours = ours.with_base_embedder(sd)
 
 
 def test_sd35_canny_pixels_reach_the_encoder_as_the_model_cards_processor_feeds_them():
@@ -246,7 +246,7 @@ def test_both_layouts_load_from_safetensors_files_through_the_format_table(layou
                                timestep=t, return_dict=False)[0]
             res = ours(x, t, context, hint)
         else:
-            ours.use_base_embedder(_state_dict(base))
+            ours = ours.with_base_embedder(_state_dict(base))
             theirs = reference(x, hint, pooled_projections=pooled, timestep=t, return_dict=False)[0]
             res = ours(x, t, None, hint, y=pooled)
     assert _max_diff(res.tensors, theirs) <= TOL

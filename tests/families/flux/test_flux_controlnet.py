@@ -7,7 +7,8 @@ from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 from cnr_pack.controlnet_core.families.flux.model import FLUX_UNION_MODES, FluxControlNet, expand_to_base
 from cnr_pack.controlnet_core.families.flux.tokens import token_grid
 from cnr_pack.controlnet_core.injection.weighting import mask_tokens
-from cnr_pack.controlnet_core.families.flux.format import (build_flux_diffusers, build_flux_xlabs, claims_flux_diffusers,
+from cnr_pack.controlnet_core.families.flux.format import (build_flux_diffusers, build_flux_xlabs,
+                                                          claims_flux_diffusers,
                                                    claims_flux_mistoline, claims_flux_xlabs)
 from cnr_pack.controlnet_core.loading.registry import ControlNetFormatError, detect_format, load_controlnet
 from cnr_pack.controlnet_core.errors import ControlNetInputError

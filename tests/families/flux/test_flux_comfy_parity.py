@@ -11,7 +11,8 @@ import torch
 import comfy_host
 from stand_ins import randomize_flux
 from cnr_pack.controlnet_core.families.flux.model import expand_to_base
-from cnr_pack.controlnet_core.families.flux.format import claims_flux_diffusers, claims_flux_mistoline, claims_flux_xlabs
+from cnr_pack.controlnet_core.families.flux.format import (claims_flux_diffusers, claims_flux_mistoline,
+                                                          claims_flux_xlabs)
 from cnr_pack.controlnet_core.loading.registry import detect_format, load_controlnet
 from cnr_pack.controlnet_core.residuals import merge_control
 

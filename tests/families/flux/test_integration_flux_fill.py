@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
 
 def test_inpaint_mask_prep_with_a_16_channel_vae_conditions_as_inpaint_model_conditioning():
     nodes = comfy_host.boot()
-    from test_sd3_comfyui import tiny_sd3_vae
+    from tiny_sd3 import tiny_sd3_vae
     vae = tiny_sd3_vae()
     gen = torch.Generator().manual_seed(3)
     image = torch.rand(1, 64, 48, 3, generator=gen)

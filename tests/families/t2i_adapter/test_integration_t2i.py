@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_host
-from test_t2i_adapter import tiny_adapter, to_original
+from tiny_t2i import tiny_adapter, to_original
 
 pytestmark = pytest.mark.comfy
 
@@ -164,3 +164,21 @@ def test_weighted_features_are_reused_at_every_step_until_cleanup(nodes, adapter
     finally:
         handle.remove()
     assert len(calls) == 1, "after cleanup the features are computed afresh"
+
+
+def test_an_sdxl_adapter_samples_a_latent_with_odd_sides_as_comfyui_does(nodes, adapter_dir, unets):
+    # A 520 x 456 px crop (PaddedCrop's multiple=8) gives a 65 x 57 latent: the adapter's hint is rounded up
+    # to its 16-pixel unshuffle, as ComfyUI rounds it; one owner of that rule (the adapter) serves sampling.
+    import comfy.controlnet
+    name = "full_adapter_xl.safetensors"
+    latent = torch.zeros(1, 4, 9, 7)
+    pos_in, neg_in = _conditioning(1, True), _conditioning(2, True)
+    native = comfy.controlnet.load_controlnet(str(adapter_dir / name))
+    pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos_in, neg_in, native, HINT, 3.0, 0.0, 1.0)[:2]
+    model = unets["full_adapter_xl"]
+    expected = comfy_host.sample(model, pos, neg, steps=3, latent=latent)
+    got = comfy_host.sample(apply(nodes, model, load(nodes, name), strength=3.0), pos_in, neg_in, steps=3,
+                            latent=latent)
+    plain = comfy_host.sample(model, pos_in, neg_in, steps=3, latent=latent)
+    assert (got - plain).abs().max() > 1e-2, "the adapter must act on the odd latent"
+    assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-4

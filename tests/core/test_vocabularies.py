@@ -17,7 +17,7 @@ pytestmark = pytest.mark.comfy
 def node_modules():
     comfy_host.boot()
     import cnr_pack.nodes.controlnet_nodes as controlnet_nodes
-    import cnr_pack.nodes.refine_nodes as refine_nodes
+    import cnr_pack.nodes.sampling_nodes as refine_nodes
     return controlnet_nodes, refine_nodes
 
 

@@ -1,7 +1,8 @@
 """Start/end window rules: diffusers' executed-step rule and ComfyUI's sigma rule."""
 import pytest
 
-from cnr_pack.controlnet_core.injection.window import ControlWindow, active_at_sigma, active_at_step, check_window, step_index
+from cnr_pack.controlnet_core.injection.window import (ControlWindow, active_at_sigma, active_at_step, check_window,
+                                                      step_index)
 
 
 def _diffusers_keep(i, n, start, end):

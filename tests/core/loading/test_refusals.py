@@ -10,7 +10,7 @@ from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.loading.registry import detect_format
 from cnr_pack.controlnet_core.loading.refusals import REFUSALS, refusal_for
 from comfy_host import comfyui_root
-from test_t2i_adapter import KINDS, tiny_adapter, to_original
+from tiny_t2i import KINDS, tiny_adapter, to_original
 from tiny_models import tiny_sd15_diffusers, tiny_sdxl_diffusers
 
 

@@ -62,7 +62,7 @@ def model(nodes):
 
 @pytest.fixture(scope="module")
 def vae(nodes):
-    from test_sd3_comfyui import tiny_sd3_vae
+    from tiny_sd3 import tiny_sd3_vae
     return tiny_sd3_vae()  # 16 latent channels, like Flux's VAE
 
 

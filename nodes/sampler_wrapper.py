@@ -15,69 +15,38 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import comfy.model_management
 import torch
 from torch import Tensor
 
 from ..controlnet_core.injection.hint import resize_hint
+from ..controlnet_core.layers.embeddings import per_row
 from ..controlnet_core.injection.weighting import weight_residuals
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
 from ..controlnet_core.injection.spec import InjectionSpec
 from . import compat
 from .base import LOG
-from .bindings import UNET, FamilyBinding
+from .bindings import FamilyBinding
 from .validation import check_broadcast
 
 NODE_ID = "CNR_ApplyControlResiduals"
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedControlNet:
-    """What ``CNR_CONTROLNET`` carries: the core module and the patcher that moves it.
-
-    Attributes:
-        net: the core module; a pending :class:`ControlLora` (patcher None) until the Apply node
-            merges it with the MODEL.
-        patcher: the ComfyUI patcher that loads ``net`` for sampling.
-        name: the file name, for messages.
-        control_type: ControlNet Union types; the first for the Apply node's image, the others
-            for ``extra_hints`` in order. Empty for other families.
-        extra_hints: the control images of the further Union types, each :math:`(N, C, H, W)`.
-        hint_vae: the VAE that encodes the control image of latent-hint models (``CNR_HintVAE``).
-    """
-
-    net: object
-    patcher: object
-    name: str
-    control_type: Tuple[int, ...] = ()
-    extra_hints: Tuple[Tensor, ...] = ()
-    hint_vae: object = None
-
-
-def wrap_controlnet(net: torch.nn.Module, name: str) -> LoadedControlNet:
-    """``net`` with the patcher ComfyUI uses for its own ControlNets."""
-    patcher = compat.patcher_class()(net, load_device=comfy.model_management.get_torch_device(),
-                                     offload_device=comfy.model_management.unet_offload_device())
-    return LoadedControlNet(net=net, patcher=patcher, name=name)
 
 
 class ResidualInjection:
     """UNet function wrapper adding one control's residuals (see the module docstring).
 
     Args:
-        control: the loaded control model.
+        binding: the control bound to this MODEL (the control itself, hint encoding, extra inputs, block
+            spreading), from :func:`.bindings.bind`.
         spec: what to add and when.
         model_sampling: the MODEL's sampling object (input scaling, sigma to timestep).
         previous: a wrapper already on the model, called after this one.
-        binding: the control family on this MODEL (hint encoding, extra inputs, block spreading).
     """
 
-    def __init__(self, control: LoadedControlNet, spec: InjectionSpec, model_sampling,
-                 previous: Optional[Callable] = None, binding: FamilyBinding = UNET) -> None:
-        self.control = control
+    def __init__(self, binding: FamilyBinding, spec: InjectionSpec, model_sampling,
+                 previous: Optional[Callable] = None) -> None:
+        self.control = binding.control
         self.spec = spec
         self.binding = binding
         self.model_sampling = model_sampling
@@ -145,7 +114,7 @@ class ResidualInjection:
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
         """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid (VAE-encoded for
         latent-hint models), and their embedding, computed once per device, size and dtype."""
-        size = self.binding.hint_size(net, x.shape[-2], x.shape[-1])
+        size = self.binding.hint_size(x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)
@@ -179,7 +148,7 @@ class ResidualInjection:
         return net
 
     def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
-        if not getattr(self.control.net, "step_invariant", False):
+        if not self.control.net.step_invariant:
             return self._residuals(x, sigma, c, cond_or_uncond)
         # The same residuals at every step: computed once per batch layout; the UNet only reads them.
         key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
@@ -202,7 +171,7 @@ class ResidualInjection:
         x_in = self.model_sampling.calculate_input(sigma, x)
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
-        y = c.get("y") if net.config.adm_in_channels is not None else None
+        y = c.get("y") if self.binding.takes_y else None
         # The latent batch is first known here; the Apply node has checked everything else.
         check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
         if self.spec.mask is not None:
@@ -212,7 +181,8 @@ class ResidualInjection:
         subset = rows.numel() < x.shape[0]
         pick = (lambda t: t[rows.to(t.device)]) if subset else (lambda t: t)
         # With the embedding given, the forward only checks the hint's size: one row is enough.
-        extra = {key: pick(_rows(c[key], x)) for key in self.binding.cond_keys}
+        extra = {key: pick(per_row(torch.as_tensor(c[key], device=x.device), x.shape[0]))
+                 for key in self.binding.cond_keys}
         if self.binding.attention is not None:
             extra["attention"] = self.binding.attention
         res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
@@ -228,12 +198,6 @@ class ResidualInjection:
         res = res.map(lambda t: t.to(x.dtype))
         # Spread last: repeated blocks share one tensor, weighted once above.
         return res if self.binding.expand is None else self.binding.expand(res)
-
-
-def _rows(value, x: Tensor) -> Tensor:
-    """A conditioning value (e.g. Flux's guidance) as a float tensor with one entry per row of ``x``."""
-    value = torch.as_tensor(value, dtype=torch.float32, device=x.device).reshape(-1)
-    return value.expand(x.shape[0]) if value.numel() == 1 else value
 
 
 def _each(fn: Callable[[Tensor], Tensor], embedding):

@@ -1,0 +1,50 @@
+"""Binder of the Flux ControlNets (InstantX, Shakker-Labs Union, XLabs, Mistoline)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Tuple
+
+from ...controlnet_core.families.flux.model import expand_to_base
+from ...controlnet_core.families.flux.tokens import PATCH
+from ...controlnet_core.injection.weighting import uniform_scales
+from .. import compat
+from ..control import LoadedControlNet
+from .binding import FamilyBinding, encode_with_vae
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting
+
+
+def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
+    """A Flux ControlNet on a Flux MODEL, with the MODEL's rotary split (not stored in the weights)."""
+    check_transformer_fits(model, control, node_id)
+    vae = hint_vae_of(control, node_id)
+    dm = model.model.diffusion_model
+    control = _with_rotary_split(control, tuple(dm.params.axes_dim))
+    cfg = control.net.config
+    if vae is not None:
+        refuse_inpainting(control, cfg.hint_channels, cfg.in_channels, node_id)
+    num_double, num_single = len(dm.double_blocks), len(dm.single_blocks)
+    latent_format = model.model.latent_format
+    return FamilyBinding(
+        control=control,
+        scales_rule=lambda strength, mode, _soft_base, weights: uniform_scales(
+            control.net.num_residuals, strength, mode, weights),
+        input_popped=False,
+        takes_y=True,
+        encode_hint=None if vae is None else (lambda image: latent_format.process_in(encode_with_vae(vae, image))),
+        cond_keys=("guidance",) if cfg.guidance_embed else (),
+        patch=PATCH,
+        expand=lambda res: expand_to_base(res, num_double, num_single, repeat_mode=cfg.repeat_mode),
+        attention=compat.attention_kernel(),
+    )
+
+
+def _with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> LoadedControlNet:
+    net = control.net
+    if tuple(net.config.axes_dim) == axes_dim:
+        return control
+    # A shallow copy shares the submodule and parameter dicts, so the control's patcher still moves
+    # every weight; only the frozen config differs.
+    view = copy.copy(net)
+    view.config = replace(net.config, axes_dim=axes_dim)
+    return replace(control, net=view)
