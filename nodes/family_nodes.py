@@ -13,7 +13,7 @@ from ..controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionContro
 from . import compat
 from .base import NodeInputError, category
 from .conversions import image_to_bchw
-from .validation import check_choice
+from .validation import check_batches, check_inputs
 
 NONE = "none"
 _EXTRA_SLOTS = (2, 3)
@@ -54,13 +54,14 @@ class UnionControlType:
 
     def choose(self, controlnet, type, type_2=NONE, image_2=None, type_3=NONE, image_3=None):
         node = self.NODE_ID
+        check_inputs(self, locals())
         net = controlnet.net
         if net.family != "union":
             raise NodeInputError(node, "controlnet", f"'{controlnet.name}' is a {_family(net)} ControlNet, not a "
                                  "ControlNet Union; load a Union file (e.g. controlnet-union-sdxl-1.0) or remove "
                                  "this node")
         types = [self._index(net, controlnet.name, "type", type)]
-        hints = []
+        hints, batches = [], {}
         for n, name, image in ((2, type_2, image_2), (3, type_3, image_3)):
             if (name == NONE) != (image is None):
                 missing = f"image_{n}" if image is None else f"type_{n}"
@@ -69,6 +70,8 @@ class UnionControlType:
             if image is not None:
                 types.append(self._index(net, controlnet.name, f"type_{n}", name))
                 hints.append(image_to_bchw(image, node, f"image_{n}"))
+                batches[f"image_{n}"] = hints[-1].shape[0]
+        check_batches(node, batches)
         return (replace(controlnet, control_type=tuple(types), extra_hints=tuple(hints)),)
 
     def _index(self, net: UnionControlNet, file: str, input_name: str, name: str) -> int:
@@ -144,7 +147,7 @@ class FluxUnionMode:
 
     def choose(self, controlnet, mode):
         net = controlnet.net
-        check_choice(self.NODE_ID, "mode", mode, FLUX_UNION_MODES)
+        check_inputs(self, locals())
         modes = net.config.num_union_modes if net.family == "flux" else 0
         if not modes:
             raise NodeInputError(self.NODE_ID, "controlnet", f"'{controlnet.name}' is not a Flux union ControlNet "

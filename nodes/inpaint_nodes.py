@@ -5,7 +5,7 @@ import torch
 
 from ..controlnet_core.refine import masks as mask_ops
 from ..controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
-from .base import LOG, category
+from .base import LOG, NodeInputError, category
 from .conversions import bchw_to_image, image_to_bchw, mask_to_b1hw
 from .validation import check_broadcast, check_inputs, check_same_size
 
@@ -71,8 +71,8 @@ class InpaintMaskPrep:
         h, w = pixels.shape[-2:]
         check_same_size(node, "mask", m.shape[-2:], "image", (h, w), "resize the mask to the image first")
         if h % 8 or w % 8:
-            raise ValueError(f"{node}: image is {w}x{h}; width and height must be multiples of 8 for the VAE "
-                             "(crop with CNR_PaddedCrop, which snaps sizes)")
+            raise NodeInputError(node, "image", f"is {w}x{h}; width and height must be multiples of 8 for the VAE "
+                                 "(crop with CNR_PaddedCrop, which snaps sizes)")
         check_broadcast(node, "mask", m.shape[0], "image", pixels.shape[0])
         grown = mask_ops.grow(mask_ops.binarize(1.0 - m if invert else m, threshold), grow)
         paste = mask_ops.feather_inside(grown, feather)

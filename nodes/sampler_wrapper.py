@@ -176,6 +176,8 @@ class ResidualInjection:
         check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
         if self.spec.mask is not None:
             check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
+        for n, extra in enumerate(self.control.extra_hints, start=2):
+            check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
         hints, embedding = self.hint_for(x, net)
         embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]

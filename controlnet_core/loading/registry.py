@@ -22,11 +22,12 @@ from ..families.flux import format as flux
 from ..families.sd3 import format as sd3
 from ..families.t2i_adapter import format as t2i_adapter
 from ..families.union import format as union
-from ..family import ModelFormat
+from ..families.control_lora.model import ControlLora
+from ..family import ControlModel, ModelFormat
 from .files import read_state_dict
 from .refusals import BROAD_REFUSALS, REFUSALS
 
-__all__ = ["FORMATS", "ControlNetFormatError", "ModelFormat", "describe_weights", "detect_config",
+__all__ = ["FORMATS", "ControlNetFormatError", "LoadedModel", "ModelFormat", "describe_weights", "detect_config",
            "detect_format", "load_controlnet"]
 
 
@@ -41,6 +42,10 @@ def describe_weights(state_dict: Mapping[str, Tensor], limit: int = 3) -> str:
     sample = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in keys[:limit])
     return f"{len(keys)} tensors, e.g. {sample}"
 
+
+LoadedModel = Union[ControlModel, ControlLora]
+"""What :func:`load_controlnet` returns: a family's module, or a Control-LoRA awaiting its base UNet (its
+``family`` says which; callers dispatch on it, never on the class)."""
 
 FORMATS: Tuple[ModelFormat, ...] = (
     # Refusals first: ControlNet-XS files also carry a hint embedding.
@@ -108,7 +113,7 @@ def load_controlnet(
     *,
     base_unet: Optional[Mapping[str, Tensor]] = None,
     **options,
-) -> Union[nn.Module, control_lora.ControlLora]:
+) -> LoadedModel:
     """Load a control model from a file or a state dict; the family comes from :data:`FORMATS`.
 
     The module is built on the meta device and takes the loaded tensors as its parameters, so

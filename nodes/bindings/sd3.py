@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...controlnet_core.families.sd3.hint import hint_latent, sd35_hint_pixels
-from ...controlnet_core.families.sd3.model import expand_to_joint_blocks
+from ...controlnet_core.families.sd3.joints import expand_to_joint_blocks
 from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet, wrap_controlnet

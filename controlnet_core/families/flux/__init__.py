@@ -1,1 +1,1 @@
-"""TODO"""
+"""Flux ControlNets (InstantX, Shakker-Labs Union, XLabs, Mistoline): residuals on the image tokens."""

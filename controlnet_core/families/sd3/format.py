@@ -22,7 +22,8 @@ from torch import Tensor
 from ...assembly import assemble, numbered_indices
 from ...errors import ControlNetFormatError
 from ...family import ModelFormat
-from .model import SD3ControlNet, SD3ControlNetConfig
+from .hint import SD35_CONTROL_TYPES
+from .model import SD3ControlNet, SD3ControlNetConfig, sd3_controlnet
 
 __all__ = ["claims_instantx", "build_instantx", "claims_sd35", "build_sd35", "sd35_diffusers_to_reference"]
 
@@ -67,7 +68,7 @@ def _heads(dim: int, head_dim: Optional[int], norm: Optional[Tensor]) -> int:
 
 
 def _build(config: SD3ControlNetConfig, state_dict: Dict[str, Tensor], dtype, device) -> SD3ControlNet:
-    return assemble(lambda: SD3ControlNet(config), state_dict,
+    return assemble(lambda: sd3_controlnet(config), state_dict,
                     f"detected {config.layout} SD3 ControlNet "
                     f"({config.num_layers} blocks of width {config.hidden_size})",
                     dtype=dtype, device=device)
@@ -140,7 +141,7 @@ def build_sd35(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype]
     """Build a Stability SD3.5 ControlNet (blur / canny / depth); sizes come from the weights.
 
     The returned module still needs the base model's latent embedding
-    (:meth:`.model.SD3ControlNet.with_base_embedder`) before its first forward.
+    (:meth:`.model.SD35ControlNet.with_base_embedder`) before its first forward.
 
     Args:
         state_dict: reference names (``transformer_blocks.i.attn.qkv``, ``control_type``) or
@@ -164,11 +165,16 @@ def build_sd35(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype]
                                     "the base model (Stability's 2B variant); only the SD3.5 Large layout is supported")
     layers = _block_count(sd, "transformer_blocks")
     hint = sd["pos_embed_input.proj.weight"]
+    control_type = None if stored_type is None else float(stored_type.reshape(-1)[0])
+    if control_type is not None and control_type not in SD35_CONTROL_TYPES:
+        known = ", ".join(f"{k} {v}" for k, v in SD35_CONTROL_TYPES.items())
+        raise ControlNetFormatError(f"this SD3.5 ControlNet stores control type {control_type:g}, which is none of "
+                                    f"the known ones ({known}); the file is damaged or of a newer kind")
     config = SD3ControlNetConfig(
         layout="sd35", hidden_size=dim, num_heads=_heads(dim, attention_head_dim, None), num_layers=layers,
         patch_size=hint.shape[-1], in_channels=hint.shape[1], hint_channels=hint.shape[1],
         pooled_dim=text_in.shape[1],
-        control_type=None if stored_type is None else int(round(float(stored_type.reshape(-1)[0]))),
+        control_type=None if control_type is None else int(control_type),
     )
     return _build(config, sd, dtype, device)
 

@@ -9,7 +9,7 @@ Two layouts exist, told apart by their keys:
   ComfyUI's ``y = zeros_like(y)``).
 * ``sd35`` (Stability's SD3.5 Large blur / canny / depth ControlNets): image-only blocks, no
   patch embedding of its own: the latent is embedded by the *base model's* ``x_embedder`` and
-  position table (:meth:`SD3ControlNet.with_base_embedder`); a scalar ``control_type`` in the file
+  position table (:meth:`SD35ControlNet.with_base_embedder`); a scalar ``control_type`` in the file
   names the hint preprocessing (:mod:`.sd3_hint`).
 
 :meth:`SD3ControlNet.forward` returns the ControlNet's own residuals, one per ControlNet block, in
@@ -22,7 +22,7 @@ and tested against both sides:
 * joint blocks (:func:`joint_block_indices`): SD3.5's last block gets a residual in ComfyUI and
   Stability's reference, not in diffusers; InstantX depths the ControlNet blocks do not divide
   leave ComfyUI's last blocks without one.
-* SD3.5 positions (:meth:`SD3ControlNet.with_base_embedder`): ComfyUI adds its own
+* SD3.5 positions (:meth:`SD35ControlNet.with_base_embedder`): ComfyUI adds its own
   resolution-independent table instead of the base model's cropped one.
 * SD3.5 canny (:func:`.sd3_hint.sd35_hint_pixels`): ComfyUI's encoder sees ``255 a``, the
   reference's ``127.5 a + 0.5``.
@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Mapping, Optional, Tuple, get_args
+from typing import ClassVar, List, Literal, Mapping, Optional, Tuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -48,19 +48,17 @@ from ...residuals import ControlResiduals
 
 __all__ = [
     "LAYOUTS",
-    "JOINT_BLOCK_RULES",
     "POSITION_RULES",
     "SD3ControlNetConfig",
     "SD3ControlNet",
-    "joint_block_indices",
-    "expand_to_joint_blocks",
+    "InstantXControlNet",
+    "SD35ControlNet",
+    "sd3_controlnet",
 ]
 
 Layout = Literal["instantx", "sd35"]
-JointBlockRule = Literal["diffusers", "comfyui"]
 PositionRule = Literal["reference", "comfyui"]
 LAYOUTS: Tuple[Layout, ...] = get_args(Layout)
-JOINT_BLOCK_RULES: Tuple[JointBlockRule, ...] = get_args(JointBlockRule)
 POSITION_RULES: Tuple[PositionRule, ...] = get_args(PositionRule)
 
 
@@ -117,28 +115,30 @@ class SD3ControlNetConfig:
 
 
 class SD3ControlNet(nn.Module):
-    """An SD3 / SD3.5 ControlNet producing one residual per block for the base model's image tokens.
+    """What the SD3 and SD3.5 ControlNets share.
+
+    The time / pooled-text embedding, the hint's patch embedding and one output projection per block;
+    :func:`sd3_controlnet` builds the class of a layout.
 
     Args:
         config: the architecture.
         dtype: parameter dtype.
         device: parameter device; ``"meta"`` builds it without allocating.
-
-    Example:
-        >>> cfg = SD3ControlNetConfig("instantx", hidden_size=64, num_heads=1, num_layers=2,
-        ...                           context_dim=32, pooled_dim=16, pos_embed_max_size=8,
-        ...                           force_zeros_for_pooled_projection=True)
-        >>> net = SD3ControlNet(cfg)
-        >>> res = net(torch.zeros(1, 16, 8, 8), torch.tensor([500.0]), torch.zeros(1, 5, 32),
-        ...           torch.zeros(1, 16, 8, 8))
-        >>> len(res.output), tuple(res.output[0].shape)
-        (2, (1, 16, 64))
     """
 
     family: ClassVar[str] = "sd3"
     hint_input: ClassVar[HintInput] = "latent"
     step_invariant: ClassVar[bool] = False
     hint_downscale = 1  # the hint is a latent of the base model's size (VAE-encoded by the caller)
+
+    def __init__(self, config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__()
+        self.config = config
+        kw = {"dtype": dtype, "device": device}
+        dim = config.hidden_size
+        self.time_text_embed = TimeTextEmbed(dim, config.pooled_dim, **kw)
+        self.pos_embed_input = PatchEmbed(config.hint_channels, dim, config.patch_size, **kw)
+        self.controlnet_blocks = nn.ModuleList(nn.Linear(dim, dim, **kw) for _ in range(config.num_layers))
 
     @property
     def num_residuals(self) -> int:
@@ -154,34 +154,146 @@ class SD3ControlNet(nn.Module):
         """The control image is VAE-encoded to the latent's size: 8 pixels per latent pixel."""
         return height * VAE_DOWNSCALE, width * VAE_DOWNSCALE
 
-    def __init__(self, config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
-        super().__init__()
-        self.config = config
-        kw = {"dtype": dtype, "device": device}
-        dim, heads = config.hidden_size, config.num_heads
-        if config.layout == "instantx":
-            self.pos_embed = PatchEmbed(config.in_channels, dim, config.patch_size, config.pos_embed_max_size, **kw)
-            self.context_embedder = nn.Linear(config.context_dim, dim, **kw)
-            self.transformer_blocks = nn.ModuleList(
-                JointBlock(dim, heads, config.qk_norm, i in config.dual_attention_layers, **kw)
-                for i in range(config.num_layers))
-        else:
-            self.pos_embed = None
-            self.transformer_blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, **kw)
-                                                    for _ in range(config.num_layers))
-        self.position_rule = "reference"
-        self.time_text_embed = TimeTextEmbed(dim, config.pooled_dim, **kw)
-        self.pos_embed_input = PatchEmbed(config.hint_channels, dim, config.patch_size, **kw)
-        self.controlnet_blocks = nn.ModuleList(nn.Linear(dim, dim, **kw) for _ in range(config.num_layers))
-
     @property
     def dtype(self) -> torch.dtype:
         """The parameters' dtype, which every input is cast to."""
         return self.controlnet_blocks[0].weight.dtype
 
+    def _latent_embedder(self) -> PatchEmbed:
+        raise NotImplementedError
+
+    def _embed_latent(self, x: Tensor) -> Tensor:
+        return self._latent_embedder()(x)
+
+    def _blocks(self, h: Tensor, context: Optional[Tensor], c: Tensor, attention: AttentionFn) -> List[Tensor]:
+        raise NotImplementedError
+
+    def check_inputs(self, x: Tensor, context: Optional[Tensor], hint: Tensor, y: Optional[Tensor]) -> None:
+        """Raise :class:`ControlNetInputError` naming the first input that does not fit."""
+        cfg = self.config
+        p = cfg.patch_size
+        in_channels = self._latent_embedder().proj.in_channels
+        if x.ndim != 4 or x.shape[1] != in_channels:
+            raise ControlNetInputError(f"latent x must be (B, {in_channels}, h, w); got {tuple(x.shape)}")
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ControlNetInputError(f"latent {x.shape[-2]}x{x.shape[-1]} is not a multiple of the {p}x{p} patch; "
+                                       f"use an image size that is a multiple of {8 * p} pixels")
+        if hint.ndim != 4 or hint.shape[1] != cfg.hint_channels or hint.shape[-2:] != x.shape[-2:]:
+            raise ControlNetInputError(
+                f"hint must be a latent (B, {cfg.hint_channels}, {x.shape[-2]}, {x.shape[-1]}) like x; got "
+                f"{tuple(hint.shape)}; encode the control image with the model's VAE at the latent's size")
+        check_hint_batch(hint, x)
+        if y is None and not cfg.force_zeros_for_pooled_projection:
+            raise ControlNetInputError(f"this ControlNet takes the pooled text vector y of width {cfg.pooled_dim}")
+        if y is not None and y.shape[-1] != cfg.pooled_dim:
+            raise ControlNetInputError(f"y width {y.shape[-1]} != {cfg.pooled_dim}")
+
+    def embed_hint(self, hint: Tensor, *, control_type: Optional[int] = None) -> Tensor:
+        """Hint tokens added to the embedded latent, :math:`(B, N, D)`; timestep-independent.
+
+        Args:
+            hint: the hint latent in the model's latent space (:func:`.hint.hint_latent`).
+            control_type: unused (SD3.5's type acts on pixels, before the VAE; see :mod:`.hint`).
+        """
+        return self.pos_embed_input(hint.to(self.dtype))
+
+    def forward(self, x: Tensor, timesteps: Tensor, context: Optional[Tensor], hint: Tensor,
+                y: Optional[Tensor] = None, *, control_type: Optional[int] = None,
+                hint_embedding: Optional[Tensor] = None,
+                attention: AttentionFn = scaled_dot_product) -> ControlResiduals:
+        r"""Compute one residual per ControlNet block.
+
+        Args:
+            x: the latent as the base model sees it, :math:`(B, C, h, w)`, unpatchified.
+            timesteps: model timesteps (sigma times 1000), :math:`(B,)` or a scalar.
+            context: joint text tokens :math:`(B, T, C_{ctx})` (InstantX); ignored by SD3.5.
+            hint: hint latent :math:`(B \text{ or } 1, C_{hint}, h, w)`.
+            y: pooled text vector :math:`(B, P)`; replaced by zeros on InstantX.
+            control_type: unused (see :meth:`embed_hint`).
+            hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier.
+            attention: the attention kernel (:mod:`...layers.attention`), e.g. the host's.
+
+        Returns:
+            :class:`ControlResiduals` whose ``output`` holds one :math:`(B, hw/p^2, D)` tensor per
+            block, shallow to deep (diffusers' ``controlnet_block_samples``); spread them over the
+            base model with :func:`expand_to_joint_blocks`.
+        """
+        self.check_inputs(x, context, hint, y)
+        dtype, batch = self.dtype, x.shape[0]
+        timesteps = per_row(timesteps, batch)
+        if self.config.force_zeros_for_pooled_projection:
+            y = x.new_zeros(batch, self.config.pooled_dim)
+        c = self.time_text_embed(timesteps, y.to(dtype))
+        guided = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
+        h = self._embed_latent(x.to(dtype)) + guided
+        return ControlResiduals(output=tuple(self._blocks(h, context, c, attention)))
+
+
+class InstantXControlNet(SD3ControlNet):
+    """InstantX's SD3 Medium ControlNets.
+
+    Their own patch embedding and position table, a context embedder and joint blocks over image and
+    text tokens.
+
+    Example:
+        >>> cfg = SD3ControlNetConfig("instantx", hidden_size=64, num_heads=1, num_layers=2,
+        ...                           context_dim=32, pooled_dim=16, pos_embed_max_size=8,
+        ...                           force_zeros_for_pooled_projection=True)
+        >>> net = InstantXControlNet(cfg)
+        >>> res = net(torch.zeros(1, 16, 8, 8), torch.tensor([500.0]), torch.zeros(1, 5, 32),
+        ...           torch.zeros(1, 16, 8, 8))
+        >>> len(res.output), tuple(res.output[0].shape)
+        (2, (1, 16, 64))
+    """
+
+    def __init__(self, config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__(config, dtype, device)
+        kw = {"dtype": dtype, "device": device}
+        dim, heads = config.hidden_size, config.num_heads
+        self.pos_embed = PatchEmbed(config.in_channels, dim, config.patch_size, config.pos_embed_max_size, **kw)
+        self.context_embedder = nn.Linear(config.context_dim, dim, **kw)
+        self.transformer_blocks = nn.ModuleList(
+            JointBlock(dim, heads, config.qk_norm, i in config.dual_attention_layers, **kw)
+            for i in range(config.num_layers))
+
+    def _latent_embedder(self) -> PatchEmbed:
+        return self.pos_embed
+
+    def check_inputs(self, x: Tensor, context: Optional[Tensor], hint: Tensor, y: Optional[Tensor]) -> None:
+        """Raise :class:`ControlNetInputError` naming the first input that does not fit."""
+        super().check_inputs(x, context, hint, y)
+        cfg = self.config
+        if context is None or context.ndim != 3 or context.shape[-1] != cfg.context_dim:
+            got = None if context is None else tuple(context.shape)
+            raise ControlNetInputError(f"context must be (B, T, {cfg.context_dim}) joint text tokens; got {got}")
+
+    def _blocks(self, h: Tensor, context: Optional[Tensor], c: Tensor, attention: AttentionFn) -> List[Tensor]:
+        ctx = self.context_embedder(context.to(self.dtype))
+        outs = []
+        for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
+            h, ctx = block(h, ctx, c, attention)
+            outs.append(out(h))
+        return outs
+
+
+class SD35ControlNet(SD3ControlNet):
+    """Stability's SD3.5 Large ControlNets.
+
+    Image-only blocks; the latent is embedded by the *base model's* ``x_embedder`` and position table
+    (:meth:`with_base_embedder`), which the loaded file does not hold.
+    """
+
+    def __init__(self, config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
+        super().__init__(config, dtype, device)
+        kw = {"dtype": dtype, "device": device}
+        self.pos_embed: Optional[PatchEmbed] = None
+        self.position_rule: PositionRule = "reference"
+        self.transformer_blocks = nn.ModuleList(SelfAttentionBlock(config.hidden_size, config.num_heads, **kw)
+                                                for _ in range(config.num_layers))
+
     def with_base_embedder(self, base_state_dict: Mapping[str, Tensor],
-                           position: PositionRule = "reference") -> "SD3ControlNet":
-        """This ControlNet embedding the latent with a base model's patch embedding (``sd35`` layout only).
+                           position: PositionRule = "reference") -> "SD35ControlNet":
+        """This ControlNet embedding the latent with a base model's patch embedding.
 
         The result shares every weight with this module, which is left as it is (a loaded ControlNet
         may serve several MODELs).
@@ -203,8 +315,6 @@ class SD3ControlNet(nn.Module):
         Raises:
             ValueError: wrong layout, unknown rule, or weights missing or of the wrong width.
         """
-        if self.config.layout != "sd35":
-            raise ValueError("only the sd35 layout borrows the base model's embedder; instantx has its own")
         if position not in POSITION_RULES:
             raise ValueError(f"position rule {position!r} is not one of {POSITION_RULES}")
         prefix = "x_embedder." if "x_embedder.proj.weight" in base_state_dict else "pos_embed."
@@ -231,153 +341,28 @@ class SD3ControlNet(nn.Module):
         view.position_rule = position
         return view
 
-    def check_inputs(self, x: Tensor, context: Optional[Tensor], hint: Tensor, y: Optional[Tensor]) -> None:
-        """Raise :class:`ControlNetInputError` naming the first input that does not fit."""
-        cfg = self.config
-        p = cfg.patch_size
+    def _latent_embedder(self) -> PatchEmbed:
         if self.pos_embed is None:
             raise ControlNetInputError("this SD3.5 ControlNet embeds the latent with the base model's x_embedder; "
                                        "take it with with_base_embedder(base weights) first")
-        if x.ndim != 4 or x.shape[1] != self.pos_embed.proj.in_channels:
-            raise ControlNetInputError(
-                f"latent x must be (B, {self.pos_embed.proj.in_channels}, h, w); got {tuple(x.shape)}")
-        if x.shape[-2] % p or x.shape[-1] % p:
-            raise ControlNetInputError(f"latent {x.shape[-2]}x{x.shape[-1]} is not a multiple of the {p}x{p} patch; "
-                                       f"use an image size that is a multiple of {8 * p} pixels")
-        if hint.ndim != 4 or hint.shape[1] != cfg.hint_channels or hint.shape[-2:] != x.shape[-2:]:
-            raise ControlNetInputError(
-                f"hint must be a latent (B, {cfg.hint_channels}, {x.shape[-2]}, {x.shape[-1]}) like x; got "
-                f"{tuple(hint.shape)}; encode the control image with the model's VAE at the latent's size")
-        check_hint_batch(hint, x)
-        if cfg.layout == "instantx" and (context is None or context.ndim != 3 or context.shape[-1] != cfg.context_dim):
-            got = None if context is None else tuple(context.shape)
-            raise ControlNetInputError(f"context must be (B, T, {cfg.context_dim}) joint text tokens; got {got}")
-        if y is None and not cfg.force_zeros_for_pooled_projection:
-            raise ControlNetInputError(f"this ControlNet takes the pooled text vector y of width {cfg.pooled_dim}")
-        if y is not None and y.shape[-1] != cfg.pooled_dim:
-            raise ControlNetInputError(f"y width {y.shape[-1]} != {cfg.pooled_dim}")
-
-    def embed_hint(self, hint: Tensor, *, control_type: Optional[int] = None) -> Tensor:
-        """Hint tokens added to the embedded latent, :math:`(B, N, D)`; timestep-independent.
-
-        Args:
-            hint: the hint latent in the model's latent space (:func:`.sd3_hint.hint_latent`).
-            control_type: unused (SD3.5's type acts on pixels, before the VAE; see :mod:`.sd3_hint`).
-        """
-        return self.pos_embed_input(hint.to(self.dtype))
+        return self.pos_embed
 
     def _embed_latent(self, x: Tensor) -> Tensor:
-        tokens = self.pos_embed(x)
+        tokens = self._latent_embedder()(x)
         if self.position_rule == "comfyui":
             h, w = x.shape[-2] // self.config.patch_size, x.shape[-1] // self.config.patch_size
             tokens = tokens + sincos_2d_comfyui(self.config.hidden_size, h, w, device=x.device).to(tokens.dtype)
         return tokens
 
-    def forward(self, x: Tensor, timesteps: Tensor, context: Optional[Tensor], hint: Tensor,
-                y: Optional[Tensor] = None, *, control_type: Optional[int] = None,
-                hint_embedding: Optional[Tensor] = None,
-                attention: AttentionFn = scaled_dot_product) -> ControlResiduals:
-        r"""Compute one residual per ControlNet block.
-
-        Args:
-            x: the latent as the base model sees it, :math:`(B, C, h, w)`, unpatchified.
-            timesteps: model timesteps (sigma times 1000), :math:`(B,)` or a scalar.
-            context: joint text tokens :math:`(B, T, C_{ctx})` (``instantx``); ignored by ``sd35``.
-            hint: hint latent :math:`(B \text{ or } 1, C_{hint}, h, w)`.
-            y: pooled text vector :math:`(B, P)`; replaced by zeros on ``instantx``.
-            control_type: unused (see :meth:`embed_hint`).
-            hint_embedding: :meth:`embed_hint` of ``hint``, computed earlier.
-            attention: the attention kernel (:mod:`.attention`), e.g. the host's.
-
-        Returns:
-            :class:`ControlResiduals` whose ``output`` holds one :math:`(B, hw/p^2, D)` tensor per
-            block, shallow to deep (diffusers' ``controlnet_block_samples``); spread them over the
-            base model with :func:`expand_to_joint_blocks`.
-        """
-        self.check_inputs(x, context, hint, y)
-        dtype, batch = self.dtype, x.shape[0]
-        timesteps = per_row(timesteps, batch)
-        if self.config.force_zeros_for_pooled_projection:
-            y = x.new_zeros(batch, self.config.pooled_dim)
-        c = self.time_text_embed(timesteps, y.to(dtype))
-        guided = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
-        h = self._embed_latent(x.to(dtype)) + guided
+    def _blocks(self, h: Tensor, context: Optional[Tensor], c: Tensor, attention: AttentionFn) -> List[Tensor]:
         outs = []
-        if self.config.layout == "instantx":
-            ctx = self.context_embedder(context.to(dtype))
-            for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
-                h, ctx = block(h, ctx, c, attention)
-                outs.append(out(h))
-        else:
-            for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
-                h = block(h, c, attention)
-                outs.append(out(h))
-        return ControlResiduals(output=tuple(outs))
+        for block, out in zip(self.transformer_blocks, self.controlnet_blocks):
+            h = block(h, c, attention)
+            outs.append(out(h))
+        return outs
 
 
-def joint_block_indices(num_residuals: int, num_joint_blocks: int, layout: Layout,
-                        rule: JointBlockRule = "diffusers") -> Tuple[int, ...]:
-    """Which ControlNet residual is added after each base-model joint block.
-
-    Entry ``i`` is the residual added after joint block ``i``; blocks past the end get none.
-
-    * ``diffusers`` (``SD3Transformer2DModel``): block ``i`` takes residual
-      ``int(i / (L / n))``; the last block (``context_pre_only``) takes none. Both layouts.
-    * ``comfyui`` (ComfyUI's ``cldm/mmdit.py`` and ``cldm/dit_embedder.py``, read by
-      ``mmdit.py`` as ``control['output'][i]`` after joint block ``i``):
-
-      - ``instantx``: each residual repeated ``L // n`` times (integer division), the very last
-        entry dropped. Equals diffusers when ``n`` divides ``L`` (InstantX: 24 blocks / 6);
-        otherwise the last ``L - n (L // n)`` blocks get nothing where diffusers spreads all.
-      - ``sd35``: each residual repeated ``ceil(L / n)`` times, the list cut at ``L``, so the
-        **last block gets a residual too** (as in Stability's reference ``mmditx.py``, which
-        adds ``res[i // (L // n)]`` after every block). SD3.5 Large (38 blocks, 19 residuals):
-        identical to diffusers on blocks 0..36, and block 37 gets residual 18 only here.
-
-    Args:
-        num_residuals: ControlNet blocks ``n``.
-        num_joint_blocks: base-model joint blocks ``L``.
-        layout: one of :data:`LAYOUTS`.
-        rule: one of :data:`JOINT_BLOCK_RULES`.
-
-    Example:
-        >>> joint_block_indices(2, 5, "instantx"), joint_block_indices(2, 5, "instantx", "comfyui")
-        ((0, 0, 0, 1), (0, 0, 1))
-        >>> joint_block_indices(2, 4, "sd35"), joint_block_indices(2, 4, "sd35", "comfyui")
-        ((0, 0, 1), (0, 0, 1, 1))
-    """
-    if rule not in JOINT_BLOCK_RULES:
-        raise ValueError(f"joint-block rule {rule!r} is not one of {JOINT_BLOCK_RULES}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS}")
-    n, blocks = num_residuals, num_joint_blocks
-    if rule == "diffusers":
-        interval = blocks / n
-        return tuple(int(i / interval) for i in range(blocks - 1))
-    if layout == "instantx":
-        repeat = blocks // n
-        return tuple(i // repeat for i in range(n * repeat - 1))
-    repeat = math.ceil(blocks / n)
-    return tuple(i // repeat for i in range(min(blocks, n * repeat)))
-
-
-def expand_to_joint_blocks(residuals: ControlResiduals, num_joint_blocks: int, layout: Layout,
-                           rule: JointBlockRule = "diffusers") -> ControlResiduals:
-    """Spread per-ControlNet-block residuals over the base model's joint blocks.
-
-    Weight the residuals first (one scale per ControlNet block) and expand last: the expanded
-    entries share tensors.
-
-    Args:
-        residuals: :meth:`SD3ControlNet.forward`'s output.
-        num_joint_blocks: joint blocks of the base model (24 SD3 Medium, 38 SD3.5 Large).
-        layout: the ControlNet's ``config.layout``.
-        rule: see :func:`joint_block_indices`.
-
-    Returns:
-        :class:`ControlResiduals` whose ``output[i]`` is added after joint block ``i`` (the list
-        may be shorter than the model; ComfyUI's MMDiT reads ``control['output'][i]`` only while
-        ``i`` is in range).
-    """
-    indices = joint_block_indices(len(residuals.output), num_joint_blocks, layout, rule)
-    return ControlResiduals(output=tuple(residuals.output[i] for i in indices))
+def sd3_controlnet(config: SD3ControlNetConfig, dtype: Optional[torch.dtype] = None, device=None) -> SD3ControlNet:
+    """The class of ``config.layout`` (:class:`InstantXControlNet` or :class:`SD35ControlNet`), built."""
+    cls = InstantXControlNet if config.layout == "instantx" else SD35ControlNet
+    return cls(config, dtype=dtype, device=device)

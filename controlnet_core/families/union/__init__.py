@@ -1,1 +1,1 @@
-"""TODO"""
+"""ControlNet Union (xinsir ControlNet++ for SDXL, ProMax): several control types in one ControlNet pass."""

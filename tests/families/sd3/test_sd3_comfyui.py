@@ -14,7 +14,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Img2ImgPi
 import comfy_host
 from tiny_sd3 import tiny_sd3_vae
 from cnr_pack.controlnet_core.residuals import merge_control
-from cnr_pack.controlnet_core.families.sd3.model import expand_to_joint_blocks
+from cnr_pack.controlnet_core.families.sd3.joints import expand_to_joint_blocks
 from cnr_pack.controlnet_core.families.sd3.format import build_instantx, build_sd35
 from cnr_pack.controlnet_core.families.sd3.hint import hint_latent, sd35_hint_pixels
 from strength_grid import FLOW_STRENGTHS
@@ -66,9 +66,9 @@ def instantx_state_dict(depth: int, layers: int, seed: int = 1):
 
 def sd35_state_dict(depth: int, layers: int, control_type: int, seed: int = 2):
     """Stability's SD3.5 ControlNet names with seeded weights (shapes from our own meta build)."""
-    from cnr_pack.controlnet_core.families.sd3.model import SD3ControlNet, SD3ControlNetConfig
+    from cnr_pack.controlnet_core.families.sd3.model import SD35ControlNet, SD3ControlNetConfig
     with torch.device("meta"):
-        shapes = SD3ControlNet(SD3ControlNetConfig("sd35", 64 * depth, depth, layers, pooled_dim=POOLED_DIM))
+        shapes = SD35ControlNet(SD3ControlNetConfig("sd35", 64 * depth, depth, layers, pooled_dim=POOLED_DIM))
     gen = torch.Generator().manual_seed(seed)
     sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in shapes.state_dict().items()}
     sd["control_type"] = torch.tensor([float(control_type)])

@@ -6,7 +6,7 @@ from diffusers import FluxControlNetModel
 from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.errors import ControlNetInputError
 from cnr_pack.controlnet_core.residuals import ControlResiduals
-from cnr_pack.controlnet_core.families.sd3.model import expand_to_joint_blocks, joint_block_indices
+from cnr_pack.controlnet_core.families.sd3.joints import expand_to_joint_blocks, joint_block_indices
 from cnr_pack.controlnet_core.families.sd3.format import build_instantx, build_sd35, claims_instantx, claims_sd35
 from cnr_pack.controlnet_core.families.sd3.hint import sd35_hint_pixels
 from conftest import explicit_softmax_attention

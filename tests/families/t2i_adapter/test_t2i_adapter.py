@@ -1,6 +1,5 @@
 """T2I-Adapters equal diffusers' ``T2IAdapter`` and land where ComfyUI's adapter and diffusers' UNet add them."""
 import importlib.util
-import re
 
 import diffusers
 import pytest
@@ -12,7 +11,7 @@ from cnr_pack.controlnet_core.errors import ControlNetFormatError
 from cnr_pack.controlnet_core.errors import ControlNetInputError
 from cnr_pack.controlnet_core.families.t2i_adapter.format import build, claims
 from comfy_host import comfyui_root
-from tiny_models import tiny_sd15_diffusers
+from tiny_models import randomize_all, tiny_sd15_diffusers
 from tiny_t2i import CHANNELS, KINDS, tiny_adapter, to_original
 
 TOL = 1e-5
