@@ -28,6 +28,7 @@ from ..controlnet_core.injection.spec import InjectionSpec
 from . import compat
 from .base import LOG
 from .bindings import FamilyBinding
+from .control import LoadedControlNet
 from .validation import check_broadcast
 
 NODE_ID = "CNR_ApplyControlResiduals"
@@ -46,7 +47,7 @@ class ResidualInjection:
 
     def __init__(self, binding: FamilyBinding, spec: InjectionSpec, model_sampling,
                  previous: Optional[Callable] = None) -> None:
-        self.control = binding.control
+        self._control = binding.control if binding.complete is None else None
         self.spec = spec
         self.binding = binding
         self.model_sampling = model_sampling
@@ -62,6 +63,15 @@ class ResidualInjection:
         new = copy.copy(self)
         new.previous = copy.deepcopy(self.previous, memo)
         return new
+
+    @property
+    def control(self) -> LoadedControlNet:
+        """The control that runs; one completed at sampling start (a Control-LoRA) is completed on first use."""
+        if self._control is None:
+            with self._lock:
+                if self._control is None:
+                    self._control = self.binding.complete()
+        return self._control
 
     @property
     def cached_hints(self) -> int:
@@ -114,7 +124,7 @@ class ResidualInjection:
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
         """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid (VAE-encoded for
         latent-hint models), and their embedding, computed once per device, size and dtype."""
-        size = self.binding.hint_size(x.shape[-2], x.shape[-1])
+        size = net.hint_size(x.shape[-2], x.shape[-1])
         key = (size, next(net.parameters()).dtype)
         with self._lock:
             cached = self._hints.get(x.device)

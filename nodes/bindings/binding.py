@@ -46,6 +46,9 @@ class FamilyBinding:
             blocks; None = they already match.
         attention: the attention kernel the forward takes (ComfyUI's, as the base model beside it
             uses); None for forwards without one.
+        complete: for a control completed only when sampling starts (a Control-LoRA, merged with the
+            weights the sampled clone carries then), what makes it; ``control`` is then its outline (a
+            module on the meta device with the right shapes). None = ``control`` runs as it is.
     """
 
     control: LoadedControlNet
@@ -57,6 +60,7 @@ class FamilyBinding:
     patch: Optional[int] = None
     expand: Optional[Callable[[ControlResiduals], ControlResiduals]] = None
     attention: Optional[AttentionFn] = None
+    complete: Optional[Callable[[], LoadedControlNet]] = None
 
     def scales(self, strength: float, mode: ControlMode, soft_base: float, block_weights: str,
                node_id: str) -> Tuple[float, ...]:
@@ -67,10 +71,6 @@ class FamilyBinding:
             return self.scales_rule(strength, mode, soft_base, weights)
         except ValueError as e:
             raise NodeInputError(node_id, "control_mode", str(e)) from None
-
-    def hint_size(self, height: int, width: int) -> Tuple[int, int]:
-        """Control-image size for a latent of ``height`` x ``width``: the family's own rule."""
-        return self.control.net.hint_size(height, width)
 
     def token_grid(self, height: int, width: int) -> Optional[Tuple[int, int]]:
         """The image-token grid of a latent of ``height`` x ``width``; None for UNet residual maps."""

@@ -66,21 +66,80 @@ def test_control_lora_matches_comfyui_control_lora_sampling(host, sdxl):
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def _apply(nodes, model, control, strength=1.0):
+    return nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(
+        model, control, HINT, strength, 0.0, 1.0, "balanced", "crop", "model sigma (ComfyUI)")[0]
+
+
+def _load(nodes, name):
+    return nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
+
+
 def test_control_lora_is_merged_once_per_model(host):
     nodes, folder = host
     model = comfy_host.tiny_unet(seed=4)
     name = "control-lora-tiny-once.safetensors"
     save_file(_control_lora_file(model, sdxl=False, seed=5), str(folder / name))
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
-    apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply
-    first = apply(model, ours, HINT, 1.0, 0.0, 1.0, "balanced", "crop", "model sigma (ComfyUI)")[0]
-    second = apply(model, ours, HINT, 0.5, 0.0, 1.0, "balanced", "crop", "model sigma (ComfyUI)")[0]
-    other = apply(comfy_host.tiny_unet(seed=4), ours, HINT, 1.0, 0.0, 1.0, "balanced", "crop",
-                  "model sigma (ComfyUI)")[0]
-    nets = [m.model_options["model_function_wrapper"].control.net for m in (first, second, other)]
+    ours = _load(nodes, name)
+    pos, neg = _conditioning(1, False), _conditioning(2, False)
+    patched = [_apply(nodes, model, ours), _apply(nodes, model, ours, 0.5),
+               _apply(nodes, comfy_host.tiny_unet(seed=4), ours)]
+    for m in patched:
+        comfy_host.sample(m, pos, neg, steps=1)
+    nets = [m.model_options["model_function_wrapper"].control.net for m in patched]
     assert nets[0] is nets[1]
     assert nets[2] is not nets[0]
     assert ours.patcher is None, "the loader's output must stay the pending Control-LoRA"
+
+
+def _with_lora(model, seed=9):
+    """A clone of ``model`` carrying a LoRA-like patch (a weight difference) on every encoder weight."""
+    gen = torch.Generator().manual_seed(seed)
+    keys = [k for k, v in model.model.state_dict().items()
+            if k.startswith("diffusion_model.input_blocks.") and k.endswith(".weight") and v.ndim >= 2]
+    clone = model.clone()
+    clone.add_patches({k: (torch.randn(model.model.state_dict()[k].shape, generator=gen) * 0.05,) for k in keys})
+    return clone
+
+
+def test_control_lora_merges_with_the_weights_of_the_model_it_samples_not_of_one_sampled_before(host):
+    nodes, folder = host
+    import comfy.controlnet
+    pos, neg = _conditioning(1, False), _conditioning(2, False)
+    fresh_model = comfy_host.tiny_unet(seed=6)
+    save_file(_control_lora_file(fresh_model, sdxl=False, seed=7), str(folder / "control-lora-fresh.safetensors"))
+    expected = comfy_host.sample(_apply(nodes, fresh_model, _load(nodes, "control-lora-fresh.safetensors")),
+                                 pos, neg, steps=3)
+
+    model = comfy_host.tiny_unet(seed=6)
+    save_file(_control_lora_file(model, sdxl=False, seed=7), str(folder / "control-lora-after-lora.safetensors"))
+    comfy_host.sample(_with_lora(model), pos, neg, steps=2)  # leaves its LoRA in the shared UNet
+    got = comfy_host.sample(_apply(nodes, model, _load(nodes, "control-lora-after-lora.safetensors")),
+                            pos, neg, steps=3)
+    native = comfy.controlnet.load_controlnet(str(folder / "control-lora-after-lora.safetensors"))
+    native_pos, native_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, HINT, 1.0, 0.0,
+                                                                              1.0)[:2]
+    comfyui = comfy_host.sample(model, native_pos, native_neg, steps=3)
+    assert torch.equal(got, expected)
+    assert torch.allclose(got, comfyui, rtol=1e-4, atol=1e-4)
+
+
+def test_control_lora_on_a_lora_model_merges_with_the_lora_weights_as_comfyui_does(host):
+    nodes, folder = host
+    import comfy.controlnet
+    pos, neg = _conditioning(1, False), _conditioning(2, False)
+    model = comfy_host.tiny_unet(seed=8)
+    name = "control-lora-on-lora.safetensors"
+    save_file(_control_lora_file(model, sdxl=False, seed=3), str(folder / name))
+    lora = _with_lora(model)
+    got = comfy_host.sample(_apply(nodes, lora, _load(nodes, name)), pos, neg, steps=3)
+    plain = comfy_host.sample(_apply(nodes, model, _load(nodes, name)), pos, neg, steps=3)
+    native = comfy.controlnet.load_controlnet(str(folder / name))
+    native_pos, native_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, HINT, 1.0, 0.0,
+                                                                              1.0)[:2]
+    comfyui = comfy_host.sample(lora, native_pos, native_neg, steps=3)
+    assert (got - plain).abs().max() > 1e-3, "the LoRA must reach the merged ControlNet"
+    assert torch.allclose(got, comfyui, rtol=1e-4, atol=1e-4)
 
 
 def test_sdxl_control_lora_on_an_sd15_model_is_refused_by_the_apply_node(host):
@@ -88,6 +147,6 @@ def test_sdxl_control_lora_on_an_sd15_model_is_refused_by_the_apply_node(host):
     name = "control-lora-tiny-sdxl-for-refusal.safetensors"
     save_file(_control_lora_file(comfy_host.tiny_unet(sdxl=True), sdxl=True), str(folder / name))
     ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
-    with pytest.raises(ValueError, match=r"CNR_ApplyControlResiduals: controlnet '.*' is a SDXL ControlNet"):
+    with pytest.raises(ValueError, match=r"CNR_ApplyControlResiduals: controlnet: '.*' is a SDXL ControlNet"):
         nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]().apply(
             comfy_host.tiny_unet(), ours, HINT, 1.0, 0.0, 1.0, "balanced", "crop", "model sigma (ComfyUI)")
