@@ -29,7 +29,7 @@ def resample(image: Tensor, size: Tuple[int, int], enlarge: str = "nearest-exact
     return F.interpolate(image, size=size, mode=enlarge)
 
 
-def resize_hint(image: Tensor, size: Tuple[int, int], mode: str = "crop") -> Tensor:
+def resize_hint(image: Tensor, size: Tuple[int, int], mode: ResizeMode = "crop") -> Tensor:
     """Resize a control image to ``size`` = (H, W).
 
     Args:

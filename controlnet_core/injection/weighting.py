@@ -58,7 +58,7 @@ def guess_mode_weights(num_down: int) -> Tuple[float, ...]:
 def block_scales(
     num_down: int,
     strength: float = 1.0,
-    mode: str = "balanced",
+    mode: ControlMode = "balanced",
     soft_base: float = A1111_SOFT_BASE,
     block_weights: Optional[Sequence[float]] = None,
 ) -> Tuple[float, ...]:
@@ -85,7 +85,7 @@ def block_scales(
     return tuple(strength * c * w for c, w in zip(curve, block_weights))
 
 
-def uniform_scales(count: int, strength: float = 1.0, mode: str = "balanced",
+def uniform_scales(count: int, strength: float = 1.0, mode: ControlMode = "balanced",
                    block_weights: Optional[Sequence[float]] = None) -> Tuple[float, ...]:
     """Multiplier per residual of a transformer ControlNet: strength times the block weight.
 

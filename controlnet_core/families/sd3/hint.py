@@ -8,7 +8,7 @@ before the encoder, as diffusers' image processor does with ``do_normalize=True`
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional, Tuple, get_args
 
 from torch import Tensor
 
@@ -20,10 +20,11 @@ __all__ = ["SD3_VAE_SCALING_FACTOR", "SD3_VAE_SHIFT_FACTOR", "SD35_CONTROL_TYPES
 SD3_VAE_SCALING_FACTOR = 1.5305
 SD3_VAE_SHIFT_FACTOR = 0.0609
 SD35_CONTROL_TYPES = {0: "blur", 1: "canny", 2: "depth"}
-HINT_CONVENTIONS = ("reference", "comfyui")
+HintConvention = Literal["reference", "comfyui"]
+HINT_CONVENTIONS: Tuple[HintConvention, ...] = get_args(HintConvention)
 
 
-def hint_latent(vae_latent: Tensor, config: SD3ControlNetConfig, convention: str = "reference") -> Tensor:
+def hint_latent(vae_latent: Tensor, config: SD3ControlNetConfig, convention: HintConvention = "reference") -> Tensor:
     """The SD3 VAE's raw latent of the control image, scaled as the ControlNet was trained.
 
     diffusers scales it like the base latent, ``(z - 0.0609) * 1.5305``, except that its ControlNet
@@ -50,7 +51,7 @@ def hint_latent(vae_latent: Tensor, config: SD3ControlNetConfig, convention: str
     return (vae_latent - SD3_VAE_SHIFT_FACTOR) * SD3_VAE_SCALING_FACTOR
 
 
-def sd35_hint_pixels(image: Tensor, control_type: Optional[int], convention: str = "reference") -> Tensor:
+def sd35_hint_pixels(image: Tensor, control_type: Optional[int], convention: HintConvention = "reference") -> Tensor:
     """The control image as the SD3.5 ControlNet of ``control_type`` expects it before the VAE.
 
     * blur (0): unchanged.

@@ -111,14 +111,14 @@ def test_controlnet_mode_leaves_the_uncond_pass_alone_and_uses_a1111_adapter_wei
 
 def test_adapter_for_another_family_is_refused_naming_both(nodes, adapter_dir, unets):
     control = load(nodes, "full_adapter_xl.safetensors")
-    with pytest.raises(ValueError, match=r"CNR_ApplyControlResiduals: controlnet 'full_adapter_xl\.safetensors' is "
+    with pytest.raises(ValueError, match=r"CNR_ApplyControlResiduals: controlnet: 'full_adapter_xl\.safetensors' is "
                                          r"a SDXL T2I-Adapter .* but the model is SD15"):
         apply(nodes, unets["full_adapter"], control)
 
 
 def test_block_weights_take_one_value_per_feature(nodes, adapter_dir, unets):
     control = load(nodes, "full_adapter.safetensors")
-    with pytest.raises(ValueError, match=r"block_weights has 13 values; this control model needs 4 \(one per "):
+    with pytest.raises(ValueError, match=r"block_weights: 13 values given; this control model needs 4 \(one per "):
         apply(nodes, unets["full_adapter"], control, block_weights=",".join(["1"] * 13))
 
 
