@@ -25,3 +25,11 @@ def explicit_softmax_attention(calls: list):
         weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
         return (weights @ v).transpose(1, 2).flatten(2)
     return attend
+
+
+@pytest.fixture(scope="session")
+def bad_input_env(tmp_path_factory):
+    """What every bad-input table shares (``tests/bad_input.py``): a booted ComfyUI, tiny seeded models and a
+    controlnet folder the rows write their files into."""
+    from bad_input import Env
+    return Env(tmp_path_factory.mktemp("bad-input"))
