@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 import comfy.utils
 import folder_paths
 
-from ..controlnet_core import crop as crop_ops
+from ..controlnet_core.refine import crop as crop_ops
 from ..controlnet_core.refine.crop import PASTE_MODES, long_side_size, plan_crop, snap
 from ..controlnet_core.refine.resample import RESAMPLE_FILTERS, resize
 from .base import LOG, category

@@ -7,7 +7,7 @@ import torch
 
 import comfy.samplers
 
-from ..controlnet_core import masks as mask_ops
+from ..controlnet_core.refine import masks as mask_ops
 from ..controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
 from ..controlnet_core.refine.schedule import StrengthRule, truncate_schedule
 from . import compat
