@@ -65,7 +65,7 @@ def _scene(seed=0, h=96, w=128):
 def test_inpaint_prep_sample_decode_paste_keeps_every_pixel_outside_the_mask(nodes, model, vae):
     import comfy.sample
     image, mask = _scene()
-    crop_image, crop_mask, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
+    crop_image, crop_mask, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
     latent, sample_mask, paste_mask, masked, pos, neg = run_node(
         "CNR_InpaintMaskPrep", image=crop_image, mask=crop_mask, vae=vae, grow=2, feather=6,
         positive=comfy_host.conditioning(3), negative=comfy_host.conditioning(4))
@@ -94,7 +94,7 @@ def test_inpaint_prep_noise_mask_is_at_latent_size_and_conditioning_has_concat_i
 def test_empty_mask_crops_whole_image_warns_and_paste_returns_original(nodes, caplog):
     image, _ = _scene()
     with caplog.at_level(logging.WARNING):
-        cropped, _, crop = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(96, 128),
+        cropped, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(96, 128),
                                     **dict(CROP_64, size_mode="native (no resize)"))
     assert "empty" in caplog.text and cropped.shape == image.shape
     (out,) = run_node("CNR_PaddedPaste", original=image, generated=torch.rand_like(cropped), crop=crop)
@@ -111,7 +111,7 @@ def test_mask_of_another_size_is_an_error_naming_both_sizes(nodes, vae):
 
 def test_hint_is_cropped_exactly_like_the_image(nodes):
     image, mask = _scene()
-    cropped, _, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **dict(CROP_64, filter="bilinear"))
+    cropped, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **dict(CROP_64, filter="bilinear"))
     hint, _ = run_node("CNR_ApplyCrop", crop=crop, image=image)
     assert torch.equal(hint, cropped)
 
@@ -119,7 +119,7 @@ def test_hint_is_cropped_exactly_like_the_image(nodes):
 def test_refine_nodes_do_not_mutate_their_inputs(nodes, vae):
     image, mask = _scene()
     image_copy, mask_copy = image.clone(), mask.clone()
-    _, _, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
+    _, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
     run_node("CNR_PaddedPaste", original=image, generated=torch.rand(1, 64, 64, 3), crop=crop)
     run_node("CNR_InpaintMaskPrep", image=image[:, :64, :64], mask=mask[:64, :64], vae=vae, grow=2, feather=8,
              invert=True)
@@ -129,7 +129,7 @@ def test_refine_nodes_do_not_mutate_their_inputs(nodes, vae):
 def test_a_unet_model_on_padded_crop_keeps_the_8_pixel_multiple(nodes, model):
     image, mask = _scene()
     native = dict(CROP_64, size_mode="native (no resize)", multiple=8)
-    alone, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
-    with_model, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
+    alone, *_ = run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
+    with_model, *_ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
     assert alone.shape[1] % 16, "the crop must be off the 16-pixel grid for this test to tell"
     assert with_model.shape == alone.shape
