@@ -133,3 +133,89 @@ def test_a_unet_model_on_padded_crop_keeps_the_8_pixel_multiple(nodes, model):
     with_model, *_ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
     assert alone.shape[1] % 16, "the crop must be off the 16-pixel grid for this test to tell"
     assert with_model.shape == alone.shape
+
+
+ISLANDS = ((20, 30, 24, 36), (60, 70, 190, 204), (120, 132, 40, 50))  # y1, y2, x1, x2 on 192x256, row-major order
+REGION_CROP = dict(padding=8, width=64, height=64, feather=4)
+
+
+def _islands_scene():
+    image = torch.rand(1, 192, 256, 3, generator=torch.Generator().manual_seed(7))
+    masks = torch.zeros(len(ISLANDS), 192, 256)
+    for k, (y1, y2, x1, x2) in enumerate(ISLANDS):
+        masks[k, y1:y2, x1:x2] = 1.0
+    return image, masks
+
+
+def _sample_and_paste(model, vae, image, mask, noise, original, regions):
+    """PaddedCrop -> InpaintMaskPrep -> one comfy.sample.sample call on the crop batch -> decode -> PaddedPaste."""
+    import comfy.sample
+    crops, crop_masks, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, regions=regions, **REGION_CROP)
+    latent, _, paste_mask, _, pos, neg = run_node(
+        "CNR_InpaintMaskPrep", image=crops, mask=crop_masks, vae=vae, grow=2, feather=4,
+        positive=comfy_host.conditioning(3), negative=comfy_host.conditioning(4))
+    assert latent["samples"].shape[0] == noise.shape[0] == crops.shape[0]
+    samples = comfy.sample.sample(model, noise, 3, 5.0, "euler", "normal", pos, neg, latent["samples"],
+                                  noise_mask=latent["noise_mask"], seed=5, disable_pbar=True)
+    (out,) = run_node("CNR_PaddedPaste", original=original, generated=vae.decode(samples), crop=crop,
+                      paste_mask=paste_mask)
+    return out, crops
+
+
+def test_three_islands_sampled_in_one_batch_equal_three_single_region_runs_with_the_same_noise(nodes, model, vae):
+    image, masks = _islands_scene()
+    union = masks.amax(0)
+    # ComfyUI's KSampler draws one noise tensor for the whole batch from the seed (row i of a batch is not
+    # the noise a batch of 1 gets from that seed), so both sides get explicit noise: row k for island k.
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+    batched, crops = _sample_and_paste(model, vae, image, union, noise, image, "islands")
+    assert crops.shape == (3, 64, 64, 3)
+    one_by_one = image
+    for k in range(3):
+        single, crop_k = _sample_and_paste(model, vae, image, masks[k], noise[k:k + 1], one_by_one, "single")
+        assert torch.equal(crop_k[0], crops[k]), "the single-region crop must be the batch's crop k"
+        one_by_one = single
+    outside = union == 0
+    assert torch.equal(batched[0][outside], image[0][outside])
+    assert not torch.equal(batched[0][~outside], image[0][~outside])
+    # A batch of 3 runs the UNet and VAE on 3 rows at once; float sums may round differently than on one row.
+    assert torch.allclose(batched, one_by_one, atol=1e-5, rtol=0)
+
+
+def test_one_hint_is_cropped_per_region_exactly_like_the_image(nodes):
+    image, masks = _islands_scene()
+    crops, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=masks.amax(0), regions="islands",
+                                 **dict(REGION_CROP, filter="bilinear"))
+    hints, _ = run_node("CNR_ApplyCrop", crop=crop, image=image)
+    assert hints.shape == (3, 64, 64, 3) and torch.equal(hints, crops)
+
+
+def test_a_batch_of_masks_crops_one_region_per_mask_of_one_image(nodes):
+    image, masks = _islands_scene()
+    crops, crop_masks, crop, debug = run_node("CNR_PaddedCrop", image=image, mask=masks, regions="mask batch",
+                                              **REGION_CROP)
+    assert crops.shape == (3, 64, 64, 3) and debug.shape == (3, 64, 64, 3)
+    assert all(float(m.sum()) > 0 for m in crop_masks)
+
+
+def test_rgba_crop_and_paste_keep_the_alpha_channel(nodes):
+    image, masks = _islands_scene()
+    rgba = torch.cat([image, torch.rand(1, 192, 256, 1, generator=torch.Generator().manual_seed(8))], -1)
+    crops, _, crop, _ = run_node("CNR_PaddedCrop", image=rgba, mask=masks.amax(0), regions="islands", **REGION_CROP)
+    (out,) = run_node("CNR_PaddedPaste", original=rgba, generated=torch.rand(3, 64, 64, 3), crop=crop)
+    assert crops.shape[-1] == 4 and out.shape == rgba.shape
+    assert torch.equal(out[..., 3], rgba[..., 3])
+
+
+def test_debug_output_shows_the_sampling_mask_the_paste_weights_and_the_seam_ring(nodes):
+    import torch.nn.functional as F
+    image, masks = _islands_scene()
+    crops, crop_masks, crop, debug = run_node("CNR_PaddedCrop", image=image, mask=masks[0], **REGION_CROP)
+    overlay = (debug[0] - 0.35 * crops[0]) / 0.65  # the picture is 35 % crop, 65 % overlay
+    red, green, blue = overlay[..., 0], overlay[..., 1], overlay[..., 2]
+    # ComfyUI's sampler scales a noise mask to the latent grid bilinearly; shown in 8-pixel blocks.
+    latent = F.interpolate(crop_masks[:1, None], size=(8, 8), mode="bilinear")
+    assert torch.allclose(red, F.interpolate(latent, size=(64, 64), mode="nearest")[0, 0], atol=1e-5)
+    inside, outside = crop_masks[0] > 0.99, crop_masks[0] == 0
+    assert green[outside].abs().max() < 1e-5 and green[inside].max() > 0.9
+    assert blue[inside].abs().max() < 1e-5 and blue[outside].max() > 0.99
