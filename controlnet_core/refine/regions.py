@@ -259,8 +259,8 @@ def plan(masks: Tensor, spec: CropSpec = CropSpec(), context: Optional[Tensor] =
         groups, boxes = [[]], [box_of(None)]
     empty = tuple(not g or (not regions and mask_bbox(canvas_masks[g[0]]) is None) for g in groups)
     if spec.regions == "mask batch":
-        crop_masks = torch.stack([canvas_masks[g].amax(0) if g else torch.zeros(canvas, dtype=masks.dtype)
-                                  for g in groups])
+        blank = torch.zeros(canvas, dtype=masks.dtype, device=masks.device)
+        crop_masks = torch.stack([canvas_masks[g].amax(0) if g else blank for g in groups])
     else:
         crop_masks = canvas_masks
     out = out_size if out_size is not None else (boxes[0].h, boxes[0].w)
