@@ -1,5 +1,6 @@
 """Refinement nodes inside a real ComfyUI: img2img sigmas, inpaint prep, crop and paste end to end."""
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +220,19 @@ def test_debug_output_shows_the_sampling_mask_the_paste_weights_and_the_seam_rin
     inside, outside = crop_masks[0] > 0.99, crop_masks[0] == 0
     assert green[outside].abs().max() < 1e-5 and green[inside].max() > 0.9
     assert blue[inside].abs().max() < 1e-5 and blue[outside].max() > 0.99
+
+
+def test_the_crop_preview_draws_every_region_box(nodes):
+    import folder_paths
+    import numpy as np
+    from PIL import Image
+    image, masks = _islands_scene()
+    node = nodes.NODE_CLASS_MAPPINGS["CNR_PaddedCrop"]()
+    out = node.crop(**{**comfy_host.node_defaults(type(node)), "image": image, "mask": masks.amax(0),
+                       "regions": "islands", **REGION_CROP})
+    picture = np.asarray(Image.open(Path(folder_paths.get_temp_directory()) / out["ui"]["images"][0]["filename"]))
+    green = (picture[..., 1] > 200) & (picture[..., 0] < 90) & (picture[..., 2] < 130)
+    scale = picture.shape[1] / 256
+    for box in out["result"][2].boxes:
+        x, y = int(box.x * scale), int(box.y * scale)
+        assert green[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any(), f"no outline at the corner of {box}"
