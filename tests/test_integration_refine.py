@@ -236,3 +236,14 @@ def test_the_crop_preview_draws_every_region_box(nodes):
     for box in out["result"][2].boxes:
         x, y = int(box.x * scale), int(box.y * scale)
         assert green[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any(), f"no outline at the corner of {box}"
+
+
+def test_outpaint_extension_is_masked_and_the_paste_returns_the_larger_image(nodes):
+    image = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(9))
+    _, crop_mask, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(64, 96), extend_right=0.5,
+                                     padding=8, width=64, height=64, feather=4)
+    box = crop.boxes[0]
+    assert crop.canvas_size == (64, 144) and box.x + box.w > 96 and float(crop_mask.max()) == 1.0
+    (out,) = run_node("CNR_PaddedPaste", original=image, generated=torch.rand(1, 64, 64, 3), crop=crop)
+    assert out.shape == (1, 64, 144, 3) and torch.equal(out[:, :, :96], image)
+    assert not torch.equal(out[:, :, 100:], image[:, :, 95:96].expand(1, 64, 44, 3))
