@@ -238,6 +238,8 @@ class PaddedCrop:
         if size_mode == "native (no resize)":
             raise NodeInputError(node, "size_mode", f"is 'native (no resize)'; regions '{regions}' needs one size "
                                                     "for every crop: use 'width x height' or 'long side'")
+        if regions == "mask batch" and context is not None:
+            check_broadcast(node, "context_mask", context.shape[0], "mask", masks.shape[0])
 
     def _extension(self, size, unit, up, down, left, right):
         node = self.NODE_ID
