@@ -153,3 +153,10 @@ def test_regions_need_one_output_size():
     _, mask = _scene()
     with pytest.raises(ValueError, match="output size"):
         plan(mask, replace(SPEC, output_size=None))
+
+
+def test_long_side_takes_the_largest_region_aspect_for_every_crop():
+    image, mask = _scene(((10, 20, 10, 50), (60, 64, 100, 104)))
+    t = plan(mask, replace(SPEC, output_size=None, long_side=64, multiple=8)).transform
+    assert t.output_size == (24, 64)  # the 40x10 island padded by 4: 48x18 -> long side 64
+    assert crop(image, t).shape == (2, 3, 24, 64)
