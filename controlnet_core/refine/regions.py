@@ -30,12 +30,16 @@ MAX_REGIONS = 64
 """Crops one plan may hold: each is a sampler batch row, so more would exhaust memory quietly."""
 
 
-class TooManyRegions(ValueError):
-    """More regions than :attr:`CropSpec.max_regions` remain after merging."""
+MAX_ISLANDS_TO_MERGE = 4096
+"""Merging compares every pair of boxes; beyond this many islands that alone would take minutes."""
 
-    def __init__(self, count: int, cap: int):
-        super().__init__(f"{count} separate regions after merging overlapping ones; at most {cap} crops fit one "
-                         "batch")
+
+class TooManyRegions(ValueError):
+    """More regions than :attr:`CropSpec.max_regions` remain after merging (or too many to merge)."""
+
+    def __init__(self, count: int, cap: int, merged: bool = True):
+        where = "after merging overlapping ones" if merged else f"(over {MAX_ISLANDS_TO_MERGE}, too many to merge)"
+        super().__init__(f"{count} separate regions {where}; at most {cap} crops fit one batch")
         self.count, self.cap = count, cap
 
 
@@ -249,6 +253,8 @@ def plan(masks: Tensor, spec: CropSpec = CropSpec(), context: Optional[Tensor] =
     def box_of(bb: Optional[BBox]) -> Box:
         return Box(0, 0, frame[1], frame[0]) if bb is None else box_around(bb, frame, spec.pad, out_size,
                                                                           spec.multiple)
+    if regions and len(framed) > MAX_ISLANDS_TO_MERGE:
+        raise TooManyRegions(len(framed), spec.max_regions, merged=False)
     if regions and framed:
         _, groups, boxes = merge_overlapping(framed, box_of)
         if len(boxes) > spec.max_regions:

@@ -160,3 +160,10 @@ def test_long_side_takes_the_largest_region_aspect_for_every_crop():
     t = plan(mask, replace(SPEC, output_size=None, long_side=64, multiple=8)).transform
     assert t.output_size == (24, 64)  # the 40x10 island padded by 4: 48x18 -> long side 64
     assert crop(image, t).shape == (2, 3, 24, 64)
+
+
+def test_a_speckled_mask_with_more_islands_than_can_be_merged_is_refused_quickly():
+    mask = torch.zeros(1, 200, 200)
+    mask[0, ::2, ::2] = 1.0  # 10000 single-pixel islands
+    with pytest.raises(TooManyRegions, match="10000 separate regions .*too many to merge"):
+        plan(mask, replace(SPEC, pad=0, output_size=(8, 8)))
