@@ -1,8 +1,10 @@
 // ControlNet Refine: show what the settings mean on the nodes themselves.
 // - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text;
 //   advanced inputs appear only for the control modes that use them.
-// - CNR_PaddedCrop: only the size inputs of the chosen size mode are shown (its crop preview is the
-//   node's image output, which every frontend shows itself).
+// - CNR_PaddedCrop: only the size inputs of the chosen size mode and the pre-resize bounds its mode
+//   uses are shown (its crop preview, every crop box drawn, is the node's image output, which every
+//   frontend shows itself).
+// - CNR_PaddedPaste: the seam ring width only while seam harmony is on.
 // Nodes are selected by the id prefix CNR_ only (the folder name is the user's choice).
 //
 // Only APIs that the 2024 LiteGraph frontend, the classic canvas of current frontends and Nodes 2.0
@@ -36,6 +38,13 @@ const VISIBILITY = {
     width: (v) => v.size_mode === "width x height",
     height: (v) => v.size_mode === "width x height",
     long_side: (v) => v.size_mode === "long side",
+    preresize_min_width: (v) => String(v.preresize || "").includes("minimum"),
+    preresize_min_height: (v) => String(v.preresize || "").includes("minimum"),
+    preresize_max_width: (v) => String(v.preresize || "").includes("maximum"),
+    preresize_max_height: (v) => String(v.preresize || "").includes("maximum"),
+  },
+  CNR_PaddedPaste: {
+    harmony_ring: (v) => (v.harmony ?? "off") !== "off",
   },
 };
 

@@ -1,131 +1,33 @@
-"""Padded crop around a mask and the exact paste back.
+"""Crops cut at planned boxes, and the exact paste back.
 
-The crop box follows diffusers' ``VaeImageProcessor.get_crop_region`` (bounding box of the mask,
-pad, grow to the target aspect, shift inside the image). Where that rule would have to leave the
-image, the box keeps the aspect by giving up padding instead, as long as the mask still fits.
 Paste resizes the generated crop back in float and blends it with weights that are 0 outside the
-box; wherever a weight is 0 the original pixel is copied bit for bit.
+box; wherever a weight is 0 the original pixel is copied bit for bit. A transform may plan its
+boxes on a canvas that differs from the original image: extended for outpainting (the extension
+edge-replicated) and pre-resized. Crops are cut from that canvas; pastes go back into the
+original's own pixels (extended the same way), so pre-resizing never resamples untouched pixels.
+In ``regions`` mode, one image gives several crops and all of them paste back into that image.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, NamedTuple, Optional, Tuple, get_args
+from typing import Callable, List, Literal, Optional, Tuple, get_args
 
 import torch
 from torch import Tensor
 
+from .boxes import Box, crop_box, diffusers_crop_region, long_side_size, mask_bbox, snap
+from .canvas import extend
 from .masks import feather_inside
 from .resample import ResampleFilter, resize
 
 __all__ = [
     "PASTE_MODES", "PasteMode", "Box", "CropTransform", "mask_bbox", "diffusers_crop_region", "crop_box", "box_ramp",
-    "long_side_size", "plan_crop", "crop", "paste", "paste_weights_for",
+    "long_side_size", "plan_crop", "crop", "paste", "paste_weights_for", "snap",
 ]
 
 
 PasteMode = Literal["mask", "box"]
 PASTE_MODES: Tuple[PasteMode, ...] = get_args(PasteMode)
-
-
-class Box(NamedTuple):
-    """A rectangle in pixels: left, top, width, height."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-
-def mask_bbox(mask: Tensor) -> Optional[Tuple[int, int, int, int]]:
-    """Half-open ``(x1, y1, x2, y2)`` of the non-zero pixels of an ``(H, W)`` mask, None if empty."""
-    ys = torch.nonzero(mask.amax(dim=1) > 0).flatten()
-    if ys.numel() == 0:
-        return None
-    xs = torch.nonzero(mask.amax(dim=0) > 0).flatten()
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
-
-
-def _expand_axis(lo: int, hi: int, diff: int, limit: int) -> Tuple[int, int]:
-    lo -= diff // 2
-    hi += diff - diff // 2
-    if hi >= limit:
-        lo, hi = lo - (hi - limit), limit
-    if lo < 0:
-        lo, hi = 0, hi - lo
-    return lo, min(hi, limit)
-
-
-def diffusers_crop_region(mask: Tensor, width: int, height: int, pad: int = 0) -> Tuple[int, int, int, int]:
-    """diffusers' crop rule: bbox, pad, grow the short side to ``width / height``, shift inside.
-
-    Args:
-        mask: ``(H, W)``; any non-zero pixel counts.
-        width: the processing width; the region takes the aspect ``width / height``.
-        height: the processing height.
-        pad: pixels added on each side before the aspect growth.
-
-    Returns:
-        Half-open ``(x1, y1, x2, y2)``; the whole image for an empty mask.
-    """
-    h_img, w_img = mask.shape
-    bbox = mask_bbox(mask) or (0, 0, w_img, h_img)
-    x1, y1 = max(bbox[0] - pad, 0), max(bbox[1] - pad, 0)
-    x2, y2 = min(bbox[2] + pad, w_img), min(bbox[3] + pad, h_img)
-    ratio = width / height
-    if (x2 - x1) / (y2 - y1) > ratio:
-        y1, y2 = _expand_axis(y1, y2, int((x2 - x1) / ratio - (y2 - y1)), h_img)
-    else:
-        x1, x2 = _expand_axis(x1, x2, int((y2 - y1) * ratio - (x2 - x1)), w_img)
-    return x1, y1, x2, y2
-
-
-def _place(centre: float, size: int, limit: int, lo: int, hi: int) -> int:
-    """Start of a span of ``size`` near-centred at ``centre``, inside ``[0, limit)``, covering ``[lo, hi)``."""
-    start = round(centre - size / 2)
-    return int(min(max(start, max(0, hi - size)), min(lo, limit - size)))
-
-
-def crop_box(mask: Tensor, pad: int, target: Optional[Tuple[int, int]], multiple: int = 8) -> Box:
-    """The box to crop around ``mask``.
-
-    Args:
-        mask: ``(H, W)``, the union of the inpaint mask and any context mask.
-        pad: context pixels around the mask's bounding box.
-        target: output (height, width) whose aspect the box takes, or None to crop at native
-            resolution with width and height snapped up to ``multiple``.
-        multiple: size step for native-resolution boxes.
-
-    Returns:
-        A :class:`Box` inside the image containing the mask. An empty mask gives the whole image.
-    """
-    h_img, w_img = mask.shape
-    bbox = mask_bbox(mask)
-    if bbox is None:
-        return Box(0, 0, w_img, h_img)
-    if target is None:
-        x1, y1 = max(bbox[0] - pad, 0), max(bbox[1] - pad, 0)
-        x2, y2 = min(bbox[2] + pad, w_img), min(bbox[3] + pad, h_img)
-        w = min(math.ceil((x2 - x1) / multiple) * multiple, w_img // multiple * multiple or w_img)
-        h = min(math.ceil((y2 - y1) / multiple) * multiple, h_img // multiple * multiple or h_img)
-        w, h = max(w, min(bbox[2] - bbox[0], w_img)), max(h, min(bbox[3] - bbox[1], h_img))
-        return Box(_place((x1 + x2) / 2, w, w_img, bbox[0], bbox[2]),
-                   _place((y1 + y2) / 2, h, h_img, bbox[1], bbox[3]), w, h)
-    th, tw = target
-    ratio = tw / th
-    x1, y1, x2, y2 = diffusers_crop_region(mask, tw, th, pad)
-    w, h = x2 - x1, y2 - y1
-    if abs(w - h * ratio) <= max(1.0, ratio):  # the aspect holds to within one pixel step
-        return Box(x1, y1, w, h)
-    # Growing to the aspect would leave the image: keep the aspect, give up padding instead.
-    mw, mh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-    h_fit = min(h_img, w_img / ratio)  # the tallest box of this aspect inside the image
-    if h_fit < mh or h_fit * ratio < mw:
-        return Box(x1, y1, w, h)  # no box of this aspect holds the mask: diffusers' clamped region
-    h = int(h_fit)
-    w = min(w_img, max(mw, round(h * ratio)))
-    cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-    return Box(_place(cx, w, w_img, bbox[0], bbox[2]), _place(cy, h, h_img, bbox[1], bbox[3]), w, h)
 
 
 def box_ramp(h: int, w: int, feather: int, open_sides: Tuple[bool, bool, bool, bool] = (False,) * 4) -> Tensor:
@@ -152,11 +54,19 @@ class CropTransform:
 
     Attributes:
         image_size: (H, W) of the original image.
-        boxes: one :class:`Box` per image, or one for the whole batch.
+        boxes: per crop, a :class:`Box` in the planning frame (:attr:`frame`): one per image, or
+            one for the whole batch; in ``regions`` mode one per region of the one image.
         output_size: (h, w) every crop is resized to.
-        filter: resampling filter for crop and paste.
-        paste_weights: per box, ``(1, 1, box.h, box.w)`` blend weights in 0..1.
+        filter: resampling filter for crop and paste (the upscaling one when
+            ``downscale_filter`` is set).
+        paste_weights: per box, ``(1, 1, h, w)`` blend weights in 0..1 at :meth:`paste_box`.
         empty: per box, True when its mask was empty (paste then returns the original).
+        regions: the boxes are regions of one image: crop ``k`` is box ``k``, and paste puts every
+            crop back into that one image.
+        extension: pixels (top, bottom, left, right) the canvas adds around the original,
+            edge-replicated; paste returns the extended image.
+        work_size: (H, W) the canvas is pre-resized to before cutting, or None.
+        downscale_filter: filter for resizes that shrink, or None for ``filter``.
     """
 
     image_size: Tuple[int, int]
@@ -165,29 +75,86 @@ class CropTransform:
     filter: ResampleFilter
     paste_weights: Tuple[Tensor, ...]
     empty: Tuple[bool, ...]
+    regions: bool = False
+    extension: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    work_size: Optional[Tuple[int, int]] = None
+    downscale_filter: Optional[ResampleFilter] = None
+
+    @property
+    def canvas_size(self) -> Tuple[int, int]:
+        """(H, W) of the original with its extension: the size paste returns."""
+        top, bottom, left, right = self.extension
+        return self.image_size[0] + top + bottom, self.image_size[1] + left + right
+
+    @property
+    def frame(self) -> Tuple[int, int]:
+        """(H, W) of the image :attr:`boxes` are measured on."""
+        return tuple(self.work_size) if self.work_size is not None else self.canvas_size
+
+    def filter_for(self, source: Tuple[int, int], target: Tuple[int, int]) -> ResampleFilter:
+        """The filter for resizing ``source`` (h, w) to ``target``: ``filter`` if either side grows."""
+        if target[0] > source[0] or target[1] > source[1] or self.downscale_filter is None:
+            return self.filter
+        return self.downscale_filter
 
     def box_for(self, index: int) -> int:
-        """Index into :attr:`boxes` for image ``index`` (one box may serve the whole batch)."""
+        """Index into :attr:`boxes` for crop ``index`` (one box may serve a whole batch)."""
         return 0 if len(self.boxes) == 1 else index
 
     def scaled_box(self, index: int, size: Tuple[int, int]) -> Box:
-        """The box for image ``index`` on an image of another ``size`` (e.g. a control hint)."""
+        """The box for crop ``index`` on an image of another ``size`` (e.g. a control hint)."""
         box = self.boxes[self.box_for(index)]
-        if tuple(size) == tuple(self.image_size):
+        frame = self.frame
+        if tuple(size) == tuple(frame):
             return box
-        sy, sx = size[0] / self.image_size[0], size[1] / self.image_size[1]
+        sy, sx = size[0] / frame[0], size[1] / frame[1]
         # At least one pixel, inside the image: a box on the right or bottom edge of a larger
         # original must not round to an empty slice past the smaller image's edge.
         x, y = min(round(box.x * sx), size[1] - 1), min(round(box.y * sy), size[0] - 1)
         return Box(x, y, max(1, min(round((box.x + box.w) * sx), size[1]) - x),
                    max(1, min(round((box.y + box.h) * sy), size[0]) - y))
 
+    def paste_box(self, index: int) -> Box:
+        """Box ``index`` on the extended original, where its crop is pasted."""
+        return self.scaled_box(index, self.canvas_size)
 
-def _batch(n_images: int, transform: CropTransform) -> int:
-    if len(transform.boxes) not in (1, n_images):
-        raise ValueError(f"{len(transform.boxes)} crop boxes for a batch of {n_images} images; "
-                         "use one crop for all images or one per image")
-    return n_images
+    def crops_of(self, n_images: int) -> List[Tuple[int, int]]:
+        """(box index, source image index) for each crop cut from a batch of ``n_images``.
+
+        Raises:
+            ValueError: the batch fits neither one box for all, one per image, nor (regions) one
+                image or one per region.
+        """
+        k = len(self.boxes)
+        if self.regions:
+            if n_images not in (1, k):
+                raise ValueError(f"{n_images} images for a crop of {k} regions; give the one image, or one image "
+                                 f"per region ({k})")
+            return [(j, 0 if n_images == 1 else j) for j in range(k)]
+        if k not in (1, n_images):
+            raise ValueError(f"{k} crop boxes for a batch of {n_images} images; "
+                             "use one crop for all images or one per image")
+        return [(self.box_for(i), i) for i in range(n_images)]
+
+    def canvas(self, image: Tensor) -> Tensor:
+        """``image`` :math:`(B, C, H, W)` extended as the original was (edges replicated).
+
+        An image of another size (a control hint) gets the extension scaled to its size.
+        """
+        ext = self.extension
+        if any(ext) and tuple(image.shape[-2:]) != tuple(self.image_size):
+            sy, sx = image.shape[-2] / self.image_size[0], image.shape[-1] / self.image_size[1]
+            ext = (round(ext[0] * sy), round(ext[1] * sy), round(ext[2] * sx), round(ext[3] * sx))
+        return extend(image, ext) if any(ext) else image
+
+
+def _cut_frame(image: Tensor, transform: CropTransform) -> Tensor:
+    """The image the boxes cut: the canvas, pre-resized when the image is the original's size."""
+    canvas = transform.canvas(image)
+    if transform.work_size is not None and tuple(image.shape[-2:]) == tuple(transform.image_size):
+        size = tuple(transform.work_size)
+        return resize(canvas, size, transform.filter_for(tuple(canvas.shape[-2:]), size))
+    return canvas
 
 
 def crop(image: Tensor, transform: CropTransform, clamp: bool = True,
@@ -195,75 +162,105 @@ def crop(image: Tensor, transform: CropTransform, clamp: bool = True,
     """Cut each box out of ``image`` and resize it to the output size.
 
     Args:
-        image: :math:`(B, C, H, W)`; a size other than the transform's scales the boxes.
-        transform: where to cut, from :func:`plan_crop`.
+        image: :math:`(B, C, H, W)`; a size other than the transform's scales the boxes. In
+            ``regions`` mode, one image (every region cut from it) or one per region.
+        transform: where to cut, from :func:`plan_crop` or :func:`regions.plan`.
         clamp: clamp to 0..1 after resampling (images and masks; bicubic/lanczos overshoot).
-        on_item: called with each finished image's index (progress reporting).
+        on_item: called with each finished crop's index (progress reporting).
     """
+    plan = transform.crops_of(image.shape[0])
+    sources = sorted({s for _, s in plan})
+    frames = {s: _cut_frame(image[s:s + 1], transform) for s in sources} if len(sources) < len(plan) else {}
     out = []
-    for i in range(_batch(image.shape[0], transform)):
-        b = transform.scaled_box(i, tuple(image.shape[-2:]))
-        piece = resize(image[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w], transform.output_size, transform.filter)
+    for i, (k, s) in enumerate(plan):
+        frame = frames[s] if s in frames else _cut_frame(image[s:s + 1], transform)
+        b = transform.scaled_box(k, tuple(frame.shape[-2:]))
+        cut = frame[:, :, b.y:b.y + b.h, b.x:b.x + b.w]
+        piece = resize(cut, transform.output_size, transform.filter_for((b.h, b.w), transform.output_size))
         out.append(piece.clamp(0.0, 1.0) if clamp else piece)
         if on_item is not None:
             on_item(i)
     return torch.cat(out)
 
 
+Harmonizer = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(generated, original, weights) -> generated``: all ``(1, C, h, w)`` / ``(1, 1, h, w)`` at the paste box."""
+
+
 def paste(original: Tensor, generated: Tensor, transform: CropTransform,
-          weights: Optional[Tensor] = None, on_item: Optional[Callable[[int], None]] = None) -> Tensor:
+          weights: Optional[Tensor] = None, on_item: Optional[Callable[[int], None]] = None,
+          harmonize: Optional[Harmonizer] = None) -> Tensor:
     r"""Put generated crops back into the original image.
 
     Args:
-        original: :math:`(1 \text{ or } N, C, H, W)`.
+        original: :math:`(1 \text{ or } N, C, H, W)`; in ``regions`` mode :math:`(1, C, H, W)`.
         generated: :math:`(N, C, h, w)` at the transform's output size (other sizes are resized).
-        transform: where the crops came from, from :func:`plan_crop`.
+        transform: where the crops came from.
         weights: optional blend weights :math:`(1 \text{ or } N, 1, h, w)` at crop resolution,
-            replacing the transform's own (they are resized to each box).
-        on_item: called with each finished image's index (progress reporting).
+            replacing the transform's own (they are resized to each box, and stay 0 where the
+            transform's are).
+        on_item: called with each finished crop's index (progress reporting).
+        harmonize: optional colour correction applied to each resized crop before blending
+            (e.g. :func:`harmony.match_seam`); it sees the original under the box and the weights.
 
     Returns:
-        :math:`(N, C, H, W)`; every pixel whose weight is 0 equals ``original`` exactly, and a
-        generated crop equal to what :func:`crop` cut from ``original`` (an untouched crop) leaves
-        the whole image exact, instead of passing it through two resamplings.
+        :math:`(N, C, H', W')` (:math:`(1, C, H', W')` for regions), at the canvas size (the
+        original plus any outpaint extension). Every pixel whose weight is 0 equals the
+        (extended) original exactly, and a generated crop equal to what :func:`crop` cut from
+        ``original`` (an untouched crop) leaves its box exact, instead of passing it through two
+        resamplings. In ``regions`` mode the boxes do not overlap, so each crop pastes as it would alone.
     """
     n = generated.shape[0]
-    if original.shape[0] not in (1, n):
-        raise ValueError(f"original batch {original.shape[0]} vs generated batch {n}: use 1 original or {n}")
     if tuple(original.shape[-2:]) != tuple(transform.image_size):
         raise ValueError(f"original image is {original.shape[-1]}x{original.shape[-2]} but the crop was made on "
                          f"{transform.image_size[1]}x{transform.image_size[0]}")
-    _batch(n, transform)
-    out = original.expand(n, *original.shape[1:]).clone()
-    for i in range(n):
-        _paste_one(out, i, generated, transform, weights)
+    if transform.regions:
+        if original.shape[0] != 1:
+            raise ValueError(f"a crop of regions pastes into one original; got a batch of {original.shape[0]}")
+        if n != len(transform.boxes):
+            raise ValueError(f"{n} generated crops for a crop of {len(transform.boxes)} regions: give one per region")
+        jobs = [(j, j, 0, 0) for j in range(n)]  # (crop, box, source original, output image)
+        n_out = 1
+    else:
+        if original.shape[0] not in (1, n):
+            raise ValueError(f"original batch {original.shape[0]} vs generated batch {n}: use 1 original or {n}")
+        jobs = [(i, k, 0 if original.shape[0] == 1 else i, i) for i, (k, _) in enumerate(transform.crops_of(n))]
+        n_out = n
+    canvas = transform.canvas(original)
+    out = canvas.expand(n_out, *canvas.shape[1:]).clone()
+    for j, k, s, o in jobs:
+        if not transform.empty[k]:
+            _paste_one(out[o:o + 1], generated[j:j + 1], original[s:s + 1], transform, k,
+                       None if weights is None else weights[j if weights.shape[0] > 1 else 0][None], harmonize)
         if on_item is not None:
-            on_item(i)
+            on_item(j)
     return out
 
 
-def _paste_one(out: Tensor, i: int, generated: Tensor, transform: CropTransform, weights: Optional[Tensor]) -> None:
-    k = transform.box_for(i)
-    if transform.empty[k]:
-        return
-    b = transform.boxes[k]
+def _paste_one(out: Tensor, generated: Tensor, original: Tensor, transform: CropTransform, k: int,
+               weights: Optional[Tensor], harmonize: Optional[Harmonizer]) -> None:
+    b = transform.paste_box(k)
+    generated = generated.to(out.dtype)
     if tuple(generated.shape[-2:]) == tuple(transform.output_size) and torch.equal(
-            generated[i:i + 1].to(out.dtype), crop(out[i:i + 1], _single(transform, k))):
+            generated, crop(original, _single(transform, k))):
         return
-    gen = resize(generated[i:i + 1].to(out.dtype), (b.h, b.w), transform.filter).clamp(0.0, 1.0)
+    gen = resize(generated, (b.h, b.w), transform.filter_for(tuple(generated.shape[-2:]), (b.h, b.w)))
+    gen = gen.clamp(0.0, 1.0)
     if weights is None:
         w = transform.paste_weights[k]
     else:
-        w = resize(weights[i if weights.shape[0] > 1 else 0][None].to(out.dtype), (b.h, b.w), "bilinear")
-        w = w.clamp(0.0, 1.0) * (transform.paste_weights[k] > 0)
+        w = resize(weights.to(out.dtype), (b.h, b.w), "bilinear")
+        w = w.clamp(0.0, 1.0) * (transform.paste_weights[k].to(w.device) > 0)
     w = w.to(device=out.device, dtype=out.dtype)
-    region = out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w]
-    out[i:i + 1, :, b.y:b.y + b.h, b.x:b.x + b.w] = torch.where(w > 0, region + w * (gen - region), region)
+    region = out[:, :, b.y:b.y + b.h, b.x:b.x + b.w]
+    if harmonize is not None:
+        gen = harmonize(gen, region, w)
+    out[:, :, b.y:b.y + b.h, b.x:b.x + b.w] = torch.where(w > 0, region + w * (gen - region), region)
 
 
 def _single(transform: CropTransform, k: int) -> CropTransform:
     return replace(transform, boxes=(transform.boxes[k],), paste_weights=(transform.paste_weights[k],),
-                   empty=(transform.empty[k],))
+                   empty=(transform.empty[k],), regions=False)
 
 
 def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode: PasteMode, feather: int) -> Tensor:
@@ -284,21 +281,6 @@ def paste_weights_for(mask: Tensor, box: Box, image_size: Tuple[int, int], mode:
         raise ValueError(f"paste mode {mode!r} is not one of {PASTE_MODES}")
     region = mask[None, None, box.y:box.y + box.h, box.x:box.x + box.w].to(torch.float32)
     return feather_inside(region, feather)
-
-
-def long_side_size(mask: Tensor, pad: int, long_side: int, multiple: int) -> Tuple[int, int]:
-    """Output (h, w) with the padded mask region's aspect, the long side ``long_side``, snapped to ``multiple``."""
-    h_img, w_img = mask.shape
-    bbox = mask_bbox(mask) or (0, 0, w_img, h_img)
-    bw = min(bbox[2] + pad, w_img) - max(bbox[0] - pad, 0)
-    bh = min(bbox[3] + pad, h_img) - max(bbox[1] - pad, 0)
-    scale = long_side / max(bw, bh)
-    return snap(bh * scale, multiple), snap(bw * scale, multiple)
-
-
-def snap(value: float, multiple: int) -> int:
-    """Nearest positive multiple of ``multiple``."""
-    return max(multiple, int(round(value / multiple)) * multiple)
 
 
 def plan_crop(masks: Tensor, pad: int, output_size: Optional[Tuple[int, int]], multiple: int = 8,

@@ -2,9 +2,12 @@
 import pytest
 
 import comfy_host
+from cnr_pack.controlnet_core.refine.canvas import EXTEND_UNITS, PRERESIZE_MODES
 from cnr_pack.controlnet_core.refine.crop import PASTE_MODES
 from cnr_pack.controlnet_core.injection.hint import RESIZE_MODES
 from cnr_pack.controlnet_core.injection.weighting import CONTROL_MODES
+from cnr_pack.controlnet_core.refine.harmony import HARMONY_MODES
+from cnr_pack.controlnet_core.refine.regions import REGION_MODES
 from cnr_pack.controlnet_core.refine.masks import FILLS, LATENT_DOWNSCALES
 from cnr_pack.controlnet_core.refine.resample import RESAMPLE_FILTERS
 from cnr_pack.controlnet_core.refine.schedule import STRENGTH_RULES
@@ -42,6 +45,11 @@ def test_strength_rule_labels_cover_every_rule_once(node_modules):
     ("CNR_InpaintMaskPrep", "latent_downscale", LATENT_DOWNSCALES),
     ("CNR_PaddedCrop", "filter", RESAMPLE_FILTERS),
     ("CNR_PaddedCrop", "paste_mode", PASTE_MODES),
+    ("CNR_PaddedCrop", "regions", REGION_MODES),
+    ("CNR_PaddedCrop", "preresize", PRERESIZE_MODES),
+    ("CNR_PaddedCrop", "extend_unit", EXTEND_UNITS),
+    ("CNR_PaddedCrop", "downscale_filter", ("same as filter",) + RESAMPLE_FILTERS),
+    ("CNR_PaddedPaste", "harmony", HARMONY_MODES),
 ])
 def test_choice_inputs_offer_exactly_the_core_vocabulary(node_modules, node_id, input_name, vocabulary):
     spec = comfy_host.boot().NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()

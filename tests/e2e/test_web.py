@@ -125,15 +125,30 @@ def test_advanced_inputs_are_shown_by_control_mode(page):
     assert set(shown_widget_names(page, node_id)) == always | {"soft_base"}
 
 
+CROP_OPTIONS = {"regions", "mask_fill_holes", "mask_expand", "mask_invert", "mask_hipass", "context_factor",
+                "downscale_filter", "preresize", "extend_unit", "extend_up", "extend_down", "extend_left",
+                "extend_right"}
+
+
 def test_padded_crop_shows_only_the_size_inputs_of_its_mode(page):
     node_id = frontends.add_node(page, "CNR_PaddedCrop")
-    always = {"padding", "size_mode", "multiple", "filter", "paste_mode", "feather"}
+    always = {"padding", "size_mode", "multiple", "filter", "paste_mode", "feather"} | CROP_OPTIONS
     frontends.set_widget(page, "size_mode", "long side")
     assert set(shown_widget_names(page, node_id)) == always | {"long_side"}
     frontends.set_widget(page, "size_mode", "native (no resize)")
     assert set(shown_widget_names(page, node_id)) == always
     frontends.set_widget(page, "size_mode", "width x height")
     assert set(shown_widget_names(page, node_id)) == always | {"width", "height"}
+
+
+def test_padded_crop_shows_only_the_preresize_bounds_its_mode_uses(page):
+    node_id = frontends.add_node(page, "CNR_PaddedCrop")
+    bounds = {"preresize_min_width", "preresize_min_height", "preresize_max_width", "preresize_max_height"}
+    assert not set(shown_widget_names(page, node_id)) & bounds
+    frontends.set_widget(page, "preresize", "ensure minimum")
+    assert set(shown_widget_names(page, node_id)) & bounds == {"preresize_min_width", "preresize_min_height"}
+    frontends.set_widget(page, "preresize", "ensure minimum and maximum")
+    assert set(shown_widget_names(page, node_id)) & bounds == bounds
 
 
 def test_hidden_rows_leave_no_gap_on_the_canvas(page):

@@ -1,5 +1,6 @@
 """Refinement nodes inside a real ComfyUI: img2img sigmas, inpaint prep, crop and paste end to end."""
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,7 +66,7 @@ def _scene(seed=0, h=96, w=128):
 def test_inpaint_prep_sample_decode_paste_keeps_every_pixel_outside_the_mask(nodes, model, vae):
     import comfy.sample
     image, mask = _scene()
-    crop_image, crop_mask, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
+    crop_image, crop_mask, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
     latent, sample_mask, paste_mask, masked, pos, neg = run_node(
         "CNR_InpaintMaskPrep", image=crop_image, mask=crop_mask, vae=vae, grow=2, feather=6,
         positive=comfy_host.conditioning(3), negative=comfy_host.conditioning(4))
@@ -94,7 +95,7 @@ def test_inpaint_prep_noise_mask_is_at_latent_size_and_conditioning_has_concat_i
 def test_empty_mask_crops_whole_image_warns_and_paste_returns_original(nodes, caplog):
     image, _ = _scene()
     with caplog.at_level(logging.WARNING):
-        cropped, _, crop = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(96, 128),
+        cropped, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(96, 128),
                                     **dict(CROP_64, size_mode="native (no resize)"))
     assert "empty" in caplog.text and cropped.shape == image.shape
     (out,) = run_node("CNR_PaddedPaste", original=image, generated=torch.rand_like(cropped), crop=crop)
@@ -111,7 +112,7 @@ def test_mask_of_another_size_is_an_error_naming_both_sizes(nodes, vae):
 
 def test_hint_is_cropped_exactly_like_the_image(nodes):
     image, mask = _scene()
-    cropped, _, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **dict(CROP_64, filter="bilinear"))
+    cropped, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **dict(CROP_64, filter="bilinear"))
     hint, _ = run_node("CNR_ApplyCrop", crop=crop, image=image)
     assert torch.equal(hint, cropped)
 
@@ -119,7 +120,7 @@ def test_hint_is_cropped_exactly_like_the_image(nodes):
 def test_refine_nodes_do_not_mutate_their_inputs(nodes, vae):
     image, mask = _scene()
     image_copy, mask_copy = image.clone(), mask.clone()
-    _, _, crop = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
+    _, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **CROP_64)
     run_node("CNR_PaddedPaste", original=image, generated=torch.rand(1, 64, 64, 3), crop=crop)
     run_node("CNR_InpaintMaskPrep", image=image[:, :64, :64], mask=mask[:64, :64], vae=vae, grow=2, feather=8,
              invert=True)
@@ -129,7 +130,120 @@ def test_refine_nodes_do_not_mutate_their_inputs(nodes, vae):
 def test_a_unet_model_on_padded_crop_keeps_the_8_pixel_multiple(nodes, model):
     image, mask = _scene()
     native = dict(CROP_64, size_mode="native (no resize)", multiple=8)
-    alone, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
-    with_model, _, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
+    alone, *_ = run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
+    with_model, *_ = run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
     assert alone.shape[1] % 16, "the crop must be off the 16-pixel grid for this test to tell"
     assert with_model.shape == alone.shape
+
+
+ISLANDS = ((20, 30, 24, 36), (60, 70, 190, 204), (120, 132, 40, 50))  # y1, y2, x1, x2 on 192x256, row-major order
+REGION_CROP = dict(padding=8, width=64, height=64, feather=4)
+
+
+def _islands_scene():
+    image = torch.rand(1, 192, 256, 3, generator=torch.Generator().manual_seed(7))
+    masks = torch.zeros(len(ISLANDS), 192, 256)
+    for k, (y1, y2, x1, x2) in enumerate(ISLANDS):
+        masks[k, y1:y2, x1:x2] = 1.0
+    return image, masks
+
+
+def _sample_and_paste(model, vae, image, mask, noise, original, regions):
+    """PaddedCrop -> InpaintMaskPrep -> one comfy.sample.sample call on the crop batch -> decode -> PaddedPaste."""
+    import comfy.sample
+    crops, crop_masks, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=mask, regions=regions, **REGION_CROP)
+    latent, _, paste_mask, _, pos, neg = run_node(
+        "CNR_InpaintMaskPrep", image=crops, mask=crop_masks, vae=vae, grow=2, feather=4,
+        positive=comfy_host.conditioning(3), negative=comfy_host.conditioning(4))
+    assert latent["samples"].shape[0] == noise.shape[0] == crops.shape[0]
+    samples = comfy.sample.sample(model, noise, 3, 5.0, "euler", "normal", pos, neg, latent["samples"],
+                                  noise_mask=latent["noise_mask"], seed=5, disable_pbar=True)
+    (out,) = run_node("CNR_PaddedPaste", original=original, generated=vae.decode(samples), crop=crop,
+                      paste_mask=paste_mask)
+    return out, crops
+
+
+def test_three_islands_sampled_in_one_batch_equal_three_single_region_runs_with_the_same_noise(nodes, model, vae):
+    image, masks = _islands_scene()
+    union = masks.amax(0)
+    # ComfyUI's KSampler draws one noise tensor for the whole batch from the seed (row i of a batch is not
+    # the noise a batch of 1 gets from that seed), so both sides get explicit noise: row k for island k.
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+    batched, crops = _sample_and_paste(model, vae, image, union, noise, image, "islands")
+    assert crops.shape == (3, 64, 64, 3)
+    one_by_one = image
+    for k in range(3):
+        single, crop_k = _sample_and_paste(model, vae, image, masks[k], noise[k:k + 1], one_by_one, "single")
+        assert torch.equal(crop_k[0], crops[k]), "the single-region crop must be the batch's crop k"
+        one_by_one = single
+    outside = union == 0
+    assert torch.equal(batched[0][outside], image[0][outside])
+    assert not torch.equal(batched[0][~outside], image[0][~outside])
+    # A batch of 3 runs the UNet and VAE on 3 rows at once; float sums may round differently than on one row.
+    assert torch.allclose(batched, one_by_one, atol=1e-5, rtol=0)
+
+
+def test_one_hint_is_cropped_per_region_exactly_like_the_image(nodes):
+    image, masks = _islands_scene()
+    crops, _, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=masks.amax(0), regions="islands",
+                                 **dict(REGION_CROP, filter="bilinear"))
+    hints, _ = run_node("CNR_ApplyCrop", crop=crop, image=image)
+    assert hints.shape == (3, 64, 64, 3) and torch.equal(hints, crops)
+
+
+def test_a_batch_of_masks_crops_one_region_per_mask_of_one_image(nodes):
+    image, masks = _islands_scene()
+    crops, crop_masks, crop, debug = run_node("CNR_PaddedCrop", image=image, mask=masks, regions="mask batch",
+                                              **REGION_CROP)
+    assert crops.shape == (3, 64, 64, 3) and debug.shape == (3, 64, 64, 3)
+    assert all(float(m.sum()) > 0 for m in crop_masks)
+
+
+def test_rgba_crop_and_paste_keep_the_alpha_channel(nodes):
+    image, masks = _islands_scene()
+    rgba = torch.cat([image, torch.rand(1, 192, 256, 1, generator=torch.Generator().manual_seed(8))], -1)
+    crops, _, crop, _ = run_node("CNR_PaddedCrop", image=rgba, mask=masks.amax(0), regions="islands", **REGION_CROP)
+    (out,) = run_node("CNR_PaddedPaste", original=rgba, generated=torch.rand(3, 64, 64, 3), crop=crop)
+    assert crops.shape[-1] == 4 and out.shape == rgba.shape
+    assert torch.equal(out[..., 3], rgba[..., 3])
+
+
+def test_debug_output_shows_the_sampling_mask_the_paste_weights_and_the_seam_ring(nodes):
+    import torch.nn.functional as F
+    image, masks = _islands_scene()
+    crops, crop_masks, crop, debug = run_node("CNR_PaddedCrop", image=image, mask=masks[0], **REGION_CROP)
+    overlay = (debug[0] - 0.35 * crops[0]) / 0.65  # the picture is 35 % crop, 65 % overlay
+    red, green, blue = overlay[..., 0], overlay[..., 1], overlay[..., 2]
+    # ComfyUI's sampler scales a noise mask to the latent grid bilinearly; shown in 8-pixel blocks.
+    latent = F.interpolate(crop_masks[:1, None], size=(8, 8), mode="bilinear")
+    assert torch.allclose(red, F.interpolate(latent, size=(64, 64), mode="nearest")[0, 0], atol=1e-5)
+    inside, outside = crop_masks[0] > 0.99, crop_masks[0] == 0
+    assert green[outside].abs().max() < 1e-5 and green[inside].max() > 0.9
+    assert blue[inside].abs().max() < 1e-5 and blue[outside].max() > 0.99
+
+
+def test_the_crop_preview_draws_every_region_box(nodes):
+    import folder_paths
+    import numpy as np
+    from PIL import Image
+    image, masks = _islands_scene()
+    node = nodes.NODE_CLASS_MAPPINGS["CNR_PaddedCrop"]()
+    out = node.crop(**{**comfy_host.node_defaults(type(node)), "image": image, "mask": masks.amax(0),
+                       "regions": "islands", **REGION_CROP})
+    picture = np.asarray(Image.open(Path(folder_paths.get_temp_directory()) / out["ui"]["images"][0]["filename"]))
+    green = (picture[..., 1] > 200) & (picture[..., 0] < 90) & (picture[..., 2] < 130)
+    scale = picture.shape[1] / 256
+    for box in out["result"][2].boxes:
+        x, y = int(box.x * scale), int(box.y * scale)
+        assert green[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any(), f"no outline at the corner of {box}"
+
+
+def test_outpaint_extension_is_masked_and_the_paste_returns_the_larger_image(nodes):
+    image = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(9))
+    _, crop_mask, crop, _ = run_node("CNR_PaddedCrop", image=image, mask=torch.zeros(64, 96), extend_right=0.5,
+                                     padding=8, width=64, height=64, feather=4)
+    box = crop.boxes[0]
+    assert crop.canvas_size == (64, 144) and box.x + box.w > 96 and float(crop_mask.max()) == 1.0
+    (out,) = run_node("CNR_PaddedPaste", original=image, generated=torch.rand(1, 64, 64, 3), crop=crop)
+    assert out.shape == (1, 64, 144, 3) and torch.equal(out[:, :, :96], image)
+    assert not torch.equal(out[:, :, 100:], image[:, :, 95:96].expand(1, 64, 44, 3))

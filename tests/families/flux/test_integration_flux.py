@@ -230,8 +230,8 @@ def test_a_flux_model_on_padded_crop_snaps_its_sizes_to_16_pixels(nodes, model):
     image, mask = torch.rand(1, 96, 128, 3, generator=gen), torch.zeros(96, 128)
     mask[40:62, 50:84] = 1.0
     native = {"padding": 16, "size_mode": "native (no resize)", "multiple": 8}
-    alone, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
-    snapped, _, _ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
+    alone, *_ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, **native)
+    snapped, *_ = comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, **native)
     assert alone.shape[1] % 16, "the 8-pixel multiple alone must leave the 16-pixel grid"
     assert snapped.shape[1] % 16 == 0 and snapped.shape[2] % 16 == 0
 
