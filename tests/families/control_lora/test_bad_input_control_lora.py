@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
 from test_integration_control_lora import _conditioning, _control_lora_file
 
 pytestmark = pytest.mark.comfy
@@ -28,11 +28,6 @@ def env(bad_input_env):
     return e
 
 
-def lora_file(id, name, content, *fragments):
-    return refused(id, LOADER, lambda e: {"control_net_name": e.write(name, content(e))}, "control_net_name",
-                   f"'{name}'", *fragments)
-
-
 def apply_lora(**overrides):
     return lambda e: {"model": e.model, "controlnet": e.control_lora, "image": HINT, **overrides}
 
@@ -42,15 +37,15 @@ def sampled(e, out):
 
 
 FILE_CASES = [
-    lora_file("Control-LoRA cut in half", "clora-half.safetensors",
+    file_case("Control-LoRA cut in half", "clora-half.safetensors",
               lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.lora_weights)), "truncated"),
-    lora_file("Control-LoRA with a NaN factor", "clora-nan.safetensors",
+    file_case("Control-LoRA with a NaN factor", "clora-nan.safetensors",
               lambda e: safetensors_bytes({**e.lora_weights, e.lora_up: torch.full_like(e.lora_weights[e.lora_up],
                                                                                         float("nan"))}), "NaN"),
-    lora_file("Control-LoRA with an up factor and no down", "clora-nodown.safetensors",
+    file_case("Control-LoRA with an up factor and no down", "clora-nodown.safetensors",
               lambda e: safetensors_bytes({k: v for k, v in e.lora_weights.items()
                                            if k != e.lora_up.replace(".up", ".down")}), ""),
-    lora_file("Control-LoRA without its hint embedding", "clora-nohint.safetensors",
+    file_case("Control-LoRA without its hint embedding", "clora-nohint.safetensors",
               lambda e: safetensors_bytes({k: v for k, v in e.lora_weights.items()
                                            if not k.startswith("input_hint_block.")}), "input_hint_block"),
 ]

@@ -8,7 +8,7 @@ from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
 import stand_ins
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
 from tiny_flux import tiny_flux_controlnet, tiny_xlabs_style_controlnet
 
 pytestmark = pytest.mark.comfy
@@ -37,25 +37,20 @@ def env(bad_input_env):
     return e
 
 
-def flux_file(id, name, content, *fragments):
-    return refused(id, LOADER, lambda e: {"control_net_name": e.write(name, content(e))}, "control_net_name",
-                   f"'{name}'", *fragments)
-
-
 def with_vae(e, net):
     return comfy_host.run_node(HINT_VAE, controlnet=net, vae=e.flux_vae)[0]
 
 
 FILE_CASES = [
-    flux_file("Flux ControlNet cut in half", "flux-half.safetensors",
+    file_case("Flux ControlNet cut in half", "flux-half.safetensors",
               lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.flux_union_weights)), "truncated"),
-    flux_file("Flux ControlNet with a NaN weight", "flux-nan.safetensors",
+    file_case("Flux ControlNet with a NaN weight", "flux-nan.safetensors",
               lambda e: safetensors_bytes({**e.flux_union_weights, PROJECTION: torch.full_like(
                   e.flux_union_weights[PROJECTION], float("nan"))}), "NaN", PROJECTION),
-    flux_file("Flux ControlNet missing a residual projection", "flux-noproj.safetensors",
+    file_case("Flux ControlNet missing a residual projection", "flux-noproj.safetensors",
               lambda e: safetensors_bytes({k: v for k, v in e.flux_union_weights.items()
                                            if not k.startswith("controlnet_single_blocks.1.")}), "projection"),
-    flux_file("Flux ControlNet projection of the wrong width", "flux-width.safetensors",
+    file_case("Flux ControlNet projection of the wrong width", "flux-width.safetensors",
               lambda e: safetensors_bytes({**e.flux_union_weights, PROJECTION: torch.zeros(8, 8)}), ""),
 ]
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
 from test_sd3_comfyui import _image, conditioning, instantx_state_dict, sample, sd35_state_dict, tiny_sd3_model
 
 pytestmark = pytest.mark.comfy
@@ -35,30 +35,25 @@ def env(bad_input_env):
     return e
 
 
-def sd3_file(id, name, content, *fragments):
-    return refused(id, LOADER, lambda e: {"control_net_name": e.write(name, content(e))}, "control_net_name",
-                   f"'{name}'", *fragments)
-
-
 def sd35_with_type(value):
     return lambda e: safetensors_bytes({**e.sd35_weights, "control_type": torch.tensor([value])})
 
 
 FILE_CASES = [
-    sd3_file("SD3.5 ControlNet of control type 7", "sd35-type7.safetensors", sd35_with_type(7), "control type 7",
+    file_case("SD3.5 ControlNet of control type 7", "sd35-type7.safetensors", sd35_with_type(7), "control type 7",
              "blur", "canny", "depth"),
-    sd3_file("SD3.5 ControlNet of control type -1", "sd35-type-1.safetensors", sd35_with_type(-1), "control type"),
-    sd3_file("SD3.5 ControlNet of control type 1.5", "sd35-type15.safetensors", sd35_with_type(1.5),
+    file_case("SD3.5 ControlNet of control type -1", "sd35-type-1.safetensors", sd35_with_type(-1), "control type"),
+    file_case("SD3.5 ControlNet of control type 1.5", "sd35-type15.safetensors", sd35_with_type(1.5),
              "control type 1.5"),
-    sd3_file("InstantX ControlNet cut in half", "sd3-half.safetensors",
+    file_case("InstantX ControlNet cut in half", "sd3-half.safetensors",
              lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.instantx_weights)), "truncated"),
-    sd3_file("InstantX ControlNet with an infinite weight", "sd3-inf.safetensors",
+    file_case("InstantX ControlNet with an infinite weight", "sd3-inf.safetensors",
              lambda e: safetensors_bytes({**e.instantx_weights, BLOCK: torch.full_like(e.instantx_weights[BLOCK],
                                                                                        float("inf"))}), "infinite"),
-    sd3_file("InstantX ControlNet missing its last output projection", "sd3-noproj.safetensors",
+    file_case("InstantX ControlNet missing its last output projection", "sd3-noproj.safetensors",
              lambda e: safetensors_bytes({k: v for k, v in e.instantx_weights.items()
                                           if not k.startswith(f"controlnet_blocks.{LAYERS - 1}.")}), "blocks"),
-    sd3_file("SD3.5 ControlNet missing its last block", "sd35-gap.safetensors",
+    file_case("SD3.5 ControlNet missing its last block", "sd35-gap.safetensors",
              lambda e: safetensors_bytes({k: v for k, v in e.sd35_weights.items()
                                           if not k.startswith(f"transformer_blocks.{LAYERS - 1}.")}), "fit"),
 ]

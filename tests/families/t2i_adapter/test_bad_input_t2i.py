@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, _nan_data, case_ids, check_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, _cut, _nan_data, case_ids, check_case, file_case, refused, safe
 from test_integration_t2i import UNETS, _conditioning
 from tiny_t2i import tiny_adapter, to_original
 
@@ -32,11 +32,6 @@ def env(bad_input_env):
     return e
 
 
-def adapter_file(id, name, content, *fragments):
-    return refused(id, LOADER, lambda e: {"control_net_name": e.write(name, content(e))}, "control_net_name",
-                   f"'{name}'", *fragments)
-
-
 def apply_adapter(**overrides):
     return lambda e: {"model": e.unets["full_adapter"], "controlnet": e.adapter, "image": HINT, **overrides}
 
@@ -48,20 +43,20 @@ def sampled(latent=None):
 
 
 FILE_CASES = [
-    adapter_file("adapter cut in half", "t2i-half.safetensors",
+    file_case("adapter cut in half", "t2i-half.safetensors",
                  lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.adapter_weights)), "truncated"),
-    adapter_file("adapter with a NaN weight", "t2i-nan.safetensors",
+    file_case("adapter with a NaN weight", "t2i-nan.safetensors",
                  lambda e: safetensors_bytes({**e.adapter_weights, FEATURE: torch.full_like(
                      e.adapter_weights[FEATURE], float("nan"))}), "NaN", FEATURE),
-    adapter_file("adapter whose levels skip a number", "t2i-gap.safetensors",
+    file_case("adapter whose levels skip a number", "t2i-gap.safetensors",
                  lambda e: safetensors_bytes({k.replace("body.2.", "body.9.", 1): v
                                               for k, v in e.adapter_weights.items()}), "fits no level"),
-    adapter_file("adapter missing a block's weight", "t2i-missing.safetensors",
+    file_case("adapter missing a block's weight", "t2i-missing.safetensors",
                  lambda e: safetensors_bytes({k: v for k, v in e.adapter_weights.items() if k != FEATURE}),
                  "missing"),
-    adapter_file("adapter tensor of the wrong shape", "t2i-shape.safetensors",
+    file_case("adapter tensor of the wrong shape", "t2i-shape.safetensors",
                  lambda e: safetensors_bytes({**e.adapter_weights, FEATURE: torch.zeros(3, 3, 1, 1)}), "shape"),
-    adapter_file("adapter keys without tensors, refused before data", "t2i-nan-only.safetensors",
+    file_case("adapter keys without tensors, refused before data", "t2i-nan-only.safetensors",
                  lambda e: _nan_data(["body.0.resnets.0.block1.weight", "conv_in.weight"]), ""),
 ]
 
