@@ -185,6 +185,16 @@ def _cut(data: bytes, keep: int) -> bytes:
     return data[:keep]
 
 
+def cut_in_half(weights: Callable[[Env], dict]) -> Callable[[Env], bytes]:
+    """File content: ``weights(env)`` as safetensors, cut off half way (an interrupted download)."""
+    return lambda e: (lambda data: _cut(data, len(data) // 2))(safetensors_bytes(weights(e)))
+
+
+def with_filled(weights: Callable[[Env], dict], key: str, value: float) -> Callable[[Env], bytes]:
+    """File content: ``weights(env)`` as safetensors with tensor ``key`` filled with ``value`` (NaN, inf)."""
+    return lambda e: safetensors_bytes({**weights(e), key: torch.full_like(weights(e)[key], value)})
+
+
 def _fingerprint(value):
     """What must not change: tensor bytes (NaN-safe), containers, dataclasses, and a MODEL's options."""
     if isinstance(value, torch.Tensor):

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, case_ids, check_case, cut_in_half, file_case, refused, safe
 from test_integration_control_lora import _conditioning, _control_lora_file
 
 pytestmark = pytest.mark.comfy
@@ -38,7 +38,7 @@ def sampled(e, out):
 
 FILE_CASES = [
     file_case("Control-LoRA cut in half", "clora-half.safetensors",
-              lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.lora_weights)), "truncated"),
+              cut_in_half(lambda e: e.lora_weights), "truncated"),
     file_case("Control-LoRA with a NaN factor", "clora-nan.safetensors",
               lambda e: safetensors_bytes({**e.lora_weights, e.lora_up: torch.full_like(e.lora_weights[e.lora_up],
                                                                                         float("nan"))}), "NaN"),

@@ -8,7 +8,7 @@ from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
 import stand_ins
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, case_ids, check_case, cut_in_half, file_case, refused, safe, with_filled
 from tiny_flux import tiny_flux_controlnet, tiny_xlabs_style_controlnet
 
 pytestmark = pytest.mark.comfy
@@ -43,10 +43,9 @@ def with_vae(e, net):
 
 FILE_CASES = [
     file_case("Flux ControlNet cut in half", "flux-half.safetensors",
-              lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.flux_union_weights)), "truncated"),
+              cut_in_half(lambda e: e.flux_union_weights), "truncated"),
     file_case("Flux ControlNet with a NaN weight", "flux-nan.safetensors",
-              lambda e: safetensors_bytes({**e.flux_union_weights, PROJECTION: torch.full_like(
-                  e.flux_union_weights[PROJECTION], float("nan"))}), "NaN", PROJECTION),
+              with_filled(lambda e: e.flux_union_weights, PROJECTION, float("nan")), "NaN", PROJECTION),
     file_case("Flux ControlNet missing a residual projection", "flux-noproj.safetensors",
               lambda e: safetensors_bytes({k: v for k, v in e.flux_union_weights.items()
                                            if not k.startswith("controlnet_single_blocks.1.")}), "projection"),

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, case_ids, check_case, file_case, refused, safe
+from bad_input import APPLY, HINT, LOADER, case_ids, check_case, cut_in_half, file_case, refused, safe, with_filled
 from test_sd3_comfyui import _image, conditioning, instantx_state_dict, sample, sd35_state_dict, tiny_sd3_model
 
 pytestmark = pytest.mark.comfy
@@ -46,10 +46,9 @@ FILE_CASES = [
     file_case("SD3.5 ControlNet of control type 1.5", "sd35-type15.safetensors", sd35_with_type(1.5),
              "control type 1.5"),
     file_case("InstantX ControlNet cut in half", "sd3-half.safetensors",
-             lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.instantx_weights)), "truncated"),
+             cut_in_half(lambda e: e.instantx_weights), "truncated"),
     file_case("InstantX ControlNet with an infinite weight", "sd3-inf.safetensors",
-             lambda e: safetensors_bytes({**e.instantx_weights, BLOCK: torch.full_like(e.instantx_weights[BLOCK],
-                                                                                       float("inf"))}), "infinite"),
+             with_filled(lambda e: e.instantx_weights, BLOCK, float("inf")), "infinite"),
     file_case("InstantX ControlNet missing its last output projection", "sd3-noproj.safetensors",
              lambda e: safetensors_bytes({k: v for k, v in e.instantx_weights.items()
                                           if not k.startswith(f"controlnet_blocks.{LAYERS - 1}.")}), "blocks"),

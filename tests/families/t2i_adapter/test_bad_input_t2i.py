@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
-from bad_input import APPLY, HINT, LOADER, _cut, _nan_data, case_ids, check_case, file_case, refused, safe
+from bad_input import (APPLY, HINT, LOADER, _nan_data, case_ids, check_case, cut_in_half, file_case, refused, safe,
+                       with_filled)
 from test_integration_t2i import UNETS, _conditioning
 from tiny_t2i import tiny_adapter, to_original
 
@@ -44,20 +45,18 @@ def sampled(latent=None):
 
 FILE_CASES = [
     file_case("adapter cut in half", "t2i-half.safetensors",
-                 lambda e: (lambda d: _cut(d, len(d) // 2))(safetensors_bytes(e.adapter_weights)), "truncated"),
+              cut_in_half(lambda e: e.adapter_weights), "truncated"),
     file_case("adapter with a NaN weight", "t2i-nan.safetensors",
-                 lambda e: safetensors_bytes({**e.adapter_weights, FEATURE: torch.full_like(
-                     e.adapter_weights[FEATURE], float("nan"))}), "NaN", FEATURE),
+              with_filled(lambda e: e.adapter_weights, FEATURE, float("nan")), "NaN", FEATURE),
     file_case("adapter whose levels skip a number", "t2i-gap.safetensors",
-                 lambda e: safetensors_bytes({k.replace("body.2.", "body.9.", 1): v
-                                              for k, v in e.adapter_weights.items()}), "fits no level"),
+              lambda e: safetensors_bytes({k.replace("body.2.", "body.9.", 1): v
+                                           for k, v in e.adapter_weights.items()}), "fits no level"),
     file_case("adapter missing a block's weight", "t2i-missing.safetensors",
-                 lambda e: safetensors_bytes({k: v for k, v in e.adapter_weights.items() if k != FEATURE}),
-                 "missing"),
+              lambda e: safetensors_bytes({k: v for k, v in e.adapter_weights.items() if k != FEATURE}), "missing"),
     file_case("adapter tensor of the wrong shape", "t2i-shape.safetensors",
-                 lambda e: safetensors_bytes({**e.adapter_weights, FEATURE: torch.zeros(3, 3, 1, 1)}), "shape"),
+              lambda e: safetensors_bytes({**e.adapter_weights, FEATURE: torch.zeros(3, 3, 1, 1)}), "shape"),
     file_case("adapter keys without tensors, refused before data", "t2i-nan-only.safetensors",
-                 lambda e: _nan_data(["body.0.resnets.0.block1.weight", "conv_in.weight"]), ""),
+              lambda e: _nan_data(["body.0.resnets.0.block1.weight", "conv_in.weight"]), ""),
 ]
 
 APPLY_CASES = [
