@@ -195,8 +195,8 @@ class PaddedCrop:
                     check_broadcast(node, name, m.shape[0], "image", pixels.shape[0])
         self._check_regions(regions, pixels, masks, context, size_mode)
         if masks.shape[0] > 1 and regions == "single" and size_mode != "width x height":
-            raise ValueError(f"{node}: per-image masks need one output size for the batch: set size_mode to "
-                             "'width x height'")
+            raise NodeInputError(node, "size_mode", "per-image masks need one output size for the batch: set "
+                                 "size_mode to 'width x height'")
         spec = CropSpec(
             pad=padding, output_size=(snap(height, multiple), snap(width, multiple))
             if size_mode == "width x height" else None, long_side=long_side if size_mode == "long side" else None,
