@@ -32,7 +32,7 @@ from safetensors.torch import save as safetensors_bytes
 
 import comfy_host
 
-TIME_LIMIT_S = 10.0
+TIME_LIMIT_S = 30.0  # catches hangs and pathological slowness; rows that sample include a first model load
 LOADER, APPLY, STRENGTH = "CNR_ControlNetLoader", "CNR_ApplyControlResiduals", "CNR_Img2ImgStrength"
 PREP, CROP, PASTE, APPLY_CROP = "CNR_InpaintMaskPrep", "CNR_PaddedCrop", "CNR_PaddedPaste", "CNR_ApplyCrop"
 NAN, INF = float("nan"), float("inf")
