@@ -37,14 +37,20 @@ def nodes():
     return comfy_host.boot()
 
 
-@pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    """Forget loaded-model entries whose patcher is gone (see tests/families/flux/test_integration_flux.py)."""
+def _forget_dropped_models():
+    """Forget loaded-model entries whose patcher is gone (a MODEL clone, or ComfyUI's ControlNet of an earlier
+    run): ComfyUI's own ControlNet reloads every entry around its hint VAE and fails on those (see
+    tests/families/flux/test_integration_flux.py)."""
     import gc
 
     import comfy.model_management as mm
     gc.collect()
     mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
+
+
+@pytest.fixture(autouse=True)
+def forget_dropped_models(nodes):
+    _forget_dropped_models()
 
 
 def _comfy_controlnet(seed=0, num_layers=2, extra_condition_channels=0):
@@ -146,25 +152,25 @@ def _node(nodes, node_id, *args, **kwargs):
     return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
 
 
-def _ours(nodes, model, name, vae, strength=0.8, start=0.0, end=1.0):
+def _ours(nodes, model, name, vae, strength=0.8, start=0.0, end=1.0, **optional):
     control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", name), vae)
     return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, start, end, "balanced", "crop",
-                 MODEL_SIGMA)
+                 MODEL_SIGMA, **optional)
 
 
 def _conditioning(seed):
     return [[torch.randn(1, 5, TEXT, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
-def _comfyui(nodes, native_net, vae, strength=0.8, start=0.0, end=1.0):
+def _comfyui(nodes, native_net, vae, strength=0.8, start=0.0, end=1.0, conditioning=None):
     """Conditioning with ComfyUI's own ControlNet, wrapped as load_controlnet_qwen_instantx wraps it."""
     import comfy.controlnet
     import comfy.latent_formats
     import comfy.model_management as mm
     native = comfy.controlnet.ControlNet(native_net, compression_ratio=1, latent_format=comfy.latent_formats.Wan21(),
                                          load_device=mm.get_torch_device(), manual_cast_dtype=None, extra_conds=[])
-    return nodes.ControlNetApplyAdvanced().apply_controlnet(_conditioning(1), _conditioning(2), native, IMAGE,
-                                                            strength, start, end, vae=vae)[:2]
+    pos, neg = conditioning or (_conditioning(1), _conditioning(2))
+    return nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, IMAGE, strength, start, end, vae=vae)[:2]
 
 
 def _rel(a, b):
@@ -186,14 +192,50 @@ def test_the_binding_spreads_residuals_over_the_models_own_block_count(nodes, na
     assert [id(t) for t in binding.expand(own).input] == [id(t) for t in own.input for _ in range(4)][:7]
 
 
-def test_sampling_through_the_apply_node_equals_comfyuis_qwen_image_controlnet(nodes, natives, vae):
-    model = _tiny_qwen_model(nodes)
+@pytest.fixture(scope="module")
+def model(nodes):
+    return _tiny_qwen_model(nodes)
+
+
+def _plain(model):
+    return comfy_host.sample(model, _conditioning(1), _conditioning(2), **RUN)
+
+
+def test_sampling_through_the_apply_node_equals_comfyuis_qwen_image_controlnet(nodes, natives, vae, model):
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["qwen_union.safetensors"], vae), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae), _conditioning(1), _conditioning(2),
                             **RUN)
-    plain = comfy_host.sample(model, _conditioning(1), _conditioning(2), **RUN)
-    assert _rel(plain, expected) > 1e-2, "the control must change the result"
+    assert _rel(_plain(model), expected) > 1e-2, "the control must change the result"
     assert _rel(got, expected) <= REL_TOL
+
+
+def test_model_sigma_window_samples_as_comfyuis_percent_range(nodes, natives, vae, model):
+    native = natives["qwen_union.safetensors"]
+    full = comfy_host.sample(model, *_comfyui(nodes, native, vae), **RUN)
+    _forget_dropped_models()
+    expected = comfy_host.sample(model, *_comfyui(nodes, native, vae, start=0.2, end=0.6), **RUN)
+    got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae, start=0.2, end=0.6),
+                            _conditioning(1), _conditioning(2), **RUN)
+    assert _rel(full, expected) > 1e-3, "the window must leave steps out"
+    assert _rel(got, expected) <= REL_TOL
+
+
+def test_stacked_on_comfyuis_own_qwen_image_controlnet_samples_as_two_comfyui_controlnets(nodes, natives, vae,
+                                                                                           model):
+    theirs = _comfyui(nodes, _comfy_controlnet(seed=8), vae, strength=0.5)
+    expected = comfy_host.sample(model, *_comfyui(nodes, natives["qwen_union.safetensors"], vae,
+                                                  conditioning=theirs), **RUN)
+    _forget_dropped_models()
+    got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae), *theirs, **RUN)
+    _forget_dropped_models()
+    assert _rel(comfy_host.sample(model, *theirs, **RUN), expected) > 1e-3, "both controls must act"
+    assert _rel(got, expected) <= REL_TOL
+
+
+def test_zero_block_weights_leave_sampling_unchanged(nodes, natives, vae, model):
+    got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae, block_weights="0, 0"),
+                            _conditioning(1), _conditioning(2), **RUN)
+    assert torch.equal(got, _plain(model))
 
 
 def test_a_qwen_image_controlnet_on_an_sd15_model_is_refused_naming_both(nodes, natives, vae):
