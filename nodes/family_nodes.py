@@ -90,7 +90,8 @@ def _family(net) -> str:
 class HintVAE:
     NODE_ID = "CNR_HintVAE"
     DISPLAY_NAME = "ControlNet Hint VAE (CNR)"
-    DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5) the "
+    DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5, "
+                   "Qwen-Image InstantX) the "
                    "VAE that encodes its control image during sampling, as ComfyUI's Apply ControlNet node's vae "
                    "input does. Pixel-hint models (XLabs, Mistoline) do not need it. The input is not changed.")
     CATEGORY = category("controlnet")
@@ -102,8 +103,9 @@ class HintVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "controlnet": ("CNR_CONTROLNET", {"tooltip": "A Flux or SD3 ControlNet from CNR_ControlNetLoader."}),
-            "vae": ("VAE", {"tooltip": "The base model's VAE (16 latent channels for Flux and SD3)."}),
+            "controlnet": ("CNR_CONTROLNET",
+                           {"tooltip": "A Flux, SD3 or Qwen-Image ControlNet from CNR_ControlNetLoader."}),
+            "vae": ("VAE", {"tooltip": "The base model's VAE (16 latent channels for Flux, SD3 and Qwen-Image)."}),
         }}
 
     def attach(self, controlnet, vae):

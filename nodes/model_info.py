@@ -5,16 +5,20 @@ from typing import Literal, Optional
 
 from ..controlnet_core.family import VAE_DOWNSCALE
 
-ModelFamily = Literal["unet", "flux", "sd3"]
+ModelFamily = Literal["unet", "flux", "sd3", "qwen_image"]
 
 
 def model_family(model) -> ModelFamily:
-    """``"flux"``, ``"sd3"`` or ``"unet"`` from the MODEL's diffusion model (its block lists)."""
+    """``"flux"``, ``"sd3"``, ``"qwen_image"`` or ``"unet"`` from the MODEL's diffusion model (its block lists)."""
     dm = model.model.diffusion_model
     if hasattr(dm, "double_blocks") and hasattr(dm, "single_blocks"):
         return "flux"
     if hasattr(dm, "joint_blocks"):
         return "sd3"
+    # Qwen-Image's dual-stream blocks beside its text RMS norm and image patch embedder (ComfyUI's
+    # QwenImageTransformer2DModel); other transformer_blocks models lack one of these.
+    if all(hasattr(dm, name) for name in ("transformer_blocks", "txt_norm", "img_in", "pe_embedder")):
+        return "qwen_image"
     return "unet"
 
 
@@ -31,6 +35,8 @@ def image_token_width(model) -> Optional[int]:
         return dm.hidden_size
     if family == "sd3":
         return dm.x_embedder.proj.out_channels
+    if family == "qwen_image":
+        return dm.img_in.out_features
     return None
 
 
@@ -46,6 +52,6 @@ def text_width(model) -> Optional[int]:
 
 def pixel_grid(model) -> int:
     """Image pixels per side of one step of the MODEL's token grid: the VAE's 8 times the transformer's
-    (integer) patch size (Flux and SD3: 2, so 16); UNets work per latent pixel (8)."""
+    (integer) patch size (Flux, SD3 and Qwen-Image: 2, so 16); UNets work per latent pixel (8)."""
     patch = getattr(model.model.diffusion_model, "patch_size", None)
     return VAE_DOWNSCALE * patch if isinstance(patch, int) else VAE_DOWNSCALE

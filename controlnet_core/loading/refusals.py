@@ -5,9 +5,9 @@ that raises :class:`ControlNetFormatError` with the message, so the format table
 beside the supported families. :data:`REFUSALS` is ordered specific before broad:
 
 * ControlNet-LLLite and ControlNet-XS work inside the UNet's blocks, not as residuals.
-* Qwen-Image and HunyuanDiT ControlNets and Stable Cascade ControlNets: not yet supported here,
-  ComfyUI's own loader takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``).
-  (Flux and SD3/SD3.5 ControlNets are families of their own.)
+* HunyuanDiT ControlNets and Stable Cascade ControlNets: not yet supported here, ComfyUI's own loader
+  takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``). (Flux, SD3/SD3.5
+  and Qwen-Image InstantX ControlNets are families of their own.)
 * T2I style adapters, LoRAs, checkpoints, UNets, VAEs and text encoders are other kinds of model.
 """
 from __future__ import annotations
@@ -83,10 +83,6 @@ def _has(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
     return lambda sd: all(k in sd for k in keys)
 
 
-def _dit_cn(*keys: str) -> Callable[[Mapping[str, Tensor]], bool]:
-    return _has("controlnet_blocks.0.weight", *keys)
-
-
 _LORA = re.compile(r"(^lora_(unet|te\d?)_|\.lora_(up|down|A|B)\.|\.lora\.(up|down)\.|\.(hada|lokr)_w\d)")
 
 
@@ -131,8 +127,6 @@ REFUSALS: Tuple[Refusal, ...] = (
     Refusal("controlnet_xs", lambda sd: _has_part(sd, _XS_PARTS), _controlnet_xs),
     Refusal("hunyuan_dit_controlnet", lambda sd: any(k.startswith("after_proj_list.") for k in sd),
             _dit("a HunyuanDiT", "after_proj_list")),
-    Refusal("qwen_image_controlnet", _dit_cn("transformer_blocks.0.img_mlp.net.0.proj.weight"),
-            _dit("a Qwen-Image InstantX", "transformer_blocks")),
     Refusal("stable_cascade_controlnet", lambda sd: any(k.startswith("backbone.") for k in sd),
             lambda sd: f"a Stable Cascade ControlNet: {_DIT_TODO}"),
     Refusal("t2i_style_adapter", _has("style_embedding"),

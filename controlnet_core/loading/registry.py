@@ -19,6 +19,7 @@ from ..families.controlnet import format as controlnet
 from ..families.controlnet.convert import strip_original_prefix
 from ..families.controlnet.format import detect_config
 from ..families.flux import format as flux
+from ..families.qwen_image import format as qwen_image
 from ..families.sd3 import format as sd3
 from ..families.t2i_adapter import format as t2i_adapter
 from ..families.union import format as union
@@ -54,6 +55,7 @@ FORMATS: Tuple[ModelFormat, ...] = (
     *sd3.FORMATS,
     # Flux before the classic ControlNet: XLabs files share its hint-block key.
     *flux.FORMATS,
+    *qwen_image.FORMATS,
     # Union files are diffusers ControlNets plus the fusion block: before the classic ControlNet.
     *union.FORMATS,
     *controlnet.FORMATS,

@@ -6,6 +6,7 @@ from typing import Callable, Dict
 from ..control import LoadedControlNet
 from .binding import FamilyBinding
 from .flux import bind_flux
+from .qwen_image import bind_qwen_image
 from .sd3 import bind_sd3
 from .unet import bind_control_lora, bind_controlnet, bind_t2i_adapter, bind_union
 
@@ -18,6 +19,7 @@ BINDERS: Dict[str, Binder] = {
     "t2i_adapter": bind_t2i_adapter,
     "flux": bind_flux,
     "sd3": bind_sd3,
+    "qwen_image": bind_qwen_image,
 }
 
 

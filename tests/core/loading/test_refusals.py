@@ -39,6 +39,13 @@ def flux_instantx(num_mode=None) -> dict:
         num_mode=num_mode).state_dict()
 
 
+def qwen_instantx(extra_condition_channels=0) -> dict:
+    return diffusers.QwenImageControlNetModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=3,
+        joint_attention_dim=16, axes_dims_rope=(8, 4, 4),
+        extra_condition_channels=extra_condition_channels).state_dict()
+
+
 def sd3_controlnet() -> dict:
     return diffusers.SD3ControlNetModel(
         sample_size=4, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=4, num_attention_heads=2,
@@ -63,8 +70,6 @@ CASES = {  # id: (weights, refusal name, message pattern)
                       r"a ControlNet-XS \(base_to_ctrl.*ControlNetXSPipeline"),
     "controlnet-xs-fused": (lambda: controlnet_xs(fused=True), "controlnet_xs",
                             r"a UNet fused with a ControlNet-XS.*neither this pack nor ComfyUI"),
-    "qwen-image": (lambda: zeros("controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"),
-                   "qwen_image_controlnet", r"a Qwen-Image InstantX ControlNet.*not yet supported"),
     "hunyuan-dit": (lambda: zeros(*(f"after_proj_list.{i}.bias" for i in range(19))), "hunyuan_dit_controlnet",
                     r"a HunyuanDiT ControlNet \(19 after_proj_list\).*not yet supported"),
     "stable-cascade": (lambda: zeros("backbone.0.0.weight", "backbone.1.weight"), "stable_cascade_controlnet",
@@ -114,11 +119,15 @@ def supported_weights():
     yield "flux-instantx", flux_instantx()
     yield "flux-instantx-union", flux_instantx(num_mode=7)
     yield "sd3-instantx", sd3_controlnet()
+    yield "qwen-image-instantx-union", qwen_instantx()
+    yield "qwen-image-instantx-inpainting", qwen_instantx(extra_condition_channels=4)
 
 
-def test_flux_and_sd3_controlnets_are_claimed_by_their_own_families():
+def test_flux_sd3_and_qwen_image_controlnets_are_claimed_by_their_own_families():
     assert detect_format(flux_instantx()).name.startswith("Flux ControlNet")
     assert detect_format(sd3_controlnet()).name.startswith("SD3 ControlNet")
+    assert detect_format(qwen_instantx()).name.startswith("Qwen-Image ControlNet")
+    assert detect_format(qwen_instantx(extra_condition_channels=4)).name.startswith("Qwen-Image ControlNet")
 
 
 def test_no_refusal_claims_a_supported_model():

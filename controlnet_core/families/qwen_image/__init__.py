@@ -1,0 +1,1 @@
+"""Qwen-Image InstantX ControlNets (Union, Inpainting): residuals on the image tokens."""
