@@ -141,10 +141,12 @@ def claims_flux_diffusers(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def claims_flux_xlabs(state_dict: Mapping[str, Tensor]) -> bool:
-    """Black Forest Labs' block names with plain ``controlnet_blocks.i`` projections and ``pos_embed_input``."""
-    return ("img_in.weight" in state_dict and "pos_embed_input.weight" in state_dict
-            and "double_blocks.0.img_attn.norm.key_norm.scale" in state_dict
-            and "controlnet_blocks.0.weight" in state_dict)
+    """Black Forest Labs' names (``img_in``) with the ControlNet's hint input ``pos_embed_input``.
+
+    Blocks are not required to claim: a file whose blocks are missing is a damaged Flux ControlNet and is
+    refused as one (not as a classic ControlNet, whose hint-block key XLabs files share).
+    """
+    return "img_in.weight" in state_dict and "pos_embed_input.weight" in state_dict
 
 
 def claims_flux_mistoline(state_dict: Mapping[str, Tensor]) -> bool:

@@ -49,6 +49,10 @@ FILE_CASES = [
     file_case("Flux ControlNet missing a residual projection", "flux-noproj.safetensors",
               lambda e: safetensors_bytes({k: v for k, v in e.flux_union_weights.items()
                                            if not k.startswith("controlnet_single_blocks.1.")}), "projection"),
+    file_case("Black Forest Labs layout without its blocks", "flux-bfl-noblocks.safetensors",
+              lambda e: safetensors_bytes({k: v for k, v in e.flux_xlabs.net.state_dict().items()
+                                           if not k.startswith(("double_blocks.", "single_blocks."))}),
+              "Flux ControlNet weights without transformer blocks"),
     file_case("Flux ControlNet projection of the wrong width", "flux-width.safetensors",
               lambda e: safetensors_bytes({**e.flux_union_weights, PROJECTION: torch.zeros(8, 8)}), ""),
 ]

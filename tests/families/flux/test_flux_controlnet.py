@@ -217,6 +217,14 @@ def test_bfl_named_weights_are_claimed_as_xlabs_and_rebuild_the_same_model():
                                                   rebuilt(x, t, context, hint, pooled).tensors))
 
 
+def test_bfl_named_weights_without_blocks_are_refused_as_a_damaged_flux_controlnet():
+    sd = {k: v for k, v in _load(tiny_xlabs_style_controlnet()).state_dict().items()
+          if not k.startswith(("double_blocks.", "single_blocks."))}
+    assert detect_format(sd).build is build_flux_xlabs
+    with pytest.raises(ControlNetFormatError, match="Flux ControlNet weights without transformer blocks"):
+        load_controlnet(sd)
+
+
 def test_sd3_and_unet_controlnets_are_not_claimed_as_flux():
     torch.manual_seed(0)
     sd3_base = SD3Transformer2DModel(sample_size=4, patch_size=1, in_channels=4, out_channels=4, num_layers=2,
