@@ -130,9 +130,10 @@ def split_checkpoint(state: dict):
     return unet, vae
 
 
-def load_checkpoint(path: Path = MODELS_DIR / CHECKPOINT):
+def load_checkpoint(path: Path = None):
     """``(MODEL, CLIP, VAE)`` as ComfyUI's CheckpointLoaderSimple returns them, from the demo checkpoint."""
     ensure_comfyui()
+    path = Path(path) if path is not None else MODELS_DIR / CHECKPOINT
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sd
@@ -152,7 +153,7 @@ def load_checkpoint(path: Path = MODELS_DIR / CHECKPOINT):
     return patcher, WordClip(), vae
 
 
-def use_demo_loaders(nodes, path: Path = MODELS_DIR / CHECKPOINT) -> None:
+def use_demo_loaders(nodes, path: Path = None) -> None:
     """ComfyUI's CheckpointLoaderSimple (in ``nodes``) then returns the trained demo models for any SD1.5 name."""
     models = load_checkpoint(path)
 

@@ -2,7 +2,7 @@
 of ``tools/train_demo_models.py`` and the fixed inputs of the quality benchmark and its test.
 
 Each scene comes with the words that describe it (colour and object, as the stand-in text encoder of
-``tools/demo_models.py`` reads them); edge maps come from ComfyUI's Canny settings (:func:`edge_map`).
+``tools/demo_models.py`` reads them); edge maps from Canny with the workflows' thresholds (:func:`edge_map`).
 """
 from typing import List, Tuple
 
@@ -89,14 +89,33 @@ def dataset(n: int, seed: int, size: int = 128):
     return np.stack(images), captions
 
 
-def edge_map(images):
-    """Canny edges as ComfyUI's Canny node draws them with the workflows' thresholds: ``(B, H, W, C)`` in 0..1
-    -> ``(B, H, W, 3)`` of 0 or 1 (kornia's canny, which that node wraps)."""
+def canny(images, low: float, high: float, links: int = 16):
+    """``(B, H, W)`` booleans: kornia's Canny (ComfyUI's Canny node wraps it) on ``(B, H, W, C)`` images in 0..1.
+
+    Hysteresis is done here with at most ``links`` growth steps from the strong edges: kornia's own loop runs
+    until the whole batch converges, which takes minutes for a few hundred images on one CPU core. On the
+    scenes' flat colours both give nearly the same edges.
+    """
     import kornia
     import torch
+    import torch.nn.functional as F
     x = torch.as_tensor(images).float().movedim(-1, 1)
-    _, edges = kornia.filters.canny(x, low_threshold=CANNY[0], high_threshold=CANNY[1])
-    return edges.movedim(1, -1).repeat(1, 1, 1, 3)
+    _, edges = kornia.filters.canny(x, low_threshold=low, high_threshold=high, hysteresis=False)
+    strong, weak = edges[:, :1] > 0.75, edges[:, :1] > 0.25
+    for _ in range(links):
+        grown = weak & (F.max_pool2d(strong.float(), 3, stride=1, padding=1) > 0.5)
+        if torch.equal(grown, strong):
+            break
+        strong = grown
+    return strong[:, 0]
+
+
+def edge_map(images):
+    """Canny edges with the workflows' thresholds as an IMAGE: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, 3)`` of
+    0 or 1."""
+    import torch
+    edges = [canny(images[i:i + 200], *CANNY).float() for i in range(0, len(images), 200)]
+    return torch.cat(edges)[..., None].repeat(1, 1, 1, 3)
 
 
 def random_mask(rng: np.random.Generator, size: int = 128) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""The small models trained here (demo_models/, tools/train_demo_models.py) in a real ComfyUI: through the pack's
+nodes and ComfyUI's sampler, the trained ControlNet makes the output follow its edge map."""
+import pytest
+from safetensors import safe_open
+
+import demo_models
+import quality
+
+pytestmark = pytest.mark.comfy
+
+
+def test_the_committed_demo_weights_are_fp16_and_under_10_mb_in_all():
+    files = sorted(demo_models.MODELS_DIR.glob("*.safetensors"))
+    assert {f.name for f in files} == {demo_models.CHECKPOINT, demo_models.CONTROLNET}
+    assert sum(f.stat().st_size for f in files) <= 10 * 1024 * 1024
+    for f in files:
+        with safe_open(str(f), "pt") as weights:
+            assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()} == {"F16"}
+
+
+def test_the_core_reads_the_demo_controlnet_as_an_sd_controlnet_shaped_like_the_demo_unet():
+    from cnr_pack.controlnet_core import load_controlnet
+    config = load_controlnet(str(demo_models.MODELS_DIR / demo_models.CONTROLNET)).config
+    assert config.model_channels == demo_models.UNET_CONFIG["model_channels"]
+    assert list(config.channel_mult) == demo_models.UNET_CONFIG["channel_mult"]
+    assert list(config.transformer_depth) == demo_models.UNET_CONFIG["transformer_depth"]
+
+
+def test_the_trained_controlnet_at_strength_1_follows_the_edges_at_least_twice_as_well_as_at_strength_0():
+    _, edges = quality.control_scenes(2)
+    f1 = {strength: quality.edge_f1(edges, quality.generate(edges, strength=strength, steps=8, seed=3))
+          for strength in (0.0, 1.0)}
+    assert f1[1.0] >= 2 * f1[0.0], f1
+    assert f1[1.0] > 0.3, f1
