@@ -53,12 +53,16 @@ def is_current_host() -> bool:
 
 @lru_cache(maxsize=None)
 def boot():
-    """Import ComfyUI on the CPU and load the pack; returns ComfyUI's ``nodes`` module."""
+    """Import ComfyUI on the CPU and load the pack; returns ComfyUI's ``nodes`` module.
+
+    With ``CNR_USE_GPU=1`` in the environment ComfyUI picks its device itself (the GPU check, bench/gpu_check.sh).
+    """
     root = str(comfyui_root())
     if root not in sys.path:
         sys.path.insert(0, root)
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    if os.environ.get("CNR_USE_GPU") != "1":
+        comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (after args.cpu, so it picks the CPU)
     if (Path(root) / "utils" / "__init__.py").exists():
         # main.py imports ComfyUI's utils package before nodes.py puts comfy/ (and its utils.py) first on sys.path

@@ -1,12 +1,14 @@
 """Run the shipped workflows headless and write their images plus a contact sheet.
 
-By default every model is a tiny seeded stand-in (nothing to download) and each graph runs smaller
-and shorter, so the demo finishes in minutes on a CPU; the pixels are then noise from random
-weights, but every node, the executor and the samplers are ComfyUI's and the pack's real code.
+By default nothing is downloaded: the SD1.5 ControlNet workflows (txt2img, img2img, inpaint, stacked
+windows) run on the small models trained here (``demo_models/``, written by tools/train_demo_models.py)
+at their trained size, 128 px, so their outputs follow the control image; every other workflow runs
+on tiny seeded random stand-ins, smaller and shorter, whose pixels are noise by design (the sheet
+labels each row). Every node, the executor and the samplers are ComfyUI's and the pack's real code.
 Point ``--models`` at a ComfyUI models folder holding the files the workflows name to run them
 as shipped with real weights.
 
-    python tools/demo.py [--out demo_out] [--models /path/to/ComfyUI/models] [--size 256] [--steps 8]
+    python tools/demo.py [--out demo_out] [--models /path/to/ComfyUI/models] [--size 128] [--steps 8]
 """
 import argparse
 import json
@@ -20,12 +22,30 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import comfy_host  # noqa: E402
+import demo_models  # noqa: E402
 import stand_ins  # noqa: E402
 import workflow_runner  # noqa: E402
 from example_images import write_examples  # noqa: E402
 
 CELL = 192
 COLUMNS = ("input", "control", "mask", "output")
+LABEL_WIDTH = 200
+DEMO_STEPS = 20
+# Control-model names of other families than the SD1.5 ControlNet the demo models include.
+OTHER_FAMILIES = ("t2i", "union", "flux", "xl")
+
+
+def uses_demo_models(workflow: dict) -> bool:
+    """An SD1.5 ControlNet workflow (a checkpoint and only SD1.x ControlNets): it runs on the trained models."""
+    names = [str(v).lower() for node in workflow["nodes"] for v in node.get("widgets_values") or []
+             if node["type"] in ("CheckpointLoaderSimple", "CNR_ControlNetLoader")]
+    loaders = {node["type"] for node in workflow["nodes"]}
+    return ("CheckpointLoaderSimple" in loaders and "CNR_ControlNetLoader" in loaders
+            and not any(word in name for name in names for word in OTHER_FAMILIES))
+
+
+def control_files(workflow: dict):
+    return sorted({node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "CNR_ControlNetLoader"})
 
 
 def add_previews(prompt: dict) -> dict:
@@ -49,18 +69,24 @@ def image_file(entry: dict) -> Path:
 
 
 def contact_sheet(rows, path: Path) -> None:
-    sheet = Image.new("RGB", (160 + CELL * len(COLUMNS), 24 + CELL * len(rows)), (30, 30, 30))
+    """One row per workflow: its name and what models it ran on, then input, control, mask and output."""
+    sheet = Image.new("RGB", (LABEL_WIDTH + CELL * len(COLUMNS), 24 + CELL * len(rows)), (30, 30, 30))
     draw = ImageDraw.Draw(sheet)
     for c, name in enumerate(COLUMNS):
-        draw.text((160 + c * CELL + 6, 6), name, fill=(220, 220, 220))
-    for r, (name, cells) in enumerate(rows):
+        draw.text((LABEL_WIDTH + c * CELL + 6, 6), name, fill=(220, 220, 220))
+    for r, (name, cells, label) in enumerate(rows):
         y = 24 + r * CELL
-        draw.text((6, y + CELL // 2), name.replace("controlnet_", ""), fill=(220, 220, 220))
+        draw.text((6, y + CELL // 2 - 8), name.replace("controlnet_", ""), fill=(220, 220, 220))
+        for i, line in enumerate(label.split("\n")):
+            draw.text((6, y + CELL // 2 + 8 + 14 * i), line, fill=(150, 200, 150) if "trained" in label
+                      else (200, 150, 150))
         for c, column in enumerate(COLUMNS):
             if cells.get(column):
                 picture = Image.open(cells[column]).convert("RGB")
+                picture = picture.resize((CELL - 4, CELL - 4), Image.NEAREST) if max(picture.size) < CELL - 4 \
+                    else picture
                 picture.thumbnail((CELL - 4, CELL - 4))
-                sheet.paste(picture, (160 + c * CELL + 2, y + 2))
+                sheet.paste(picture, (LABEL_WIDTH + c * CELL + 2, y + 2))
     sheet.save(path)
 
 
@@ -69,7 +95,8 @@ def main() -> None:
     parser.add_argument("--out", default="demo_out", help="where images and the contact sheet go")
     parser.add_argument("--models", help="a ComfyUI models folder with the model files the workflows name "
                                          "(default: tiny seeded stand-ins)")
-    parser.add_argument("--size", type=int, default=256, help="image size with stand-in models")
+    parser.add_argument("--size", type=int, default=demo_models.IMAGE_SIZE,
+                        help="image size with stand-in models (the trained demo models run at their own size)")
     parser.add_argument("--steps", type=int, default=8, help="sampling steps with stand-in models")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -96,12 +123,29 @@ def main() -> None:
             folder_paths.add_model_folder_path(kind, str(Path(args.models) / kind))
     else:
         stand_ins.install_tiny_models(list(workflows.values()), out / "tiny_models")
+        for workflow in workflows.values():
+            # The trained ControlNet under every ControlNet name an SD1.5 workflow loads.
+            for name in control_files(workflow) if uses_demo_models(workflow) else ():
+                shutil.copy(demo_models.MODELS_DIR / demo_models.CONTROLNET, out / "tiny_models" / "controlnet" / name)
+        stand_in_loader = nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"]
+        demo_models.use_demo_loaders(nodes)
+        demo_loader = nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"]
     rows = []
     for index, (name, workflow) in enumerate(workflows.items(), 1):
         print(f"[{index}/{len(workflows)}] {name} ...", flush=True)
         start = time.perf_counter()
-        prompt = add_previews(workflow_runner.to_api_prompt(workflow, nodes.NODE_CLASS_MAPPINGS))
+        trained = not real and uses_demo_models(workflow)
+        label = "real weights" if real else "trained demo models" if trained else "random stand-ins\n(noise by design)"
+        if trained and len(control_files(workflow)) > 1:
+            label += "\n(edge ControlNet in\nevery ControlNet slot)"
+        elif trained and "inpaint" in name:
+            label += "\n(edge ControlNet in\nthe inpaint slot)"
         if not real:
+            nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"] = demo_loader if trained else stand_in_loader
+        prompt = add_previews(workflow_runner.to_api_prompt(workflow, nodes.NODE_CLASS_MAPPINGS))
+        if trained:
+            prompt = workflow_runner.shrink(prompt, demo_models.IMAGE_SIZE, DEMO_STEPS)
+        elif not real:
             prompt = workflow_runner.shrink(prompt, args.size // 2 if name == "controlnet_inpaint" else args.size,
                                             args.steps)
         outputs = workflow_runner.execute(prompt)
@@ -113,11 +157,12 @@ def main() -> None:
                 if column:
                     cells[column] = image_file(entry)
         shutil.copy(cells["output"], out / f"{name}.png")
-        rows.append((name, cells))
+        rows.append((name, cells, label))
         print(f"    done in {time.perf_counter() - start:.1f} s -> {out / (name + '.png')}", flush=True)
     contact_sheet(rows, out / "contact_sheet.png")
     print(f"contact sheet: {out / 'contact_sheet.png'}"
-          + ("" if real else " (tiny random stand-in models: the outputs are noise by design)"))
+          + ("" if real else " (SD1.5 ControlNet rows: the trained demo models; other rows: random stand-ins, noise "
+                             "by design)"))
 
 
 if __name__ == "__main__":
