@@ -52,8 +52,8 @@ def load(nodes, name):
     return comfy_host.run_node("CNR_ControlNetLoader", control_net_name=name)[0]
 
 
-def apply(nodes, model, control, strength=1.0, end=1.0, mode="balanced", **optional):
-    return comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=control, image=HINT,
+def apply(nodes, model, control, strength=1.0, end=1.0, mode="balanced", image=HINT, **optional):
+    return comfy_host.run_node("CNR_ApplyControlResiduals", model=model, controlnet=control, image=image,
                                strength=strength, end_percent=end, control_mode=mode, window_timing=MODEL_SIGMA,
                                **optional)[0]
 
@@ -169,16 +169,19 @@ def test_weighted_features_are_reused_at_every_step_until_cleanup(nodes, adapter
 def test_an_sdxl_adapter_samples_a_latent_with_odd_sides_as_comfyui_does(nodes, adapter_dir, unets):
     # A 520 x 456 px crop (PaddedCrop's multiple=8) gives a 65 x 57 latent: the adapter's hint is rounded up
     # to its 16-pixel unshuffle, as ComfyUI rounds it; one owner of that rule (the adapter) serves sampling.
+    # The hint is given at that rounded size (80 x 64 for a 9 x 7 latent), so neither side resamples it
+    # (the two resize rules differ by design, see the README).
     import comfy.controlnet
     name = "full_adapter_xl.safetensors"
     latent = torch.zeros(1, 4, 9, 7)
+    hint = torch.rand(1, 80, 64, 3, generator=torch.Generator().manual_seed(6))
     pos_in, neg_in = _conditioning(1, True), _conditioning(2, True)
     native = comfy.controlnet.load_controlnet(str(adapter_dir / name))
-    pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos_in, neg_in, native, HINT, 3.0, 0.0, 1.0)[:2]
+    pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos_in, neg_in, native, hint, 3.0, 0.0, 1.0)[:2]
     model = unets["full_adapter_xl"]
     expected = comfy_host.sample(model, pos, neg, steps=3, latent=latent)
-    got = comfy_host.sample(apply(nodes, model, load(nodes, name), strength=3.0), pos_in, neg_in, steps=3,
-                            latent=latent)
+    got = comfy_host.sample(apply(nodes, model, load(nodes, name), strength=3.0, image=hint), pos_in, neg_in,
+                            steps=3, latent=latent)
     plain = comfy_host.sample(model, pos_in, neg_in, steps=3, latent=latent)
     assert (got - plain).abs().max() > 1e-2, "the adapter must act on the odd latent"
     assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-4
