@@ -18,30 +18,16 @@ from torch import Tensor
 from ...assembly import assemble, numbered_indices
 from ...errors import ControlNetFormatError
 from ...family import ModelFormat
+from ...layers.rotary import default_axes_dim
 from .model import FluxControlNet, FluxControlNetConfig
 from .convert import diffusers_to_bfl, mistoline_to_bfl
 
 __all__ = ["build_flux_diffusers", "build_flux_mistoline", "build_flux_xlabs", "claims_flux_diffusers",
-           "claims_flux_mistoline", "claims_flux_xlabs", "default_axes_dim", "detect_flux_config"]
+           "claims_flux_mistoline", "claims_flux_xlabs", "detect_flux_config"]
 
 # Strides of the hint convolutions, which the weights cannot tell (ComfyUI's ControlNetFlux).
 _XLABS_HINT_STRIDES = (1, 1, 2, 1, 2, 1, 2, 1)
 _MISTOLINE_HINT_STRIDES = (1, 1, 1, 2, 1, 2, 1, 2, 1, 1)
-
-
-def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
-    """Rotary channels per position axis: Flux's ``(16, 56, 56)`` for 128-wide heads.
-
-    The split is not stored in the weights. Other head widths keep Flux's proportions (an eighth
-    for the unused first axis, the rest shared by rows and columns), rounded to even numbers;
-    pass ``axes_dim=`` to :func:`build_flux_diffusers` and friends to match a base model built otherwise.
-
-    Example:
-        >>> default_axes_dim(128), default_axes_dim(16)
-        ((16, 56, 56), (4, 6, 6))
-    """
-    side = (head_dim - head_dim // 8) // 4 * 2
-    return head_dim - 2 * side, side, side
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> Tuple[int, ...]:

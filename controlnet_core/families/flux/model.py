@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from ...layers.attention import AttentionFn, scaled_dot_product
 from .blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
-from .tokens import PATCH, pack_latent, position_ids
+from .tokens import PATCH, position_ids
 from ...errors import ControlNetInputError
 from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.embeddings import per_row, timestep_embedding
+from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
 
 __all__ = ["FLUX_UNION_MODES", "FluxControlNet", "FluxControlNetConfig", "RepeatMode", "expand_to_base"]
@@ -220,7 +221,7 @@ class FluxControlNet(nn.Module):
         hint = hint.to(self.pos_embed_input.weight.dtype)
         if self.input_hint_block is not None:
             hint = self.input_hint_block(hint * 2 - 1)
-        return self.pos_embed_input(pack_latent(hint)[0])
+        return self.pos_embed_input(pack_patches(hint, PATCH)[0])
 
     def mode_tokens(self, control_type: Union[int, Sequence[int], None], batch: int) -> Optional[Tensor]:
         """Union mode embeddings to prepend to the text, :math:`(B, M, D)`, or None.
@@ -269,7 +270,7 @@ class FluxControlNet(nn.Module):
         self.check_inputs(x, context, hint, y, guidance)
         dtype = self.img_in.weight.dtype
         batch = x.shape[0]
-        img, grid = pack_latent(x.to(dtype))
+        img, grid = pack_patches(x.to(dtype), PATCH)
         cond = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
         img = self.img_in(img) + cond
 

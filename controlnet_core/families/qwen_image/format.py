@@ -14,23 +14,10 @@ from torch import Tensor
 from ...assembly import assemble, numbered_indices
 from ...errors import ControlNetFormatError
 from ...family import ModelFormat
+from ...layers.rotary import default_axes_dim
 from .model import PATCH, QwenImageControlNet, QwenImageControlNetConfig
 
-__all__ = ["FORMATS", "build_qwen_instantx", "claims_qwen_instantx", "default_axes_dim", "detect_qwen_config"]
-
-
-def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
-    """Rotary channels of the frame, row and column axes: Qwen-Image's ``(16, 56, 56)`` for 128-wide heads.
-
-    The split is not in the weights; other head widths keep its proportions (an eighth for the frame axis,
-    rows and columns sharing the rest), in even numbers. Pass ``axes_dim=`` to match a model built otherwise.
-
-    Example:
-        >>> default_axes_dim(128), default_axes_dim(16)
-        ((16, 56, 56), (4, 6, 6))
-    """
-    side = (head_dim - head_dim // 8) // 4 * 2
-    return head_dim - 2 * side, side, side
+__all__ = ["FORMATS", "build_qwen_instantx", "claims_qwen_instantx", "detect_qwen_config"]
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> Tuple[int, ...]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ControlNetInputError
@@ -26,12 +25,12 @@ from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.attention import AttentionFn, scaled_dot_product
 from ...layers.embeddings import per_row
 from ...layers.norms import WeightRMSNorm
-from ...layers.tokens import token_grid
+from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
 from .blocks import QwenImageBlock, QwenTimestepEmbedder, rope_frequencies
 
 __all__ = ["PATCH", "Centre", "QwenImageControlNet", "QwenImageControlNetConfig", "expand_to_base",
-           "pack_latent", "position_ids"]
+           "position_ids"]
 
 PATCH = 2
 """Latent pixels per image-token side."""
@@ -83,29 +82,6 @@ class QwenImageControlNetConfig:
     def is_inpainting(self) -> bool:
         """The hint carries a mask channel after the latent (InstantX Inpainting)."""
         return self.hint_channels > self.in_channels
-
-
-def pack_latent(x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-    r"""2x2 patches as tokens, channel-major within a patch; odd sizes padded circularly as ComfyUI does.
-
-    Args:
-        x: :math:`(B, C, H, W)`.
-
-    Returns:
-        :math:`(B, \lceil H/2 \rceil \lceil W/2 \rceil, 4C)` tokens and the token grid ``(h, w)``.
-
-    Example:
-        >>> tokens, grid = pack_latent(torch.arange(8.0).reshape(1, 2, 2, 2))
-        >>> tokens.tolist(), grid
-        ([[[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]], (1, 1))
-    """
-    h, w = token_grid(tuple(x.shape[-2:]), PATCH)
-    pad_h, pad_w = h * PATCH - x.shape[-2], w * PATCH - x.shape[-1]
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
-    b, c = x.shape[:2]
-    tokens = x.reshape(b, c, h, PATCH, w, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, c * PATCH * PATCH)
-    return tokens, (h, w)
 
 
 def position_ids(num_txt: int, grid: Tuple[int, int], device=None, centre: Centre = "reference") -> Tensor:
@@ -214,7 +190,7 @@ class QwenImageControlNet(nn.Module):
             control_type: unused (the Union model has no mode input).
         """
         hint = _spatial(hint, "the hint latent").to(self.controlnet_x_embedder.weight.dtype)
-        return self.controlnet_x_embedder(pack_latent(hint)[0])
+        return self.controlnet_x_embedder(pack_patches(hint, PATCH)[0])
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, hint: Tensor, y: Optional[Tensor] = None, *,
                 control_type=None, hint_embedding: Optional[Tensor] = None,
@@ -240,7 +216,7 @@ class QwenImageControlNet(nn.Module):
         self.check_inputs(x, context, hint)
         dtype = self.img_in.weight.dtype
         batch = x.shape[0]
-        img, grid = pack_latent(x.to(dtype))
+        img, grid = pack_patches(x.to(dtype), PATCH)
         cond = self.embed_hint(hint) if hint_embedding is None else hint_embedding.to(dtype)
         img = self.img_in(img) + cond
         temb = self.time_text_embed(per_row(timesteps, batch).to(x.device))
