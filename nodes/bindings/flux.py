@@ -1,9 +1,6 @@
 """Binder of the Flux ControlNets (InstantX, Shakker-Labs Union, XLabs, Mistoline)."""
 from __future__ import annotations
 
-import copy
-from dataclasses import replace
-from typing import Tuple
 
 from ...controlnet_core.families.flux.model import expand_to_base
 from ...controlnet_core.families.flux.tokens import PATCH
@@ -11,7 +8,7 @@ from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet
 from .binding import FamilyBinding, encode_with_vae
-from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, with_rotary_split
 
 
 def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
@@ -19,7 +16,7 @@ def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
     check_transformer_fits(model, control, node_id)
     vae = hint_vae_of(control, node_id)
     dm = model.model.diffusion_model
-    control = _with_rotary_split(control, tuple(dm.params.axes_dim))
+    control = with_rotary_split(control, tuple(dm.params.axes_dim))
     cfg = control.net.config
     if vae is not None:
         refuse_inpainting(control, cfg.hint_channels, cfg.in_channels, node_id)
@@ -37,14 +34,3 @@ def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
         expand=lambda res: expand_to_base(res, num_double, num_single, repeat_mode=cfg.repeat_mode),
         attention=compat.attention_kernel(),
     )
-
-
-def _with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> LoadedControlNet:
-    net = control.net
-    if tuple(net.config.axes_dim) == axes_dim:
-        return control
-    # A shallow copy shares the submodule and parameter dicts, so the control's patcher still moves
-    # every weight; only the frozen config differs.
-    view = copy.copy(net)
-    view.config = replace(net.config, axes_dim=axes_dim)
-    return replace(control, net=view)

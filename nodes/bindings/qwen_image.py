@@ -1,9 +1,6 @@
 """Binder of the Qwen-Image InstantX ControlNets (Union; Inpainting is refused until the Apply node builds its hint)."""
 from __future__ import annotations
 
-import copy
-from dataclasses import replace
-from typing import Tuple
 
 import torch
 
@@ -12,7 +9,7 @@ from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet
 from .binding import FamilyBinding, encode_with_vae
-from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, with_rotary_split
 
 
 def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
@@ -26,7 +23,7 @@ def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBin
     refuse_inpainting(control, cfg.hint_channels, cfg.in_channels, node_id)
     vae = hint_vae_of(control, node_id)
     dm = model.model.diffusion_model
-    control = _with_rotary_split(control, tuple(int(a) for a in dm.pe_embedder.axes_dim))
+    control = with_rotary_split(control, tuple(int(a) for a in dm.pe_embedder.axes_dim))
     num_blocks = len(dm.transformer_blocks)
     latent_format = model.model.latent_format
 
@@ -46,14 +43,3 @@ def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBin
         expand=lambda res: expand_to_base(res, num_blocks),
         attention=compat.attention_kernel(),
     )
-
-
-def _with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> LoadedControlNet:
-    net = control.net
-    if tuple(net.config.axes_dim) == axes_dim:
-        return control
-    # A shallow copy shares the parameters, so the control's patcher still moves every weight; only the
-    # frozen config (the rotary split, which the weights do not store) differs.
-    view = copy.copy(net)
-    view.config = replace(net.config, axes_dim=axes_dim)
-    return replace(control, net=view)

@@ -1,6 +1,10 @@
 """Checks shared by the transformer families' binders: the MODEL's family, token width, text width and hint VAE."""
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+from typing import Tuple
+
 from ..base import NodeInputError
 from ..control import LoadedControlNet
 from ..model_info import image_token_width, model_family, model_name, text_width
@@ -43,3 +47,17 @@ def refuse_inpainting(control: LoadedControlNet, hint_channels: int, latent_chan
         raise NodeInputError(node_id, "controlnet",
                              f"'{control.name}' is an inpainting ControlNet (latent + mask hint); the Apply node "
                              "does not feed it a mask yet: use ComfyUI's ControlNet nodes for it")
+
+
+def with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> LoadedControlNet:
+    """``control`` with the MODEL's rotary split (Flux, Qwen-Image: not stored in the weights).
+
+    A shallow copy of the net shares the parameters, so the control's patcher still moves every weight;
+    only the frozen config differs. The loaded control is unchanged.
+    """
+    net = control.net
+    if tuple(net.config.axes_dim) == tuple(axes_dim):
+        return control
+    view = copy.copy(net)
+    view.config = replace(net.config, axes_dim=tuple(axes_dim))
+    return replace(control, net=view)
