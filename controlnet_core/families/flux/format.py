@@ -130,9 +130,11 @@ def claims_flux_xlabs(state_dict: Mapping[str, Tensor]) -> bool:
     """Black Forest Labs' names (``img_in``) with the ControlNet's hint input ``pos_embed_input``.
 
     Blocks are not required to claim: a file whose blocks are missing is a damaged Flux ControlNet and is
-    refused as one (not as a classic ControlNet, whose hint-block key XLabs files share).
+    refused as one (not as a classic ControlNet, whose hint-block key XLabs files share). Mistoline's
+    ``controlnet_blocks.i.linear`` projections make a file Mistoline's, not XLabs'.
     """
-    return "img_in.weight" in state_dict and "pos_embed_input.weight" in state_dict
+    return ("img_in.weight" in state_dict and "pos_embed_input.weight" in state_dict
+            and not claims_flux_mistoline(state_dict))
 
 
 def claims_flux_mistoline(state_dict: Mapping[str, Tensor]) -> bool:
