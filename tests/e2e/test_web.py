@@ -104,11 +104,16 @@ def test_timeline_is_shown_inside_the_node(page):
     node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     label = timeline(page, node_id).locator(".cnr-timeline-label")
     playwright_api.expect(label).to_be_visible()
-    box = label.bounding_box()
-    if page.cnr_frontend.vue_nodes:
-        node_box = vue_node(page, node_id).bounding_box()
-    else:
-        node_box = frontends.canvas_node_box(page)
+    # The legacy frontend places DOM widgets on its next canvas draw: the label may first show at (0, 0).
+    for _ in range(20):
+        box = label.bounding_box()
+        if page.cnr_frontend.vue_nodes:
+            node_box = vue_node(page, node_id).bounding_box()
+        else:
+            node_box = frontends.canvas_node_box(page)
+        if node_box["x"] <= box["x"] and node_box["y"] <= box["y"]:
+            break
+        page.wait_for_timeout(100)
     assert node_box["x"] <= box["x"] and box["x"] + box["width"] <= node_box["x"] + node_box["width"] + 1
     assert node_box["y"] <= box["y"] and box["y"] + box["height"] <= node_box["y"] + node_box["height"] + 1
 
