@@ -7,7 +7,7 @@ queries and keys with a 3-axis rotary embedding of the token positions.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,9 @@ from torch import Tensor, nn
 
 from ...layers.attention import AttentionFn, scaled_dot_product
 from ...layers.norms import ScaleRMSNorm
+from ...layers.rotary import Rope, apply_rope
 
 __all__ = [
-    "rope_frequencies",
-    "apply_rope",
     "MLPEmbedder",
     "Modulation",
     "QKNorm",
@@ -26,55 +25,6 @@ __all__ = [
     "DoubleStreamBlock",
     "SingleStreamBlock",
 ]
-
-Rope = Tuple[Tensor, Tensor]
-
-
-def rope_frequencies(ids: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Rope:
-    """Cosines and sines of the rotary embedding of token positions.
-
-    Each position axis ``a`` takes ``axes_dim[a]`` channels of an attention head, rotating channel
-    pairs by ``pos * theta ** (-2j / axes_dim[a])``. Angles are computed in float64 like the
-    references, then kept in float32.
-
-    Args:
-        ids: :math:`(N, A)` positions per token and axis (Flux: ``(0, row, column)`` for image
-            tokens, zeros for text tokens).
-        axes_dim: channels per axis, summing to the head width (Flux: ``(16, 56, 56)``).
-        theta: base period.
-
-    Returns:
-        ``(cos, sin)``, each :math:`(N, D/2)` with :math:`D` = ``sum(axes_dim)``, float32.
-
-    Example:
-        >>> cos, sin = rope_frequencies(torch.zeros(5, 3), (4, 4, 8))
-        >>> tuple(cos.shape), bool(cos.eq(1).all()), bool(sin.eq(0).all())
-        ((5, 8), True, True)
-    """
-    angles = []
-    for axis, dim in enumerate(axes_dim):
-        exponent = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
-        angles.append(ids[:, axis].to(torch.float64)[:, None] * theta ** -exponent)
-    angles = torch.cat(angles, dim=-1)
-    return angles.cos().float(), angles.sin().float()
-
-
-def apply_rope(x: Tensor, rope: Rope) -> Tensor:
-    """Rotate consecutive channel pairs of ``x`` by the angles of :func:`rope_frequencies`.
-
-    Args:
-        x: :math:`(B, H, N, D)` queries or keys.
-        rope: ``(cos, sin)``, each :math:`(N, D/2)`.
-
-    Returns:
-        :math:`(B, H, N, D)` in the dtype of ``x`` (rotated in float32).
-    """
-    cos, sin = rope
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    out = torch.stack((cos * real - sin * imag, sin * real + cos * imag), dim=-1)
-    return out.flatten(-2).to(x.dtype)
-
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, rope: Rope, attention: AttentionFn) -> Tensor:
     """``attention`` with rotary positions: :math:`(B, H, N, D)` in, :math:`(B, N, H D)` out."""

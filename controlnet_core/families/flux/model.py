@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...layers.attention import AttentionFn, scaled_dot_product
-from .blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock, rope_frequencies
+from .blocks import DoubleStreamBlock, MLPEmbedder, SingleStreamBlock
 from .tokens import PATCH, position_ids
 from ...errors import ControlNetInputError
 from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.embeddings import per_row, timestep_embedding
+from ...layers.rotary import rope_frequencies
 from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
 

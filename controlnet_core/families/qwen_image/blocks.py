@@ -18,7 +18,7 @@ queries and keys per head, rotates them by their 3-axis positions and attends jo
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,58 +26,13 @@ from torch import Tensor, nn
 
 from ...layers.attention import AttentionFn, scaled_dot_product
 from ...layers.norms import WeightRMSNorm
+from ...layers.rotary import Rope, apply_rope
 
-__all__ = ["Rope", "rope_frequencies", "apply_rope", "QwenTimestepEmbedder", "QwenJointAttention",
+__all__ = ["QwenTimestepEmbedder", "QwenJointAttention",
            "QwenFeedForward", "QwenImageBlock"]
-
-Rope = Tuple[Tensor, Tensor]
 
 EPS = 1e-6
 """Epsilon of the blocks' LayerNorms (and, through :class:`WeightRMSNorm`, of the QK norms)."""
-
-
-def rope_frequencies(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Rope:
-    """Cosines and sines rotating channel pairs of each head by their token's position on each axis.
-
-    Axis ``a`` owns ``axes_dim[a]`` consecutive head channels; its pair ``j`` turns by
-    ``pos * theta ** (-2j / axes_dim[a])``. Angles are formed in float64 (positions reach a few
-    thousand on full-size images) and kept in float32.
-
-    Args:
-        positions: :math:`(N, 3)` positions per token: (frame, row, column), text tokens on the diagonal.
-        axes_dim: channels per axis, summing to the head width (Qwen-Image: ``(16, 56, 56)``).
-        theta: base period.
-
-    Returns:
-        ``(cos, sin)``, each :math:`(N, D/2)`, float32.
-
-    Example:
-        >>> cos, sin = rope_frequencies(torch.zeros(2, 3), (8, 4, 4))
-        >>> tuple(cos.shape), bool(cos.eq(1).all()), bool(sin.eq(0).all())
-        ((2, 8), True, True)
-    """
-    angles = []
-    for axis, dim in enumerate(axes_dim):
-        inverse = theta ** -(torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
-        angles.append(positions[:, axis].to(torch.float64)[:, None] * inverse)
-    angles = torch.cat(angles, dim=-1)
-    return angles.cos().float(), angles.sin().float()
-
-
-def apply_rope(x: Tensor, rope: Rope) -> Tensor:
-    """Rotate consecutive channel pairs of ``x`` (as complex numbers) by :func:`rope_frequencies`' angles.
-
-    Args:
-        x: :math:`(B, H, N, D)` queries or keys.
-        rope: ``(cos, sin)``, each :math:`(N, D/2)`.
-
-    Returns:
-        :math:`(B, H, N, D)` in the dtype of ``x``, rotated in float32.
-    """
-    cos, sin = rope
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 class _TimestepMLP(nn.Module):

@@ -25,9 +25,10 @@ from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.attention import AttentionFn, scaled_dot_product
 from ...layers.embeddings import per_row
 from ...layers.norms import WeightRMSNorm
+from ...layers.rotary import rope_frequencies
 from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
-from .blocks import QwenImageBlock, QwenTimestepEmbedder, rope_frequencies
+from .blocks import QwenImageBlock, QwenTimestepEmbedder
 
 __all__ = ["PATCH", "Centre", "QwenImageControlNet", "QwenImageControlNetConfig", "expand_to_base",
            "position_ids"]
