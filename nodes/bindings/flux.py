@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from ...controlnet_core.families.flux.model import expand_to_base
 from ...controlnet_core.families.flux.tokens import PATCH
-from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet
 from .binding import FamilyBinding, encode_with_vae
-from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, with_rotary_split
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, uniform_rule, with_rotary_split
 
 
 def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
@@ -24,8 +23,7 @@ def bind_flux(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
     latent_format = model.model.latent_format
     return FamilyBinding(
         control=control,
-        scales_rule=lambda strength, mode, _soft_base, weights: uniform_scales(
-            control.net.num_residuals, strength, mode, weights),
+        scales_rule=uniform_rule(control.net.num_residuals),
         input_popped=False,
         takes_y=True,
         encode_hint=None if vae is None else (lambda image: latent_format.process_in(encode_with_vae(vae, image))),

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from ...controlnet_core.families.qwen_image.model import PATCH, expand_to_base
-from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet
 from .binding import FamilyBinding, encode_with_vae
-from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, with_rotary_split
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, uniform_rule, with_rotary_split
 
 
 def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
@@ -35,8 +34,7 @@ def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBin
 
     return FamilyBinding(
         control=control,
-        scales_rule=lambda strength, mode, _soft_base, weights: uniform_scales(
-            control.net.num_residuals, strength, mode, weights),
+        scales_rule=uniform_rule(control.net.num_residuals),
         input_popped=False,
         encode_hint=encode_hint,
         patch=PATCH,

@@ -5,11 +5,10 @@ from dataclasses import replace
 
 from ...controlnet_core.families.sd3.hint import hint_latent, sd35_hint_pixels
 from ...controlnet_core.families.sd3.joints import expand_to_joint_blocks
-from ...controlnet_core.injection.weighting import uniform_scales
 from .. import compat
 from ..control import LoadedControlNet, wrap_controlnet
 from .binding import FamilyBinding, encode_with_vae
-from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting
+from .transformer import check_transformer_fits, hint_vae_of, refuse_inpainting, uniform_rule
 
 SD3_JOINT_BLOCK_RULES = {"instantx": "diffusers", "sd35": "comfyui"}
 """How SD3 residuals spread over joint blocks (:func:`.sd3.model.joint_block_indices`), by layout. InstantX:
@@ -32,8 +31,7 @@ def bind_sd3(model, control: LoadedControlNet, node_id: str) -> FamilyBinding:
     blocks = len(dm.joint_blocks)
     return FamilyBinding(
         control=control,
-        scales_rule=lambda strength, mode, _soft_base, weights: uniform_scales(cfg.num_layers, strength, mode,
-                                                                               weights),
+        scales_rule=uniform_rule(cfg.num_layers),
         input_popped=False,
         takes_y=True,
         # SD3.5's type-specific preprocessing as its reference does it (canny: 127.5 a + 0.5 at the encoder).

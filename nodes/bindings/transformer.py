@@ -5,10 +5,11 @@ import copy
 from dataclasses import replace
 from typing import Tuple
 
+from ...controlnet_core.injection.weighting import uniform_scales
 from ..base import NodeInputError
 from ..control import LoadedControlNet
 from ..model_info import image_token_width, model_family, model_name, text_width
-from .binding import refuse_other_family
+from .binding import ScalesRule, refuse_other_family
 
 
 def check_transformer_fits(model, control: LoadedControlNet, node_id: str) -> None:
@@ -61,3 +62,8 @@ def with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> L
     view = copy.copy(net)
     view.config = replace(net.config, axes_dim=tuple(axes_dim))
     return replace(control, net=view)
+
+
+def uniform_rule(count: int) -> ScalesRule:
+    """The transformer families' strength rule: strength times the block weight, ``balanced`` mode only."""
+    return lambda strength, mode, _soft_base, weights: uniform_scales(count, strength, mode, weights)
