@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -25,6 +25,10 @@ class LoadedControlNet:
             ``extra_hints`` in order) or a Flux union mode. Empty for other families.
         extra_hints: the control images of the further Union types, each :math:`(N, C, H, W)`.
         hint_vae: the VAE that encodes the control image of latent-hint models (``CNR_HintVAE``).
+        inpaint_mask: for inpainting ControlNets (latent + mask hint), the ComfyUI MASK :math:`(B, H, W)`,
+            1 where the sampler repaints; None for plain control.
+        inpaint_image: the image to inpaint :math:`(N, C, H, W)` in [0, 1] for families whose hint holds it
+            beside a control image (Qwen-Image Fun, Z-Image Fun); None where the Apply node's image is it.
     """
 
     net: object
@@ -33,6 +37,8 @@ class LoadedControlNet:
     control_type: Tuple[int, ...] = ()
     extra_hints: Tuple[Tensor, ...] = ()
     hint_vae: object = None
+    inpaint_mask: Optional[Tensor] = None
+    inpaint_image: Optional[Tensor] = None
 
 
 def wrap_controlnet(net, name: str) -> LoadedControlNet:
