@@ -17,10 +17,10 @@ from ..controlnet_core.injection.window import ControlWindow, WindowTiming
 from . import compat
 from .base import NodeInputError, category
 from .bindings import bind
-from .control import wrap_controlnet
+from .control import LoadedControlNet, takes_inpaint_mask, wrap_controlnet
 from .conversions import image_to_bchw, mask_to_b1hw
 from .sampler_wrapper import ResidualInjection
-from .validation import BLOCK_WEIGHT_LIMIT, check_batches, check_inputs
+from .validation import BLOCK_WEIGHT_LIMIT, check_batches, check_inputs, check_same_size
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
@@ -161,6 +161,8 @@ class ApplyControlResiduals:
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         binding = bind(model, controlnet, node)
+        if takes_inpaint_mask(controlnet.net):
+            hint = with_inpaint_mask(hint, controlnet, inpaint is not None, node)
         mode = CONTROL_MODE_LABELS[control_mode]
         scales = binding.scales(strength, mode, soft_base, block_weights, node)
         sampling = compat.model_sampling(model)
@@ -183,3 +185,18 @@ class ApplyControlResiduals:
             compat.attach_additional_model(model, binding.control.patcher)
         compat.on_sampling_end(model, injection.cleanup)
         return (model,)
+
+
+def with_inpaint_mask(image: torch.Tensor, control: LoadedControlNet, apply_mask_given: bool,
+                      node: str) -> torch.Tensor:
+    """The image to inpaint :math:`(B, 3, H, W)` with the mask of ``CNR_InpaintControl`` as a fourth channel,
+    so that the sampler wrapper fits both to the latent together (the binding has checked the mask is there)."""
+    if apply_mask_given:
+        raise NodeInputError(node, "inpaint_mask", f"'{control.name}' is a latent inpainting ControlNet: it takes its "
+                             "mask from CNR_InpaintControl, not from this input (which blacks out pixels for "
+                             "control_v11p_sd15_inpaint); disconnect inpaint_mask and connect the mask there")
+    mask = mask_to_b1hw(control.inpaint_mask, "CNR_InpaintControl", "mask")
+    check_same_size(node, "image", tuple(image.shape[-2:]), "the mask of CNR_InpaintControl",
+                    tuple(mask.shape[-2:]), "give the mask of this image (same width and height)")
+    batch = check_batches(node, {"image": image.shape[0], "mask of CNR_InpaintControl": mask.shape[0]})
+    return torch.cat([image.expand(batch, -1, -1, -1), mask.expand(batch, -1, -1, -1)], dim=1)
