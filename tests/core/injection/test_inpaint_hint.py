@@ -157,7 +157,8 @@ def test_one_mask_serves_a_batch_of_latents():
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., :8, :] = 1.0
     hint = inpaint_control_hint(torch.randn(3, 16, 2, 2), mask)
-    assert hint.shape == (3, 17, 2, 2) and torch.equal(hint[:, 16], torch.tensor([[0.0, 0.0], [1.0, 1.0]]).expand(3, 2, 2))
+    keep = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert hint.shape == (3, 17, 2, 2) and torch.equal(hint[:, 16], keep.expand(3, 2, 2))
 
 
 def test_an_unknown_rule_is_rejected():
