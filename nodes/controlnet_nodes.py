@@ -93,10 +93,11 @@ class ApplyControlResiduals:
     NODE_ID = "CNR_ApplyControlResiduals"
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
-                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 "
-                   "ControlNet's residuals to the transformer's image tokens after each block, at every "
-                   "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
-                   "working beside it. The input MODEL is not changed.")
+                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 / "
+                   "Qwen-Image ControlNet's residuals to the transformer's image tokens after each block, at every "
+                   "step inside the window (inpainting ControlNets: give the mask with CNR_InpaintControl). "
+                   "Stack several for multi-ControlNet; ComfyUI's own ControlNets keep working beside it. The input "
+                   "MODEL is not changed.")
     CATEGORY = category("controlnet")
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model with the ControlNet attached; sample with any sampler.",)
@@ -108,8 +109,9 @@ class ApplyControlResiduals:
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion model to guide."}),
                 "controlnet": ("CNR_CONTROLNET", {"tooltip": "From CNR_ControlNetLoader."}),
-                "image": ("IMAGE", {"tooltip": "The control image (hint), e.g. an edge or depth map. One image for "
-                                               "all latents or one per latent."}),
+                "image": ("IMAGE", {"tooltip": "The control image (hint), e.g. an edge or depth map; for an "
+                                               "inpainting ControlNet (CNR_InpaintControl) the image to inpaint. One "
+                                               "image for all latents or one per latent."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
                                        "tooltip": "Multiplies every residual (diffusers' conditioning scale)."}),
                 "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,

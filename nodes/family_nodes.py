@@ -206,8 +206,8 @@ class InpaintControl:
         node = self.NODE_ID
         check_inputs(self, locals())
         if not takes_inpaint_mask(controlnet.net):
-            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' is a {_family(controlnet.net)} ControlNet "
-                                 "without a mask channel, not an inpainting ControlNet; remove this node, or load an "
-                                 "inpainting ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting)")
+            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' ({_family(controlnet.net)} ControlNet) "
+                                 "has no mask channel: it is not an inpainting ControlNet; remove this node, or load "
+                                 "an inpainting ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting)")
         checked = mask_to_b1hw(mask, node, "mask")[:, 0]
         return (replace(controlnet, inpaint_mask=checked, inpaint_rule=INPAINT_RULE_LABELS[rule]),)
