@@ -119,3 +119,17 @@ def test_reference_rule_samples_as_comfyui_on_a_binary_mask_on_the_8_pixel_grid(
 def test_reference_rule_differs_from_comfyui_where_the_mask_is_soft_or_off_the_grid(nodes, native, vae, model, mask):
     ours, theirs = _sample_both(nodes, model, native, vae, mask(), REFERENCE)
     assert _rel(ours, theirs) > 1e-3
+
+
+def test_the_models_latent_format_normalises_as_the_qwen_image_inpaint_pipeline(nodes):
+    """The binder scales the hint latent with the MODEL's Wan-2.1 latent format; the reference pipeline with
+    ``(z - latents_mean) / latents_std`` of Qwen-Image's VAE config (its defaults are the released values)."""
+    import inspect
+
+    import comfy.latent_formats
+    from diffusers import AutoencoderKLQwenImage
+    defaults = inspect.signature(AutoencoderKLQwenImage.__init__).parameters
+    mean = torch.tensor(defaults["latents_mean"].default).view(1, 16, 1, 1, 1)
+    std = torch.tensor(defaults["latents_std"].default).view(1, 16, 1, 1, 1)
+    z = torch.randn(2, 16, 1, 4, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(comfy.latent_formats.Wan21().process_in(z), (z - mean) / std, atol=1e-6)
