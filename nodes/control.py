@@ -9,6 +9,7 @@ from torch import Tensor
 
 import comfy.model_management
 
+from ..controlnet_core.injection.inpaint_hint import InpaintRule
 from . import compat
 
 
@@ -41,7 +42,7 @@ class LoadedControlNet:
     hint_vae: object = None
     inpaint_mask: Optional[Tensor] = None
     inpaint_image: Optional[Tensor] = None
-    inpaint_rule: str = "reference"
+    inpaint_rule: InpaintRule = "reference"
 
 
 def takes_inpaint_mask(net) -> bool:

@@ -16,7 +16,8 @@ Two rules (:data:`INPAINT_RULES`):
   default ``nearest``).
 * ``"comfyui"``, ComfyUI's ``ControlNetInpaintingAliMamaApply``: the soft mask is kept in the keep
   channel, which takes the pixel at ``8i + 4`` (``nearest-exact``); pixels are multiplied by
-  ``round(1 - mask)``, which blacks out the same pixels as the reference.
+  ``round(1 - mask)``, which blacks out the same pixels as the reference, but for mask values within
+  float32 rounding below 0.5 (0.49999997: ``1 - m`` rounds to 0.5, and ``round`` takes that to 0).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def masked_pixels(image: Tensor, mask: Tensor, rule: InpaintRule = "reference") 
         image: :math:`(B, 3, H, W)` in 0..1.
         mask: :math:`(B \text{ or } 1, 1, H, W)`, 1 = repaint.
         rule: one of :data:`INPAINT_RULES`: reference = black where the binarised mask is 1; comfyui =
-            ``image * round(1 - mask)``. Both black out the pixels whose mask is >= 0.5.
+            ``image * round(1 - mask)``. Both black out the pixels whose mask is >= 0.5 (and ComfyUI's
+            also those a hair below, see the module docstring).
 
     Returns:
         :math:`(B, 3, H, W)`, a new tensor.

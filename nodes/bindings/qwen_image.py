@@ -18,8 +18,8 @@ def bind_qwen_image(model, control: LoadedControlNet, node_id: str) -> FamilyBin
     reduced-depth bases get every residual where diffusers puts it.
     """
     check_transformer_fits(model, control, node_id)
-    rule = inpaint_rule_of(control, node_id)
     vae = hint_vae_of(control, node_id)
+    rule = inpaint_rule_of(control, node_id)
     dm = model.model.diffusion_model
     control = with_rotary_split(control, tuple(int(a) for a in dm.pe_embedder.axes_dim))
     num_blocks = len(dm.transformer_blocks)
