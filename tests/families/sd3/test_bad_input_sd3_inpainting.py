@@ -122,6 +122,13 @@ APPLY_CASES = [
             "batch of 3", "has 2", then=sampled_sd3(batch=2)),
     safe("a mask batch of 2 for one image and a latent batch of 2", APPLY, on_sd3(with_mask(MASK.repeat(2, 1, 1))),
          latent_of_batch(2), then=sampled_sd3(batch=2)),
+    safe("an image and mask of twice the latent's size, fitted together", APPLY,
+         on_sd3(with_mask(MASK.repeat_interleave(2, 1).repeat_interleave(2, 2)),
+                image=torch.rand(1, 2 * HEIGHT, 2 * WIDTH, 3, generator=torch.Generator().manual_seed(3))),
+         latent_of_batch(1), then=sampled_sd3()),
+    safe("an image and mask of another aspect, fitted together by fill", APPLY,
+         on_sd3(with_mask(MASK[:, :, :64]), image=_image()[:, :, :64], resize_mode="fill"),
+         latent_of_batch(1), then=sampled_sd3()),
 ]
 
 
