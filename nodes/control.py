@@ -9,6 +9,7 @@ from torch import Tensor
 
 import comfy.model_management
 
+from ..controlnet_core.injection.inpaint_hint import InpaintRule
 from . import compat
 
 
@@ -29,6 +30,8 @@ class LoadedControlNet:
             1 where the sampler repaints; None for plain control.
         inpaint_image: the image to inpaint :math:`(N, C, H, W)` in [0, 1] for families whose hint holds it
             beside a control image (Qwen-Image Fun, Z-Image Fun); None where the Apply node's image is it.
+        inpaint_rule: how the hint of a latent inpainting ControlNet is built from the image and
+            ``inpaint_mask`` (:data:`~..controlnet_core.injection.inpaint_hint.INPAINT_RULES`).
     """
 
     net: object
@@ -39,6 +42,15 @@ class LoadedControlNet:
     hint_vae: object = None
     inpaint_mask: Optional[Tensor] = None
     inpaint_image: Optional[Tensor] = None
+    inpaint_rule: InpaintRule = "reference"
+
+
+def takes_inpaint_mask(net) -> bool:
+    """Whether ``net`` is a latent inpainting ControlNet: its hint is the latent plus one mask channel
+    (SD3 / Flux AliMama 17 channels, Qwen-Image InstantX Inpainting 17, packed 68)."""
+    cfg = getattr(net, "config", None)
+    return (getattr(net, "hint_input", None) == "latent" and hasattr(cfg, "hint_channels")
+            and cfg.hint_channels == cfg.in_channels + 1)
 
 
 def wrap_controlnet(net, name: str) -> LoadedControlNet:

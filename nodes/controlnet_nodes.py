@@ -17,10 +17,10 @@ from ..controlnet_core.injection.window import ControlWindow, WindowTiming
 from . import compat
 from .base import NodeInputError, category
 from .bindings import bind
-from .control import wrap_controlnet
+from .control import LoadedControlNet, takes_inpaint_mask, wrap_controlnet
 from .conversions import image_to_bchw, mask_to_b1hw
 from .sampler_wrapper import ResidualInjection
-from .validation import BLOCK_WEIGHT_LIMIT, check_batches, check_inputs
+from .validation import BLOCK_WEIGHT_LIMIT, check_batches, check_inputs, check_same_size
 
 CONTROL_MODE_LABELS: Dict[str, ControlMode] = {
     "balanced": "balanced",
@@ -93,10 +93,11 @@ class ApplyControlResiduals:
     NODE_ID = "CNR_ApplyControlResiduals"
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
-                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 "
-                   "ControlNet's residuals to the transformer's image tokens after each block, at every "
-                   "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
-                   "working beside it. The input MODEL is not changed.")
+                   "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 / "
+                   "Qwen-Image ControlNet's residuals to the transformer's image tokens after each block, at every "
+                   "step inside the window (inpainting ControlNets: give the mask with CNR_InpaintControl). "
+                   "Stack several for multi-ControlNet; ComfyUI's own ControlNets keep working beside it. The input "
+                   "MODEL is not changed.")
     CATEGORY = category("controlnet")
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model with the ControlNet attached; sample with any sampler.",)
@@ -108,8 +109,9 @@ class ApplyControlResiduals:
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion model to guide."}),
                 "controlnet": ("CNR_CONTROLNET", {"tooltip": "From CNR_ControlNetLoader."}),
-                "image": ("IMAGE", {"tooltip": "The control image (hint), e.g. an edge or depth map. One image for "
-                                               "all latents or one per latent."}),
+                "image": ("IMAGE", {"tooltip": "The control image (hint), e.g. an edge or depth map; for an "
+                                               "inpainting ControlNet (CNR_InpaintControl) the image to inpaint. One "
+                                               "image for all latents or one per latent."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
                                        "tooltip": "Multiplies every residual (diffusers' conditioning scale)."}),
                 "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
@@ -161,6 +163,8 @@ class ApplyControlResiduals:
         if strength == 0.0:
             return (model,)  # no control at all: the model is returned as it came
         binding = bind(model, controlnet, node)
+        if takes_inpaint_mask(controlnet.net):
+            hint = with_inpaint_mask(hint, controlnet, inpaint is not None, node)
         mode = CONTROL_MODE_LABELS[control_mode]
         scales = binding.scales(strength, mode, soft_base, block_weights, node)
         sampling = compat.model_sampling(model)
@@ -183,3 +187,18 @@ class ApplyControlResiduals:
             compat.attach_additional_model(model, binding.control.patcher)
         compat.on_sampling_end(model, injection.cleanup)
         return (model,)
+
+
+def with_inpaint_mask(image: torch.Tensor, control: LoadedControlNet, apply_mask_given: bool,
+                      node: str) -> torch.Tensor:
+    """The image to inpaint :math:`(B, 3, H, W)` with the mask of ``CNR_InpaintControl`` as a fourth channel,
+    so that the sampler wrapper fits both to the latent together (the binding has checked the mask is there)."""
+    if apply_mask_given:
+        raise NodeInputError(node, "inpaint_mask", f"'{control.name}' is a latent inpainting ControlNet: it takes its "
+                             "mask from CNR_InpaintControl, not from this input (which blacks out pixels for "
+                             "control_v11p_sd15_inpaint); disconnect inpaint_mask and connect the mask there")
+    mask = mask_to_b1hw(control.inpaint_mask, "CNR_InpaintControl", "mask")
+    check_same_size(node, "image", tuple(image.shape[-2:]), "the mask of CNR_InpaintControl",
+                    tuple(mask.shape[-2:]), "give the mask of this image (same width and height)")
+    batch = check_batches(node, {"image": image.shape[0], "mask of CNR_InpaintControl": mask.shape[0]})
+    return torch.cat([image.expand(batch, -1, -1, -1), mask.expand(batch, -1, -1, -1)], dim=1)

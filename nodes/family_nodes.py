@@ -1,18 +1,22 @@
 """Per-family nodes between loading and applying: what a family needs beyond the Apply node's inputs.
 
 ``CNR_UnionType`` chooses the control type(s) of a ControlNet Union, ``CNR_HintVAE`` gives a latent-hint
-ControlNet (Flux, SD3) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode. Each returns the
-same ``CNR_CONTROLNET`` with its choice; none changes its input.
+ControlNet (Flux, SD3, Qwen-Image) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode,
+``CNR_InpaintControl`` gives a latent inpainting ControlNet its mask. Each returns the same
+``CNR_CONTROLNET`` with its choice; none changes its input.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Dict
 
 from ..controlnet_core.families.flux.model import FLUX_UNION_MODES
+from ..controlnet_core.injection.inpaint_hint import InpaintRule
 from ..controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionControlNet
 from . import compat
 from .base import NodeInputError, category
-from .conversions import image_to_bchw
+from .control import takes_inpaint_mask
+from .conversions import image_to_bchw, mask_to_b1hw
 from .validation import check_batches, check_inputs
 
 NONE = "none"
@@ -159,3 +163,51 @@ class FluxUnionMode:
             raise NodeInputError(self.NODE_ID, "mode", f"'{controlnet.name}' has {modes} modes "
                                  f"({', '.join(FLUX_UNION_MODES[:modes])}); '{mode}' is not one of them")
         return (replace(controlnet, control_type=(index,)),)
+
+
+INPAINT_RULE_LABELS: Dict[str, InpaintRule] = {
+    "reference (binary mask, nearest, SD3 shift)": "reference",
+    "ComfyUI (soft mask, nearest-exact, no SD3 shift)": "comfyui",
+}
+"""The hint rules of :class:`InpaintControl` by label (see controlnet_core/injection/inpaint_hint.py)."""
+
+
+class InpaintControl:
+    NODE_ID = "CNR_InpaintControl"
+    DISPLAY_NAME = "ControlNet Inpaint Mask (CNR)"
+    DESCRIPTION = ("Gives a latent inpainting ControlNet (AliMama SD3 / Flux inpainting beta, InstantX Qwen-Image "
+                   "Inpainting) the mask of the region to repaint; the Apply node's image is then the image to "
+                   "inpaint. The hint is built as the models' reference pipelines build it: masked pixels black, "
+                   "the VAE latent of that image, and 1 - mask at latent size as one more channel. The rule chooses "
+                   "the reference's details or those of ComfyUI's ControlNetInpaintingAliMamaApply. The input is "
+                   "not changed.")
+    CATEGORY = category("controlnet")
+    RETURN_TYPES = ("CNR_CONTROLNET",)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The same inpainting ControlNet with its mask, for CNR_ApplyControlResiduals.",)
+    FUNCTION = "attach"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        labels = list(INPAINT_RULE_LABELS)
+        return {"required": {
+            "controlnet": ("CNR_CONTROLNET", {"tooltip": "An inpainting ControlNet (SD3, Flux or Qwen-Image) "
+                                                         "from CNR_ControlNetLoader or CNR_HintVAE."}),
+            "mask": ("MASK", {"tooltip": "The region to repaint (1), the same width and height as the Apply node's "
+                                         "image; one mask for all images or one per image."}),
+            "rule": (labels, {"default": labels[0], "tooltip":
+                     "reference: the mask is binarised at 0.5 and the mask channel takes the mask pixel at 8i "
+                     "(diffusers, the models' authors); SD3 latents are shifted as the base model's. ComfyUI: the "
+                     "soft mask is kept, the channel takes pixel 8i + 4, and SD3 latents are not shifted, as "
+                     "ControlNetInpaintingAliMamaApply does. Both black out pixels whose mask is >= 0.5."}),
+        }}
+
+    def attach(self, controlnet, mask, rule):
+        node = self.NODE_ID
+        check_inputs(self, locals())
+        if not takes_inpaint_mask(controlnet.net):
+            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' ({_family(controlnet.net)} ControlNet) "
+                                 "has no mask channel: it is not an inpainting ControlNet; remove this node, or load "
+                                 "an inpainting ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting)")
+        checked = mask_to_b1hw(mask, node, "mask")[:, 0]
+        return (replace(controlnet, inpaint_mask=checked, inpaint_rule=INPAINT_RULE_LABELS[rule]),)

@@ -38,7 +38,8 @@ class FamilyBinding:
             indexing it in block order (Flux, MMDiT).
         takes_y: the forward reads the conditioning's pooled vector ``y``.
         encode_hint: control image :math:`(B, 3, H, W)` in 0..1 to the net's hint (a VAE latent);
-            None = the image itself.
+            None = the image itself. For a latent inpainting ControlNet the image to inpaint arrives with
+            the inpaint mask as a fourth channel, :math:`(B, 4, H, W)`.
         cond_keys: conditioning entries passed to the forward under their own names.
         patch: latent pixels per image token when residuals are tokens :math:`(B, N, D)`; None
             for :math:`(B, C, H, W)` maps.

@@ -1,13 +1,17 @@
-"""Checks shared by the transformer families' binders: the MODEL's family, token width, text width and hint VAE."""
+"""What the transformer families' binders share: the checks of the MODEL's family, token width, text width and
+hint VAE, and the hint of inpainting ControlNets."""
 from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
+from torch import Tensor
+
+from ...controlnet_core.injection.inpaint_hint import InpaintRule, inpaint_control_hint, masked_pixels
 from ...controlnet_core.injection.weighting import uniform_scales
 from ..base import NodeInputError
-from ..control import LoadedControlNet
+from ..control import LoadedControlNet, takes_inpaint_mask
 from ..model_info import image_token_width, model_family, model_name, text_width
 from .binding import ScalesRule, refuse_other_family
 
@@ -42,12 +46,34 @@ def hint_vae_of(control: LoadedControlNet, node_id: str):
     return control.hint_vae
 
 
-def refuse_inpainting(control: LoadedControlNet, hint_channels: int, latent_channels: int, node_id: str) -> None:
-    """Raise for an inpainting ControlNet (latent + mask hint), which the Apply node does not feed yet."""
-    if hint_channels > latent_channels:
+def inpaint_rule_of(control: LoadedControlNet, node_id: str) -> Optional[InpaintRule]:
+    """The hint rule of a latent inpainting ControlNet, None for a plain one; raises if it has no mask."""
+    if not takes_inpaint_mask(control.net):
+        return None
+    if control.inpaint_mask is None:
         raise NodeInputError(node_id, "controlnet",
-                             f"'{control.name}' is an inpainting ControlNet (latent + mask hint); the Apply node "
-                             "does not feed it a mask yet: use ComfyUI's ControlNet nodes for it")
+                             f"'{control.name}' is an inpainting ControlNet (latent + mask hint) and has no mask; "
+                             "connect it through CNR_InpaintControl with the mask of the region to repaint, and "
+                             "give this node the image to inpaint")
+    return control.inpaint_rule
+
+
+def inpaint_hint_encoder(latent_of: Callable[[Tensor], Tensor],
+                         rule: Optional[InpaintRule]) -> Callable[[Tensor], Tensor]:
+    """``encode_hint`` from the family's ``latent_of`` (pixels in 0..1 to the scaled latent).
+
+    For an inpainting ControlNet (``rule`` given) the hint arrives as :math:`(B, 4, H, W)`, the image with
+    the inpaint mask as a fourth channel, both fitted to the latent together by the sampler wrapper; it
+    becomes the masked image's latent with the keep channel appended.
+    """
+    if rule is None:
+        return latent_of
+
+    def encode(hint: Tensor) -> Tensor:
+        image, mask = hint[:, :3], hint[:, 3:]
+        return inpaint_control_hint(latent_of(masked_pixels(image, mask, rule)).float(), mask, rule)
+
+    return encode
 
 
 def with_rotary_split(control: LoadedControlNet, axes_dim: Tuple[int, ...]) -> LoadedControlNet:

@@ -54,13 +54,14 @@ def tiny_sd3_model(depth: int, seed: int = 0):
                                             offload_device=mm.unet_offload_device())
 
 
-def instantx_state_dict(depth: int, layers: int, seed: int = 1):
+def instantx_state_dict(depth: int, layers: int, seed: int = 1, extra_channels: int = 0):
+    """InstantX-layout weights; ``extra_channels=1`` is AliMama's inpainting ControlNet (17-channel hint)."""
     from diffusers import SD3ControlNetModel
     torch.manual_seed(seed)
     model = SD3ControlNetModel(sample_size=2 * TABLE, patch_size=2, in_channels=16, num_layers=layers,
                                attention_head_dim=64, num_attention_heads=depth, joint_attention_dim=CONTEXT_DIM,
                                caption_projection_dim=64 * depth, pooled_projection_dim=POOLED_DIM, out_channels=16,
-                               pos_embed_max_size=TABLE)
+                               pos_embed_max_size=TABLE, extra_conditioning_channels=extra_channels)
     return {k: v.clone() for k, v in randomize_all(model, seed).state_dict().items()}
 
 
