@@ -15,6 +15,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img import calculate_s
 import comfy_host
 from strength_grid import FLOW_STRENGTHS
 from test_qwen_image_comfy_parity import _conditioning, _tiny_qwen_model
+from tiny_qwen import tiny_wan_vae
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -41,17 +42,7 @@ def model(nodes):
 
 @pytest.fixture(scope="module")
 def wan_vae(nodes):
-    """ComfyUI's own Wan-2.1 VAE (detected from its keys) at 8 base channels, seeded random weights."""
-    import comfy.ldm.wan.vae
-    import comfy.sd
-    net = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                                   temperal_downsample=[False, True, True], dropout=0.0)
-    gen = torch.Generator().manual_seed(0)
-    state = {k: 0.1 * torch.randn(v.shape, generator=gen) + (1.0 if k.endswith("gamma") else 0.0)
-             for k, v in net.state_dict().items()}
-    vae = comfy.sd.VAE(sd=state)
-    assert isinstance(vae.first_stage_model, comfy.ldm.wan.vae.WanVAE) and vae.latent_channels == 16
-    return vae
+    return tiny_wan_vae()
 
 
 def _pipeline(config, mu):
