@@ -50,7 +50,9 @@ class InpaintMaskPrep:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The image to inpaint; width and height multiples of 8."}),
                 "mask": ("MASK", {"tooltip": "1 = repaint. The image's size; one mask or one per image."}),
-                "vae": ("VAE", {"tooltip": "Encodes the image and the masked image."}),
+                "vae": ("VAE", {"tooltip": "Encodes the image and the masked image. With a video VAE (Wan-2.1, "
+                                           "Qwen-Image's VAE) each image of a batch is its own one-frame latent, "
+                                           "not a frame of one video."}),
                 "grow": ("INT", {"default": 0, "min": -256, "max": 256, "tooltip":
                                  "Pixels to dilate (or erode, negative) the mask before sampling."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256, "tooltip":
