@@ -128,7 +128,8 @@ class PaddedCrop:
             "optional": {
                 "context_mask": ("MASK", {"tooltip": "Extra area to include as context (not repainted)."}),
                 "model": ("MODEL", {"tooltip": "The model the crop is sampled with: sizes then snap to at least "
-                          "its patch grid in pixels (16 for Flux and SD3), whatever multiple says."}),
+                          "its patch grid in pixels (16 for Flux, SD3 and Qwen-Image), whatever multiple says. In "
+                          "native mode a mask that no grid-sized box inside the image holds is refused."}),
                 "regions": (list(REGION_MODES), {"default": "single", "tooltip":
                             "single: one crop around the whole mask (per image). islands: one crop per connected "
                             "island of the mask (8-connected). mask batch: one crop per mask of a batch, all from "
@@ -215,6 +216,8 @@ class PaddedCrop:
         except ValueError as e:
             raise NodeInputError(node, "preresize" if "aspect kept" in str(e) else "size_mode", str(e)) from e
         transform = planned.transform
+        if grid and size_mode == "native (no resize)":
+            self._check_on_grid(transform, grid)
         self._log_empty(transform, regions)
         cropped_mask = crop_ops.crop(planned.masks[:, None], transform)
         progress = comfy.utils.ProgressBar(len(transform.crops_of(pixels.shape[0])))
@@ -240,6 +243,21 @@ class PaddedCrop:
                                                     "for every crop: use 'width x height' or 'long side'")
         if regions == "mask batch" and context is not None:
             check_broadcast(node, "context_mask", context.shape[0], "mask", masks.shape[0])
+
+    def _check_on_grid(self, transform, grid: int) -> None:
+        """Raise when a native-size crop of a mask is off the MODEL's patch grid: the box is snapped to the grid
+        inside the image unless the image side is under one grid step, or the mask is wider than the largest
+        grid-sized box the image holds; a transformer would then sample a padded, shifted token grid."""
+        if all(transform.empty):
+            return  # the whole image, pasted back unchanged
+        h, w = transform.output_size
+        if h % grid or w % grid:
+            frame_h, frame_w = transform.frame
+            raise NodeInputError(self.NODE_ID, "size_mode",
+                                 f"is 'native (no resize)' but no {grid}-px-grid box (the model's patch grid) fits "
+                                 f"around the mask inside the {frame_w}x{frame_h} image: the crop would be {w}x{h}; "
+                                 "use 'width x height' or 'long side' (the crop is resized onto the grid), or "
+                                 "extend the image (extend_*)")
 
     def _extension(self, size, unit, up, down, left, right):
         node = self.NODE_ID

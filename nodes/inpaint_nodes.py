@@ -14,6 +14,17 @@ def _set_conditioning(conditioning, values):
     return [[t[0], dict(t[1], **values)] for t in conditioning]
 
 
+def _encode(vae, image: torch.Tensor) -> torch.Tensor:
+    """The VAE latent of an IMAGE batch, one latent per image.
+
+    A VAE with 3-D latents (the Wan-2.1 VAE of Qwen-Image, ``latent_dim == 3``) reads a batch of images as the
+    frames of one video; each image is encoded on its own there, as a one-frame latent :math:`(1, C, 1, h, w)`.
+    """
+    if getattr(vae, "latent_dim", 2) != 3:
+        return vae.encode(image)
+    return torch.cat([vae.encode(image[i:i + 1]) for i in range(image.shape[0])])
+
+
 class InpaintMaskPrep:
     NODE_ID = "CNR_InpaintMaskPrep"
     DISPLAY_NAME = "Inpaint Mask Prep (CNR)"
@@ -39,7 +50,9 @@ class InpaintMaskPrep:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The image to inpaint; width and height multiples of 8."}),
                 "mask": ("MASK", {"tooltip": "1 = repaint. The image's size; one mask or one per image."}),
-                "vae": ("VAE", {"tooltip": "Encodes the image and the masked image."}),
+                "vae": ("VAE", {"tooltip": "Encodes the image and the masked image. With a video VAE (Wan-2.1, "
+                                           "Qwen-Image's VAE) each image of a batch is its own one-frame latent, "
+                                           "not a frame of one video."}),
                 "grow": ("INT", {"default": 0, "min": -256, "max": 256, "tooltip":
                                  "Pixels to dilate (or erode, negative) the mask before sampling."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256, "tooltip":
@@ -80,12 +93,15 @@ class InpaintMaskPrep:
         if not torch.any(sample):
             LOG.warning("%s: the mask is empty; nothing will be sampled", node)
         filled = mask_ops.masked_image(pixels, sample, fill)
-        samples = vae.encode(bchw_to_image(pixels)[..., :3])
+        samples = _encode(vae, bchw_to_image(pixels)[..., :3])
         noise_mask = mask_ops.latent_mask(sample, tuple(samples.shape[-2:]), latent_downscale)
+        if samples.ndim == 5:
+            # One mask per one-frame latent: ComfyUI reads a 4-D mask beside a 5-D latent as frames of one video.
+            noise_mask = noise_mask.unsqueeze(2)
         outputs = [[], []]
         if positive is not None or negative is not None:
             grey = mask_ops.masked_image(pixels, sample, "grey")
-            values = {"concat_latent_image": vae.encode(bchw_to_image(grey)[..., :3]), "concat_mask": sample}
+            values = {"concat_latent_image": _encode(vae, bchw_to_image(grey)[..., :3]), "concat_mask": sample}
             outputs = [_set_conditioning(c, values) if c is not None else [] for c in (positive, negative)]
         return ({"samples": samples, "noise_mask": noise_mask}, sample[:, 0], paste[:, 0], bchw_to_image(filled),
                 *outputs)

@@ -1,10 +1,12 @@
-"""Flow-matching img2img: executed steps and first sigma equal diffusers' SD3 and Flux img2img pipelines."""
+"""Flow-matching img2img: executed steps and first sigma equal diffusers' SD3, Flux and Qwen-Image img2img
+pipelines."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
+from diffusers import (FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline, QwenImageImg2ImgPipeline,
+                       StableDiffusion3Img2ImgPipeline)
 from diffusers.pipelines.flux.pipeline_flux_img2img import calculate_shift
 
 from cnr_pack.controlnet_core.refine.schedule import truncate_schedule
@@ -30,8 +32,24 @@ def _flux(image_seq_len):
     return scheduler, set_timesteps, FluxImg2ImgPipeline.get_timesteps
 
 
+def _qwen_image(image_seq_len):
+    # Qwen/Qwen-Image's scheduler config: exponential shift by the image size, the end stretched to 0.02.
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02,
+                                                time_shift_type="exponential")
+    mu = calculate_shift(image_seq_len, 256, 8192, 0.5, 0.9)
+
+    def set_timesteps(n):
+        scheduler.set_timesteps(n, sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
+
+    return scheduler, set_timesteps, QwenImageImg2ImgPipeline.get_timesteps
+
+
 PIPELINES = {"sd3": _sd3, "flux-256-tokens": lambda: _flux(256), "flux-4096-tokens": lambda: _flux(4096),
-             "flux-1024-tokens": lambda: _flux(1024)}
+             "flux-1024-tokens": lambda: _flux(1024), "qwen-image-1024-tokens": lambda: _qwen_image(1024),
+             "qwen-image-4096-tokens": lambda: _qwen_image(4096)}
+# diffusers' terminal stretch divides by zero on a one-step schedule (its Qwen-Image sigmas are then NaN).
+FIRST_STEP = {"qwen-image-1024-tokens": 2, "qwen-image-4096-tokens": 2}
 
 
 def _noise_level(scheduler, timesteps):
@@ -48,7 +66,7 @@ def test_flow_truncation_equals_diffusers_img2img_steps_and_noise_level(name):
         return scheduler.sigmas.clone()
 
     pipe = SimpleNamespace(scheduler=scheduler)
-    for steps in STEPS:
+    for steps in STEPS[FIRST_STEP.get(name, 1) - 1:]:
         for strength in FLOW_STRENGTHS:
             ours = truncate_schedule(full, steps, strength, flow_matching=True)
             set_timesteps(steps)

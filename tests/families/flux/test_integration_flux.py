@@ -236,6 +236,14 @@ def test_a_flux_model_on_padded_crop_snaps_its_sizes_to_16_pixels(nodes, model):
     assert snapped.shape[1] % 16 == 0 and snapped.shape[2] % 16 == 0
 
 
+def test_a_flux_model_on_padded_crop_refuses_a_native_crop_no_16_pixel_box_inside_the_image_holds(nodes, model):
+    image, mask = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(4)), torch.zeros(40, 40)
+    mask[2:38, 4:20] = 1.0  # 36 px tall: the tallest 16-px-grid box inside the image is 32
+    with pytest.raises(ValueError, match=r"^CNR_PaddedCrop: size_mode: .*no 16-px-grid box"):
+        comfy_host.run_node("CNR_PaddedCrop", image=image, mask=mask, model=model, padding=0,
+                            size_mode="native (no resize)", multiple=8)
+
+
 def test_a_host_kernel_without_skip_reshape_is_not_used(nodes, monkeypatch):
     """Some 2024 builds have SD3 but kernels that take no ``skip_reshape``: the core's own attention serves."""
     import comfy.ldm.modules.attention as attention
