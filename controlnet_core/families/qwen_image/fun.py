@@ -22,6 +22,7 @@ Reference: VideoX-Fun ``QwenImageControlTransformer2DModel`` (``control_layers``
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Literal, Optional, Tuple
 
@@ -39,13 +40,25 @@ from .blocks import QwenImageBlock
 from .fun_hint import fun_hint
 from .model import PATCH, Centre, _spatial, position_ids
 
-__all__ = ["QwenFunBase", "QwenFunControlNet", "QwenFunConfig", "STRENGTH_CURVES", "StrengthCurve", "place_skips",
-           "skip_places"]
+__all__ = ["QwenFunBase", "QwenFunControlNet", "QwenFunConfig", "STRENGTH_CURVES", "StrengthCurve", "curved_strength",
+           "place_skips", "skip_places"]
 
 StrengthCurve = Literal["linear", "comfyui_sqrt"]
 STRENGTH_CURVES: Tuple[StrengthCurve, ...] = ("linear", "comfyui_sqrt")
 """``linear``: residuals times the strength (the reference); ``comfyui_sqrt``: times its square root, as ComfyUI's
 ``QwenFunControlNet`` scales them."""
+
+
+def curved_strength(strength: float, curve: StrengthCurve) -> float:
+    """The factor the skips are scaled by for a control strength: itself, or its square root (sign kept).
+
+    Example:
+        >>> [curved_strength(s, "comfyui_sqrt") for s in (0.25, -4.0)], curved_strength(0.25, "linear")
+        ([0.5, -2.0], 0.25)
+    """
+    if curve not in STRENGTH_CURVES:
+        raise ValueError(f"strength curve {curve!r} is not one of {STRENGTH_CURVES}")
+    return strength if curve == "linear" else math.copysign(math.sqrt(abs(strength)), strength)
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,8 @@ class QwenFunControlNet(nn.Module):
     family: ClassVar[str] = "qwen_image"
     hint_input: ClassVar[HintInput] = "latent"
     step_invariant: ClassVar[bool] = False
+    borrows_base_embedders: ClassVar[bool] = True
+    """Runs on the base model's embedders (:meth:`with_base`); how binders tell it from an InstantX ControlNet."""
 
     def __init__(self, config: QwenFunConfig, dtype: Optional[torch.dtype] = None, device=None) -> None:
         super().__init__()
