@@ -92,7 +92,7 @@ class HintVAE:
     NODE_ID = "CNR_HintVAE"
     DISPLAY_NAME = "ControlNet Hint VAE (CNR)"
     DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5, "
-                   "Qwen-Image InstantX) the "
+                   "Qwen-Image InstantX and Fun) the "
                    "VAE that encodes its control image during sampling, as ComfyUI's Apply ControlNet node's vae "
                    "input does. Pixel-hint models (XLabs, Mistoline) do not need it. The input is not changed.")
     CATEGORY = category("controlnet")

@@ -173,3 +173,13 @@ def test_the_base_given_placed_skips_equals_the_reference_adding_them_after_its_
     got = run({i: r for i, r in enumerate(placed) if r is not None})
     assert (expected - run({})).abs().max() > 1e-3, "the skips must matter"
     assert (got - expected).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_weights_in_another_dtype_than_the_base_run_in_their_own(setup, dtype):
+    reference, base, _ = setup
+    net = load_controlnet(fun_weights(reference), dtype=dtype, axes_dim=AXES_DIM).with_base(_base_of(base))
+    assert {p.dtype for p in net.parameters()} == {dtype}
+    x, t, context = qwen_inputs()
+    res = net(x, t, context, fun_hint(_latent(x)))
+    assert all(r.dtype == dtype and torch.isfinite(r).all() for r in res.tensors)
