@@ -182,7 +182,8 @@ class QwenFunStrength:
                                               "CNR_ControlNetLoader."}),
             "comfyui_sqrt": ("BOOLEAN", {"default": False, "tooltip":
                              "On: scale by the square root of the strength, as ComfyUI does (strength 0.25 acts "
-                             "as 0.5). Off: scale linearly, as the model's reference does."}),
+                             "as 0.5; negative strengths act as 0). Off: scale linearly, as the model's reference "
+                             "does."}),
         }}
 
     def choose(self, controlnet, comfyui_sqrt):

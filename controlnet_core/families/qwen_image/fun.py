@@ -50,15 +50,15 @@ STRENGTH_CURVES: Tuple[StrengthCurve, ...] = ("linear", "comfyui_sqrt")
 
 
 def curved_strength(strength: float, curve: StrengthCurve) -> float:
-    """The factor the skips are scaled by for a control strength: itself, or its square root (sign kept).
+    """The factor the skips are scaled by for a strength: itself, or ComfyUI's square root (negatives as 0).
 
     Example:
-        >>> [curved_strength(s, "comfyui_sqrt") for s in (0.25, -4.0)], curved_strength(0.25, "linear")
-        ([0.5, -2.0], 0.25)
+        >>> [curved_strength(s, "comfyui_sqrt") for s in (0.25, -4.0)], curved_strength(-0.25, "linear")
+        ([0.5, 0.0], -0.25)
     """
     if curve not in STRENGTH_CURVES:
         raise ValueError(f"strength curve {curve!r} is not one of {STRENGTH_CURVES}")
-    return strength if curve == "linear" else math.copysign(math.sqrt(abs(strength)), strength)
+    return strength if curve == "linear" else math.sqrt(max(strength, 0.0))
 
 
 @dataclass(frozen=True)
