@@ -46,6 +46,9 @@ NODE_CASES = [
     refused("a Fun ControlNet on an SD1.5 model", APPLY,
             lambda e: {"model": e.model, "controlnet": e.qwen_fun, "image": HINT}, "controlnet", "QWEN_IMAGE",
             "SD15"),
+    refused("a Fun ControlNet on an SDXL model", APPLY,
+            lambda e: {"model": comfy_host.tiny_unet(sdxl=True), "controlnet": e.qwen_fun, "image": HINT},
+            "controlnet", "QWEN_IMAGE", "SDXL"),
 ]
 
 
