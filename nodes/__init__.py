@@ -1,7 +1,7 @@
 """ComfyUI node layer: thin classes over controlnet_core, and the one registration table."""
 from .controlnet_nodes import ApplyControlResiduals, ControlNetLoader
 from .crop_nodes import ApplyCrop, PaddedCrop, PaddedPaste
-from .family_nodes import FluxUnionMode, HintVAE, InpaintControl, UnionControlType
+from .family_nodes import FluxUnionMode, HintVAE, InpaintControl, QwenFunStrength, UnionControlType
 from .inpaint_nodes import InpaintMaskPrep
 from .sampling_nodes import Img2ImgStrength
 
@@ -12,6 +12,7 @@ NODE_CLASSES = (
     HintVAE,
     FluxUnionMode,
     InpaintControl,
+    QwenFunStrength,
     Img2ImgStrength,
     InpaintMaskPrep,
     PaddedCrop,

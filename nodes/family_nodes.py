@@ -2,7 +2,8 @@
 
 ``CNR_UnionType`` chooses the control type(s) of a ControlNet Union, ``CNR_HintVAE`` gives a latent-hint
 ControlNet (Flux, SD3, Qwen-Image) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode,
-``CNR_InpaintControl`` gives a latent inpainting ControlNet its mask. Each returns the same
+``CNR_InpaintControl`` gives a latent inpainting ControlNet its mask, ``CNR_QwenFunStrength`` chooses a
+Qwen-Image Fun ControlNet's strength curve. Each returns the same
 ``CNR_CONTROLNET`` with its choice; none changes its input.
 """
 from __future__ import annotations
@@ -95,7 +96,7 @@ class HintVAE:
     NODE_ID = "CNR_HintVAE"
     DISPLAY_NAME = "ControlNet Hint VAE (CNR)"
     DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5, "
-                   "Qwen-Image InstantX) the "
+                   "Qwen-Image InstantX and Fun) the "
                    "VAE that encodes its control image during sampling, as ComfyUI's Apply ControlNet node's vae "
                    "input does. Pixel-hint models (XLabs, Mistoline) do not need it. The input is not changed.")
     CATEGORY = category("controlnet")
@@ -211,3 +212,37 @@ class InpaintControl:
                                  "an inpainting ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting)")
         checked = mask_to_b1hw(mask, node, "mask")[:, 0]
         return (replace(controlnet, inpaint_mask=checked, inpaint_rule=INPAINT_RULE_LABELS[rule]),)
+
+
+class QwenFunStrength:
+    NODE_ID = "CNR_QwenFunStrength"
+    DISPLAY_NAME = "Qwen-Image Fun ControlNet Strength (CNR)"
+    DESCRIPTION = ("Chooses how the Apply node's strength scales a Qwen-Image-2512 Fun ControlNet Union: linearly, as "
+                   "the model's reference (VideoX-Fun's control_context_scale) does and as this pack does without "
+                   "this node, or by its square root, as ComfyUI's own Apply ControlNet does for these files (the "
+                   "same picture as ComfyUI at the same strength). The input is not changed.")
+    CATEGORY = category("controlnet")
+    RETURN_TYPES = ("CNR_CONTROLNET",)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The same Fun ControlNet with its strength curve, for CNR_ApplyControlResiduals.",)
+    FUNCTION = "choose"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "controlnet": ("CNR_CONTROLNET", {"tooltip": "A Qwen-Image Fun ControlNet Union from "
+                                              "CNR_ControlNetLoader."}),
+            "comfyui_sqrt": ("BOOLEAN", {"default": False, "tooltip":
+                             "On: scale by the square root of the strength, as ComfyUI does (strength 0.25 acts "
+                             "as 0.5; negative strengths act as 0). Off: scale linearly, as the model's reference "
+                             "does."}),
+        }}
+
+    def choose(self, controlnet, comfyui_sqrt):
+        net = controlnet.net
+        check_inputs(self, locals())
+        if not getattr(net, "borrows_base_embedders", False):
+            raise NodeInputError(self.NODE_ID, "controlnet", f"'{controlnet.name}' is not a Qwen-Image Fun ControlNet "
+                                 f"(a {_family(net)} model); remove this node")
+        curve = "comfyui_sqrt" if comfyui_sqrt else "linear"
+        return (replace(controlnet, net=net.with_config(strength_curve=curve)),)

@@ -6,8 +6,8 @@ beside the supported families. :data:`REFUSALS` is ordered specific before broad
 
 * ControlNet-LLLite and ControlNet-XS work inside the UNet's blocks, not as residuals.
 * HunyuanDiT ControlNets and Stable Cascade ControlNets: not yet supported here, ComfyUI's own loader
-  takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``). (Flux, SD3/SD3.5
-  and Qwen-Image InstantX ControlNets are families of their own.)
+  takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``). (Flux, SD3/SD3.5,
+  Qwen-Image InstantX and Qwen-Image-2512 Fun ControlNets are families of their own.)
 * T2I style adapters, LoRAs, checkpoints, UNets, VAEs and text encoders are other kinds of model.
 """
 from __future__ import annotations

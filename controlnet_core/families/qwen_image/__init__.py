@@ -1,1 +1,1 @@
-"""Qwen-Image InstantX ControlNets (Union, Inpainting): residuals on the image tokens."""
+"""Qwen-Image ControlNets: InstantX (Union, Inpainting) and the 2512 Fun Union, residuals on the image tokens."""

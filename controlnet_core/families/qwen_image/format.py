@@ -1,8 +1,12 @@
-"""Recognising and building Qwen-Image InstantX ControlNets from their weights (sizes from shapes).
+"""Recognising and building Qwen-Image ControlNets from their weights (sizes from shapes).
 
-The files keep diffusers' ``QwenImageControlNetModel`` names, which the module uses as they are:
+InstantX files keep diffusers' ``QwenImageControlNetModel`` names, which the module uses as they are:
 ``img_in``, ``txt_in``, ``txt_norm``, ``time_text_embed``, ``transformer_blocks.*`` (Qwen dual-stream
 blocks), ``controlnet_blocks.*`` and ``controlnet_x_embedder`` (64 wide for Union, 68 for Inpainting).
+
+Qwen-Image-2512 Fun files (alibaba-pai) hold ``control_img_in`` (132 wide: 33 channels packed 2x2) and
+``control_blocks.*`` (Qwen dual-stream blocks with ``after_proj``, block 0 also ``before_proj``); they
+borrow the rest from the base model (:mod:`.fun`).
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ from ...assembly import assemble, numbered_indices
 from ...errors import ControlNetFormatError
 from ...family import ModelFormat
 from ...layers.rotary import default_axes_dim
+from .fun import QwenFunConfig, QwenFunControlNet
 from .model import PATCH, QwenImageControlNet, QwenImageControlNetConfig
 
-__all__ = ["FORMATS", "build_qwen_instantx", "claims_qwen_instantx", "detect_qwen_config"]
+__all__ = ["FORMATS", "build_qwen_fun", "build_qwen_instantx", "claims_qwen_fun", "claims_qwen_instantx",
+           "detect_qwen_config", "detect_qwen_fun_config"]
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> Tuple[int, ...]:
@@ -89,6 +95,64 @@ def build_qwen_instantx(state_dict: Mapping[str, Tensor], *, dtype: Optional[tor
                     dtype=dtype, device=device)
 
 
+def detect_qwen_fun_config(state_dict: Mapping[str, Tensor], *,
+                           axes_dim: Optional[Sequence[int]] = None) -> QwenFunConfig:
+    """Read a Qwen-Image Fun ControlNet's architecture from its keys and shapes.
+
+    Args:
+        state_dict: the file's weights (``control_img_in``, ``control_blocks.*``).
+        axes_dim: rotary channels per axis; :func:`default_axes_dim` of the head width when None (the Apply
+            node gives it the MODEL's).
+
+    Raises:
+        ControlNetFormatError: a key is missing, or the shapes do not form a Fun ControlNet (a hint projection
+            whose width is not a 2x2-packed control latent, mask and inpaint latent).
+    """
+    if "control_blocks.0.img_mlp.out.weight" in state_dict:
+        raise ControlNetFormatError(
+            "a Qwen-Image-2.1 Fun ControlNet (a model patch, img_mlp.out blocks): not supported by this pack; use "
+            "ComfyUI's ModelPatchLoader and its Qwen-Image Fun ControlNet node")
+    hidden, hint_width = _shape(state_dict, "control_img_in.weight")
+    blocks = numbered_indices(list(state_dict), r"control_blocks\.(\d+)\.")
+    if not blocks or blocks != list(range(len(blocks))):
+        raise ControlNetFormatError(f"Qwen-Image Fun ControlNet weights with control blocks {blocks}: expected 0..n-1")
+    patch_area = PATCH * PATCH
+    channels = hint_width // patch_area
+    if hint_width % patch_area or channels % 2 == 0:
+        raise ControlNetFormatError(
+            f"control_img_in takes {hint_width} features: a Qwen-Image Fun ControlNet's hint is the control latent, "
+            f"a mask channel and the inpaint latent (2 C + 1 channels, e.g. 33), packed 2x2 (132)")
+    head_dim = _shape(state_dict, "control_blocks.0.attn.norm_q.weight")[0]
+    if head_dim == 0 or hidden % head_dim:
+        raise ControlNetFormatError(f"a {head_dim}-wide attention head does not divide the {hidden}-wide tokens")
+    try:
+        return QwenFunConfig(
+            hidden_size=hidden,
+            num_heads=hidden // head_dim,
+            depth=len(blocks),
+            in_channels=(channels - 1) // 2,
+            mlp_hidden=_shape(state_dict, "control_blocks.0.img_mlp.net.0.proj.weight")[0],
+            axes_dim=tuple(axes_dim) if axes_dim is not None else default_axes_dim(head_dim),
+        )
+    except ValueError as e:
+        raise ControlNetFormatError(f"not a buildable Qwen-Image Fun ControlNet: {e}") from None
+
+
+def claims_qwen_fun(state_dict: Mapping[str, Tensor]) -> bool:
+    """The Fun hint projection with the control blocks' skip projection (ComfyUI's detection keys)."""
+    return "control_img_in.weight" in state_dict and "control_blocks.0.after_proj.weight" in state_dict
+
+
+def build_qwen_fun(state_dict: Mapping[str, Tensor], *, dtype: Optional[torch.dtype] = None, device=None,
+                   axes_dim: Optional[Sequence[int]] = None, **options) -> QwenFunControlNet:
+    """A :class:`QwenFunControlNet` from alibaba-pai's weights (options other than ``axes_dim`` are ignored)."""
+    config = detect_qwen_fun_config(state_dict, axes_dim=axes_dim)
+    return assemble(lambda: QwenFunControlNet(config), state_dict,
+                    f"detected Qwen-Image Fun ControlNet Union ({config.depth} control blocks)",
+                    dtype=dtype, device=device)
+
+
 FORMATS: Tuple[ModelFormat, ...] = (
     ModelFormat("Qwen-Image ControlNet (InstantX Union, Inpainting)", claims_qwen_instantx, build_qwen_instantx),
+    ModelFormat("Qwen-Image Fun ControlNet Union (alibaba-pai)", claims_qwen_fun, build_qwen_fun),
 )
