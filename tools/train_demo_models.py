@@ -64,11 +64,11 @@ def lr_at(step: int, total: int, peak: float) -> float:
 
 
 def seed_stage(stage: int) -> torch.Generator:
-    """Each stage draws from its own seed, so one stage can be rerun alone and draw what the full run drew:
-    seeds torch's global generator (the layers' initialisation) and returns the stage's own generator (its
-    batches, noise and timesteps)."""
-    torch.manual_seed(SEED * 100 + stage)
-    return torch.Generator().manual_seed(SEED * 100 + stage)
+    """Each stage (0: VAE, 1: UNet, 2: ControlNet) draws from its own seed, so one stage can be rerun alone and
+    draw what the full run drew: seeds torch's global generator (the layers' initialisation) and returns the
+    stage's own generator (its batches, noise and timesteps)."""
+    torch.manual_seed(SEED + 1000 * stage)
+    return torch.Generator().manual_seed(SEED + 1000 * stage)
 
 
 def noisy_timesteps(batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -79,11 +79,14 @@ def noisy_timesteps(batch: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_vae(images: torch.Tensor, steps: int, gen: torch.Generator, start: float):
-    """AutoencoderKL on random crops (it is convolutional): L1 + MSE reconstruction and a small KL term."""
+    """AutoencoderKL on random crops (it is convolutional): L1 + MSE reconstruction and a small KL term.
+
+    Unlike the other stages, no gradient clipping: with it, a run reconstructed worse (L1 0.21 against 0.16
+    on images in -1..1). Stage 0's seed is ``SEED`` itself, so this stage gives the VAE the first demo models
+    had."""
     vae = demo_models.build_vae_model()
     vae.train()
-    params = list(vae.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     n, _, size, _ = images.shape
     for step in range(steps):
         for group in opt.param_groups:
@@ -101,7 +104,6 @@ def train_vae(images: torch.Tensor, steps: int, gen: torch.Generator, start: flo
         loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         opt.step()
         if step % 100 == 0 or step == steps - 1:
             log(f"vae {step}/{steps} loss {loss.item():.4f} kl {kl.item():.2f}", start)
@@ -307,13 +309,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.only_controlnet:
-        vae = train_vae(images, steps["vae"], seed_stage(1), start)
+        vae = train_vae(images, steps["vae"], seed_stage(0), start)
         latents = normalise_latents(vae, encode_all(vae, images))
         log(f"latents {tuple(latents.shape)}, scaled std {(latents * SCALE_FACTOR).std().item():.3f}", start)
         with torch.no_grad():
             recon = vae.decoder(vae.post_quant_conv(latents[:16]))
             log(f"vae reconstruction L1 on 16 scenes: {(recon - images[:16]).abs().mean().item():.4f}", start)
-        unet = train_unet(latents, contexts, empty, steps["unet"], seed_stage(2), start)
+        unet = train_unet(latents, contexts, empty, steps["unet"], seed_stage(1), start)
         checkpoint = {**{"model.diffusion_model." + k: v for k, v in unet.state_dict().items()},
                       **{"first_stage_model." + k: v for k, v in vae.state_dict().items()}}
         save_file(fp16(checkpoint), str(out / demo_models.CHECKPOINT), metadata=metadata(args, start))
@@ -321,7 +323,7 @@ def main() -> None:
         del unet, vae, latents
     unet, vae = shipped_models(out / demo_models.CHECKPOINT)
     latents = encode_all(vae, images)
-    net = train_controlnet(unet, latents, contexts, empty, hints, steps["cn"], seed_stage(3), start)
+    net = train_controlnet(unet, latents, contexts, empty, hints, steps["cn"], seed_stage(2), start)
     save_file(fp16(net.state_dict()), str(out / demo_models.CONTROLNET), metadata=metadata(args, start))
     log(f"wrote {out / demo_models.CONTROLNET} ({(time.perf_counter() - start) / 60:.1f} min in all)", start)
 
