@@ -2,7 +2,7 @@
 
 Every image goes through ComfyUI's own nodes and sampler and the pack's nodes (``comfy_host.run_node``):
 CLIPTextEncode, CNR_ControlNetLoader, CNR_ApplyControlResiduals, EmptyLatentImage / VAEEncode, KSampler,
-VAEDecode. Used by ``bench/bench_quality.py`` and ``tests/test_demo_models.py``.
+VAEDecode. Used by ``bench/bench_quality.py`` and ``tests/e2e/test_demo_models.py``.
 
 Measures (images ``(B, H, W, 3)`` in 0..1, as ComfyUI's IMAGE):
 

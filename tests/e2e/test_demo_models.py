@@ -28,10 +28,16 @@ def test_the_core_reads_the_demo_controlnet_as_an_sd_controlnet_shaped_like_the_
     assert list(config.transformer_depth) == demo_models.UNET_CONFIG["transformer_depth"]
 
 
+# Eight scenes and four sampling seeds: with two scenes and one seed the ratio swung from x0.97 to x1.86 between
+# seeds on the same weights.
+SCENES, SEEDS = 8, (0, 1, 2, 3)
+
+
 @lru_cache(maxsize=None)
 def edge_f1_by_strength():
-    _, edges = quality.control_scenes(2)
-    return {strength: quality.edge_f1(edges, quality.generate(edges, strength=strength, steps=8, seed=3))
+    _, edges = quality.control_scenes(SCENES)
+    return {strength: sum(quality.edge_f1(edges, quality.generate(edges, strength=strength, steps=8, seed=seed))
+                          for seed in SEEDS) / len(SEEDS)
             for strength in (0.0, 1.0)}
 
 
@@ -40,10 +46,10 @@ def test_the_trained_controlnet_at_strength_1_follows_the_edges_better_than_at_s
     assert f1[1.0] >= 1.15 * f1[0.0], f1
 
 
-# Issue 20's acceptance figure. The committed models miss it: measured 0.051 at strength 0 and 0.070 at
-# strength 1 (x1.36). The UNet trained for 900 steps (one CPU thread) samples noisy colour blobs rather than
-# scenes, so the output carries little edge structure for any control to shape; more training is needed.
-@pytest.mark.xfail(strict=True, reason="the demo models trained so far reach x1.36, not x2 (see the comment)")
+# Issue 20's acceptance figure. The committed models miss it: measured 0.119 at strength 0 and 0.216 at
+# strength 1 (x1.81; per seed x1.46 to x2.63). The UNet now samples skies and hills, but blotchy ones, and the
+# ControlNet (700 steps on one CPU thread, inside the 60-minute training budget) places the edges only roughly.
+@pytest.mark.xfail(strict=True, reason="the demo models trained so far reach x1.81, not x2 (see the comment)")
 def test_the_trained_controlnet_at_strength_1_follows_the_edges_at_least_twice_as_well_as_at_strength_0():
     f1 = edge_f1_by_strength()
     assert f1[1.0] >= 2 * f1[0.0], f1
