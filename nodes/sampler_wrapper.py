@@ -125,9 +125,8 @@ class ResidualInjection:
         needs = self.spec.window.needs_schedule() or self.spec.schedule is not None or self.spec.reuse.enabled
         if needs and sample_sigmas is None and not self._warned_timing:
             LOG.warning("%s: this ComfyUI does not report the sampling schedule "
-                        "(transformer_options['sample_sigmas']); the window and keyframes follow model-sigma "
-                        "timing (keyframes without guarantee_steps and interpolation) and residuals are not "
-                        "reused", NODE_ID)
+                        "(transformer_options['sample_sigmas']); using model-sigma window timing instead "
+                        "(keyframes without guarantee_steps or interpolation, no residual reuse)", NODE_ID)
             self._warned_timing = True
         return None if sample_sigmas is None else sample_sigmas.tolist()
 
