@@ -58,8 +58,8 @@ def _base(denoise, timing):
     """The tiny UNet with a recorder, and the run's schedule (given to the 2024 host, which lacks it)."""
     import comfy.samplers
     model = comfy_host.tiny_unet()
-    sigmas = comfy.samplers.KSampler(model.model, steps=STEPS, device="cpu", sampler="euler", scheduler="normal",
-                                     denoise=denoise).sigmas
+    sigmas = comfy.samplers.KSampler(_sampling_model(model), steps=STEPS, device="cpu", sampler="euler",
+                                     scheduler="normal", denoise=denoise).sigmas
     if not comfy_host.is_current_host():
         model.model_options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
     recorder = Recorder()
@@ -161,3 +161,8 @@ def test_a_keyframe_chain_of_strength_one_samples_bit_identically_to_no_keyframe
 def test_a_bad_latent_strength_string_names_the_node_and_input(control):
     with pytest.raises(ValueError, match="CNR_ApplyControlResiduals: latent_strengths: '0:x'"):
         _apply(comfy_host.tiny_unet(), control, "executed_steps", latent_strengths="0:x")
+
+
+def _sampling_model(patcher):
+    """What KSampler takes: the ModelPatcher in current ComfyUI, its BaseModel in the 2024 host."""
+    return patcher if comfy_host.is_current_host() else patcher.model
