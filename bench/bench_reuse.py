@@ -5,8 +5,9 @@ KSampler (euler, cfg 5, 128x128) and the pack's Apply node with reuse off (the C
 k-th step (k = 2, 3) and the adaptive rule at two thresholds. For each setting:
 
 - ControlNet forwards per sampling (counted; cond and uncond rows run in one forward);
-- per-step overhead over sampling without control (best of ``--repeats`` timings of the KSampler), and that
-  overhead as a fraction of computing every step;
+- per-step overhead over sampling without control (best of ``--repeats`` timings of the KSampler, in CPU
+  time of this process, so other jobs on a shared machine distort it little), and that overhead as a
+  fraction of computing every step;
 - edge F1 to the control edge maps (bench_quality's adherence measure) and its change against every step;
 - PSNR of the decoded images to those of computing every step.
 
@@ -37,7 +38,7 @@ def mean(values) -> float:
 
 
 def sample(edges, seed: int, steps: int, reuse: dict, controlled: bool = True):
-    """``(latent samples, KSampler seconds)`` for one batch of control images."""
+    """``(latent samples, KSampler CPU seconds)`` for one batch of control images."""
     model, _, _, controlnet = quality.demo_pipeline()
     if not is_current_host():
         import comfy.samplers
@@ -50,10 +51,10 @@ def sample(edges, seed: int, steps: int, reuse: dict, controlled: bool = True):
     size = demo_models.IMAGE_SIZE
     (latent,) = run_node("EmptyLatentImage", width=size, height=size, batch_size=edges.shape[0])
     positive, negative = quality.encode(quality.PROMPT), quality.encode(quality.NEGATIVE)
-    start = time.perf_counter()
+    start = time.process_time()
     (samples,) = run_node("KSampler", model=model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler",
                           scheduler="normal", positive=positive, negative=negative, latent_image=latent, denoise=1.0)
-    return samples, time.perf_counter() - start
+    return samples, time.process_time() - start
 
 
 def decode(samples):

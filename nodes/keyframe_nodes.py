@@ -57,7 +57,8 @@ class StrengthKeyframe:
             latent_strengths="", null_latent_strength=0.0):
         check_inputs(self, locals())
         if prev_keyframes is not None and not isinstance(prev_keyframes, KeyframeChain):
-            raise NodeInputError(self.NODE_ID, "prev_keyframes", "must come from another CNR_StrengthKeyframe")
+            raise NodeInputError(self.NODE_ID, "prev_keyframes",
+                                 "must be the keyframes output of another keyframe node")
         latents = None
         if latent_strengths.strip():
             try:
