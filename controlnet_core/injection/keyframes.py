@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, Optional, Sequence, Tuple, get_args
 
 from .latents import LatentStrengths
@@ -198,7 +199,9 @@ class StrengthSchedule:
 
     def steps(self, sample_sigmas: Sequence[float]) -> Tuple[StepControl, ...]:
         """The keyframe at each executed step of a run with schedule ``sample_sigmas`` (``N + 1`` values)."""
-        sigmas = [float(s) for s in sample_sigmas]
+        return _steps(self, tuple(float(s) for s in sample_sigmas))
+
+    def _walk(self, sigmas: Tuple[float, ...]) -> Tuple[StepControl, ...]:
         n = len(sigmas) - 1
         frames = self.chain.keyframes
         if self.timing == "executed_steps":
@@ -223,3 +226,9 @@ class StrengthSchedule:
                 return self.steps(sample_sigmas)[index]
         reached = [[start >= sigma for start in self.start_sigmas]]
         return resolve_keyframes(self.chain.keyframes, reached, [True] * len(self.start_sigmas))[0]
+
+
+@lru_cache(maxsize=16)
+def _steps(schedule: StrengthSchedule, sigmas: Tuple[float, ...]) -> Tuple[StepControl, ...]:
+    # Every model call of a run asks for the same walk: it is computed once per schedule and run.
+    return schedule._walk(sigmas)
