@@ -134,7 +134,8 @@ class ResidualInjection:
         """Multiplier per batch row: uncond multiplier, keyframe strength and per-latent strength.
 
         ComfyUI batches ``len(cond_or_uncond)`` chunks of the same latents; row ``chunk * per_chunk + j``
-        is latent ``j``."""
+        is latent ``j``.
+        """
         per_chunk = batch // len(cond_or_uncond)
         values = [1.0 if kind == 0 else self.spec.uncond_multiplier for kind in cond_or_uncond]
         scales = torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
