@@ -59,6 +59,7 @@ class ResidualInjection:
         self._hints: Dict[torch.device, Tuple[tuple, Tensor, object]] = {}
         self._fixed: Dict[tuple, ControlResiduals] = {}  # step-invariant raw residuals, read-only
         self._computed: Dict[tuple, ComputedResiduals] = {}  # last computation per batch layout (reuse)
+        self._weighted: Dict[tuple, tuple] = {}  # (kept raw residuals, row scales, their weighted result)
         self._warned_timing = False
 
     def __deepcopy__(self, memo: dict) -> "ResidualInjection":
@@ -88,6 +89,7 @@ class ResidualInjection:
             self._hints.clear()
             self._fixed.clear()
             self._computed.clear()
+            self._weighted.clear()
 
     def to(self, device_or_dtype) -> "ResidualInjection":
         """ComfyUI moves model patches with the MODEL; when it leaves a device, its cached hints go too."""
@@ -96,7 +98,7 @@ class ResidualInjection:
             with self._lock:
                 for cached in [d for d in self._hints if d != device]:
                     del self._hints[cached]
-                for cache in (self._fixed, self._computed):
+                for cache in (self._fixed, self._computed, self._weighted):
                     for key in [k for k in cache if k[0] != device]:
                         del cache[key]
         return self
@@ -115,6 +117,7 @@ class ResidualInjection:
         elif self._computed:
             with self._lock:  # never reuse residuals across a window edge
                 self._computed.clear()
+                self._weighted.clear()
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
@@ -205,19 +208,30 @@ class ResidualInjection:
             check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
         for n, extra in enumerate(self.control.extra_hints, start=2):
             check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
-        res, fresh = self.raw_residuals(x, sigma, c, cond_or_uncond, rows, step, index)
+        raw, fresh = self.raw_residuals(x, sigma, c, cond_or_uncond, rows, step, index)
+        key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
+        if not fresh:
+            # Kept residuals weighted as at the last call: that call's result serves again (the UNet only reads it).
+            with self._lock:
+                last = self._weighted.get(key)
+            if last is not None and last[0] is raw and torch.equal(last[1], row_scale):
+                return last[2]
         subset = rows.numel() < x.shape[0]
         mask = None
         if self.spec.mask is not None:
             mask = tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask")
             mask = mask[rows.to(x.device)] if subset else mask
         grid = self.binding.token_grid(x.shape[-2], x.shape[-1])
-        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=fresh, token_grid=grid)
+        res = weight_residuals(raw, self.spec.scales, row_scale[rows], mask, inplace=fresh, token_grid=grid)
         if subset:
             res = scatter_residuals(res, rows, x.shape[0])
         res = res.map(lambda t: t.to(x.dtype))
         # Spread last: repeated blocks share one tensor, weighted once above.
-        return res if self.binding.expand is None else self.binding.expand(res)
+        res = res if self.binding.expand is None else self.binding.expand(res)
+        if not fresh:
+            with self._lock:
+                self._weighted[key] = (raw, row_scale, res)
+        return res
 
     def raw_residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int], rows: Tensor,
                       step: StepControl, index: Optional[int]) -> Tuple[ControlResiduals, bool]:

@@ -97,6 +97,29 @@ def test_a_keyframe_change_runs_the_controlnet_even_inside_a_reuse_interval(cont
     assert _steps_of(forwards) == [0, 3, 5, 8]
 
 
+def test_reused_residuals_take_the_strength_of_the_step_that_reuses_them(control, forwards):
+    ramp = comfy_host.run_node("CNR_StrengthKeyframe", start_percent=0.0, strength=0.2, guarantee_steps=1,
+                               inherit_missing=True, interpolation="linear")[0]
+    ramp = comfy_host.run_node("CNR_StrengthKeyframe", start_percent=0.5, strength=1.0, guarantee_steps=1,
+                               inherit_missing=True, interpolation="none", prev_keyframes=ramp)[0]
+    model = comfy_host.run_node("CNR_ApplyControlResiduals", model=_model(), controlnet=control, image=HINT,
+                                reuse_every=2, keyframes=ramp)[0]
+    middles = []
+
+    def record(apply_model, args):
+        middles.append(args["c"]["control"]["middle"][0].clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model.model_options["model_function_wrapper"].previous = record
+    comfy_host.sample(model, comfy_host.conditioning(1), comfy_host.conditioning(2), steps=STEPS)
+    assert _steps_of(forwards) == [0, 2, 4, 5, 7, 9]  # step 5: the second keyframe takes over
+    strengths = [0.2 + 0.8 * i / 5 for i in range(5)]  # the ramp reaches 1.0 at step 5
+    for i in (1, 3):  # they reuse the residuals of the step before, at their own strength
+        torch.testing.assert_close(middles[i], middles[i - 1] * (strengths[i] / strengths[i - 1]), rtol=1e-5,
+                                   atol=1e-6)
+    assert not torch.equal(middles[1], middles[0])
+
+
 def test_adaptive_reuse_with_a_tiny_threshold_runs_every_step(control, forwards):
     _sample(control, reuse_threshold=1e-9)
     assert len(forwards) == STEPS
