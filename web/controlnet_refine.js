@@ -36,6 +36,8 @@ export function activeSteps(start, end, n) {
 // The keyframes chained into an Apply node's keyframes input, first to last as chained.
 function chainedKeyframes(node) {
   const frames = [];
+  // A node not yet in a graph has no links; newer LiteGraphs throw when asked for them.
+  if (!node.graph) return frames;
   let slot = node.inputs?.findIndex((i) => i.name === "keyframes") ?? -1;
   let source = slot >= 0 ? node.getInputNode?.(slot) : null;
   while (source && source.comfyClass === KEYFRAME_NODE) {
@@ -43,7 +45,7 @@ function chainedKeyframes(node) {
     frames.unshift({ start: v.start_percent ?? 0, strength: v.strength ?? 1, guarantee: v.guarantee_steps ?? 1,
                      linear: v.interpolation === "linear" });
     slot = source.inputs?.findIndex((i) => i.name === "prev_keyframes") ?? -1;
-    source = slot >= 0 ? source.getInputNode?.(slot) : null;
+    source = slot >= 0 && source.graph ? source.getInputNode?.(slot) : null;
   }
   return frames;
 }
