@@ -162,8 +162,9 @@ class ApplyControlResiduals:
                                 "1 = every step (off)."}),
                 "reuse_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
                                     "Adaptive residual reuse: run the ControlNet again once its input (latent and "
-                                    "timestep) has changed by more than this relative amount since the last run. "
-                                    "0 = off; do not combine with reuse_every."}),
+                                    "timestep) has changed by more than this relative amount since the last run "
+                                    "(0.5 ran it on 8 of 20 steps in the pack's benchmark). 0 = off; do not combine "
+                                    "with reuse_every."}),
             },
         }
 
