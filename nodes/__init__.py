@@ -3,11 +3,13 @@ from .controlnet_nodes import ApplyControlResiduals, ControlNetLoader
 from .crop_nodes import ApplyCrop, PaddedCrop, PaddedPaste
 from .family_nodes import FluxUnionMode, HintVAE, InpaintControl, QwenFunStrength, UnionControlType
 from .inpaint_nodes import InpaintMaskPrep
+from .keyframe_nodes import StrengthKeyframe
 from .sampling_nodes import Img2ImgStrength
 
 NODE_CLASSES = (
     ControlNetLoader,
     ApplyControlResiduals,
+    StrengthKeyframe,
     UnionControlType,
     HintVAE,
     FluxUnionMode,

@@ -11,6 +11,9 @@ import folder_paths
 
 from ..controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
 from ..controlnet_core.injection.hint import RESIZE_MODES, inpaint_hint, resize_hint
+from ..controlnet_core.injection.keyframes import KeyframeChain, StrengthSchedule
+from ..controlnet_core.injection.latents import parse_latent_strengths
+from ..controlnet_core.injection.reuse import ResidualReuse
 from ..controlnet_core.injection.spec import InjectionSpec
 from ..controlnet_core.injection.weighting import A1111_SOFT_BASE, ControlMode, uncond_multiplier_for
 from ..controlnet_core.injection.window import ControlWindow, WindowTiming
@@ -147,12 +150,29 @@ class ApplyControlResiduals:
                                   "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
                                   "one per ControlNet block. Empty = all 1. Each value within "
                                   f"+-{BLOCK_WEIGHT_LIMIT:g}."}),
+                "keyframes": ("CNR_KEYFRAMES", {"tooltip": "A strength schedule from CNR_StrengthKeyframe: its "
+                              "strength multiplies this node's strength from each keyframe's start on, read in "
+                              "window_timing. Unconnected = constant strength."}),
+                "latent_strengths": ("STRING", {"default": "", "multiline": False, "tooltip":
+                                     "Optional strength per latent of the batch, e.g. '0:1.0, 1-3:0.5' or "
+                                     "'1.0, 0.5, 0.5'; latents not listed get the keyframe's null_latent_strength "
+                                     "(0 without keyframes), as ACN's latent keyframes. Overrides the keyframes' "
+                                     "own. Empty = every latent alike."}),
+                "reuse_every": ("INT", {"default": 1, "min": 1, "max": 10, "tooltip":
+                                "Residual reuse: run the ControlNet at every k-th executed step and reuse its "
+                                "residuals in between (never across a window edge or keyframe change). "
+                                "1 = every step (off)."}),
+                "reuse_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                                    "Adaptive residual reuse: run the ControlNet again once its input (latent and "
+                                    "timestep) has changed by more than this relative amount since the last run "
+                                    "(0.5 ran it on 8 of 20 steps in the pack's benchmark). 0 = off; do not combine "
+                                    "with reuse_every."}),
             },
         }
 
     def apply(self, model, controlnet, image, strength, start_percent, end_percent, control_mode, resize_mode,
               window_timing, mask=None, soft_base=A1111_SOFT_BASE, uncond_multiplier=1.0, inpaint_mask=None,
-              block_weights=""):
+              block_weights="", keyframes=None, latent_strengths="", reuse_every=1, reuse_threshold=0.0):
         node = self.NODE_ID
         check_inputs(self, locals())
         hint = image_to_bchw(image, node, "image")
@@ -177,7 +197,24 @@ class ApplyControlResiduals:
             return (model,)  # an all-zero mask means no control anywhere: nothing to run
         if inpaint is not None:
             hint = inpaint_hint(hint, resize_hint(inpaint, tuple(hint.shape[-2:]), "stretch"))
-        spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode)
+        schedule = None
+        if keyframes is not None:
+            if not isinstance(keyframes, KeyframeChain):
+                raise NodeInputError(node, "keyframes", "must come from CNR_StrengthKeyframe")
+            schedule = StrengthSchedule(keyframes, window.timing,
+                                        tuple(sampling.percent_to_sigma(k.start_percent) for k in keyframes.keyframes))
+        latents = None
+        if latent_strengths.strip():
+            try:
+                latents = parse_latent_strengths(latent_strengths)
+            except ValueError as e:
+                raise NodeInputError(node, "latent_strengths", str(e)) from None
+        try:
+            reuse = ResidualReuse(reuse_every, reuse_threshold)
+        except ValueError as e:
+            raise NodeInputError(node, "reuse_every/reuse_threshold", str(e)) from None
+        spec = InjectionSpec(hint, scales, uncond_multiplier_for(mode, uncond_multiplier), mask, window, resize_mode,
+                             schedule, latents, reuse)
         model = model.clone()
         previous = model.model_options.get("model_function_wrapper")
         injection = ResidualInjection(binding, spec, sampling, previous=previous)

@@ -8,8 +8,8 @@ skip connections (``output``), after its middle block (``middle``) and after its
 One wrapper instance may be shared by every clone of the patched MODEL (newer ComfyUI shares
 ``model_options`` leaves between clones) and called from several threads, so its only state is a
 cache of hint embeddings keyed by device, size and dtype (and, for controls whose residuals do not
-depend on the step, such as T2I-Adapters, of the finished residuals per batch layout), guarded by a
-lock and emptied when sampling ends.
+depend on the step, such as T2I-Adapters, of the raw residuals per batch layout; with residual reuse,
+of the last computation per batch layout), guarded by a lock and emptied when sampling ends.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ import torch
 from torch import Tensor
 
 from ..controlnet_core.injection.hint import resize_hint
+from ..controlnet_core.injection.keyframes import StepControl
+from ..controlnet_core.injection.reuse import ComputedResiduals, should_compute
+from ..controlnet_core.injection.window import step_index
 from ..controlnet_core.layers.embeddings import per_row
 from ..controlnet_core.injection.weighting import weight_residuals
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
@@ -54,7 +57,9 @@ class ResidualInjection:
         self.previous = previous
         self._lock = threading.Lock()
         self._hints: Dict[torch.device, Tuple[tuple, Tensor, object]] = {}
-        self._fixed: Dict[tuple, Optional[ControlResiduals]] = {}  # step-invariant residuals, read-only
+        self._fixed: Dict[tuple, ControlResiduals] = {}  # step-invariant raw residuals, read-only
+        self._computed: Dict[tuple, ComputedResiduals] = {}  # last computation per batch layout (reuse)
+        self._weighted: Dict[tuple, tuple] = {}  # (kept raw residuals, row scales, their weighted result)
         self._warned_timing = False
 
     def __deepcopy__(self, memo: dict) -> "ResidualInjection":
@@ -83,6 +88,8 @@ class ResidualInjection:
         with self._lock:
             self._hints.clear()
             self._fixed.clear()
+            self._computed.clear()
+            self._weighted.clear()
 
     def to(self, device_or_dtype) -> "ResidualInjection":
         """ComfyUI moves model patches with the MODEL; when it leaves a device, its cached hints go too."""
@@ -91,35 +98,56 @@ class ResidualInjection:
             with self._lock:
                 for cached in [d for d in self._hints if d != device]:
                     del self._hints[cached]
-                for key in [k for k in self._fixed if k[0] != device]:
-                    del self._fixed[key]
+                for cache in (self._fixed, self._computed, self._weighted):
+                    for key in [k for k in cache if k[0] != device]:
+                        del cache[key]
         return self
 
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
         c = args["c"]
         sigma = float(args["timestep"].flatten()[0])
-        if self.is_active(sigma, c.get("transformer_options", {})):
-            residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"])
+        sample_sigmas = self.run_schedule(c.get("transformer_options", {}))
+        if self.spec.window.active(sigma, sample_sigmas):
+            step = StepControl() if self.spec.schedule is None else self.spec.schedule.at(sigma, sample_sigmas)
+            index = None if sample_sigmas is None else step_index(sigma, sample_sigmas)
+            residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
             if residuals is not None:
                 control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
                 args = dict(args, c=dict(c, control=control))
+        elif self._computed:
+            with self._lock:  # never reuse residuals across a window edge
+                self._computed.clear()
+                self._weighted.clear()
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
 
-    def is_active(self, sigma: float, transformer_options: dict) -> bool:
-        window = self.spec.window
+    def run_schedule(self, transformer_options: dict) -> Optional[list]:
+        """The run's sigmas as ComfyUI reports them, or None (warned once where the spec needs them)."""
         sample_sigmas = transformer_options.get("sample_sigmas")
-        if window.needs_schedule() and sample_sigmas is None and not self._warned_timing:
+        needs = self.spec.window.needs_schedule() or self.spec.schedule is not None or self.spec.reuse.enabled
+        if needs and sample_sigmas is None and not self._warned_timing:
             LOG.warning("%s: this ComfyUI does not report the sampling schedule "
-                        "(transformer_options['sample_sigmas']); using model-sigma window timing instead", NODE_ID)
+                        "(transformer_options['sample_sigmas']); using model-sigma window timing instead "
+                        "(keyframes without guarantee_steps or interpolation, no residual reuse)", NODE_ID)
             self._warned_timing = True
-        return window.active(sigma, None if sample_sigmas is None else sample_sigmas.tolist())
+        return None if sample_sigmas is None else sample_sigmas.tolist()
 
-    def row_scales(self, batch: int, cond_or_uncond: Sequence[int]) -> Tensor:
+    def row_scales(self, batch: int, cond_or_uncond: Sequence[int], step: StepControl = StepControl()) -> Tensor:
+        """Multiplier per batch row: uncond multiplier, keyframe strength and per-latent strength.
+
+        ComfyUI batches ``len(cond_or_uncond)`` chunks of the same latents; row ``chunk * per_chunk + j``
+        is latent ``j``.
+        """
         per_chunk = batch // len(cond_or_uncond)
         values = [1.0 if kind == 0 else self.spec.uncond_multiplier for kind in cond_or_uncond]
-        return torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
+        scales = torch.tensor(values, dtype=torch.float32).repeat_interleave(per_chunk)
+        if step.strength != 1.0:
+            scales = scales * step.strength
+        latents = step.latent_factors(per_chunk, self.spec.latent_strengths)
+        if latents is not None:
+            scales = scales * torch.tensor(latents, dtype=torch.float32).repeat(len(cond_or_uncond))
+        return scales
 
     def hint_for(self, x: Tensor, net: torch.nn.Module) -> Tuple[Tuple[Tensor, ...], object]:
         """The hints (the spec's, then a Union's further ones) resized to ``x``'s grid (VAE-encoded for
@@ -157,37 +185,91 @@ class ResidualInjection:
             compat.load_fully(self.control.patcher)
         return net
 
-    def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
-        if not self.control.net.step_invariant:
-            return self._residuals(x, sigma, c, cond_or_uncond)
-        # The same residuals at every step: computed once per batch layout; the UNet only reads them.
-        key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
-        with self._lock:
-            if key in self._fixed:
-                return self._fixed[key]
-        res = self._residuals(x, sigma, c, cond_or_uncond)
-        with self._lock:
-            self._fixed[key] = res
-        return res
+    def residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int],
+                  step: StepControl = StepControl(), index: Optional[int] = None) -> Optional[ControlResiduals]:
+        """The weighted residuals of one model call, or None where nothing is added.
 
-    def _residuals(self, x: Tensor, sigma: Tensor, c: dict,
-                   cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
-        row_scale = self.row_scales(x.shape[0], cond_or_uncond)
+        Args:
+            x: the latent batch the UNet sees (unscaled).
+            sigma: the call's sigmas, one per row.
+            c: the call's conditioning dict.
+            cond_or_uncond: ComfyUI's chunk kinds (0 cond, 1 uncond).
+            step: the keyframe acting at this call.
+            index: the executed step (None when the host does not report the schedule: no reuse).
+        """
+        row_scale = self.row_scales(x.shape[0], cond_or_uncond, step)
         rows = torch.nonzero(row_scale).flatten()
         if rows.numel() == 0 or self.spec.skips_everything:
             return None
         per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
-        net = self.ensure_loaded(x.device)
-        x_in = self.model_sampling.calculate_input(sigma, x)
-        timesteps = self.model_sampling.timestep(sigma).float()
-        context = c.get("crossattn_controlnet", c["c_crossattn"])
-        y = c.get("y") if self.binding.takes_y else None
         # The latent batch is first known here; the Apply node has checked everything else.
         check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
         if self.spec.mask is not None:
             check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
         for n, extra in enumerate(self.control.extra_hints, start=2):
             check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
+        raw, fresh = self.raw_residuals(x, sigma, c, cond_or_uncond, rows, step, index)
+        key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
+        if not fresh:
+            # Kept residuals weighted as at the last call: that call's result serves again (the UNet only reads it).
+            with self._lock:
+                last = self._weighted.get(key)
+            if last is not None and last[0] is raw and torch.equal(last[1], row_scale):
+                return last[2]
+        subset = rows.numel() < x.shape[0]
+        mask = None
+        if self.spec.mask is not None:
+            mask = tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask")
+            mask = mask[rows.to(x.device)] if subset else mask
+        grid = self.binding.token_grid(x.shape[-2], x.shape[-1])
+        res = weight_residuals(raw, self.spec.scales, row_scale[rows], mask, inplace=fresh, token_grid=grid)
+        if subset:
+            res = scatter_residuals(res, rows, x.shape[0])
+        res = res.map(lambda t: t.to(x.dtype))
+        # Spread last: repeated blocks share one tensor, weighted once above.
+        res = res if self.binding.expand is None else self.binding.expand(res)
+        if not fresh:
+            with self._lock:
+                self._weighted[key] = (raw, row_scale, res)
+        return res
+
+    def raw_residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int], rows: Tensor,
+                      step: StepControl, index: Optional[int]) -> Tuple[ControlResiduals, bool]:
+        """The ControlNet's unweighted residuals for ``rows`` of the batch, and whether they are fresh
+        (nobody else holds them): computed now, or kept from an earlier call of the same batch layout
+        (step-invariant controls such as T2I-Adapters; residual reuse)."""
+        key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond), tuple(rows.tolist()))
+        if self.control.net.step_invariant:
+            # The same residuals at every step: computed once per batch layout; the UNet only reads them.
+            with self._lock:
+                if key in self._fixed:
+                    return self._fixed[key], False
+            res = self.forward(x, sigma, c, cond_or_uncond, rows)
+            with self._lock:
+                self._fixed[key] = res
+            return res, False
+        if not self.spec.reuse.enabled or index is None:
+            return self.forward(x, sigma, c, cond_or_uncond, rows), True
+        x_in = self.model_sampling.calculate_input(sigma, x)
+        timestep = float(self.model_sampling.timestep(sigma).flatten()[0])
+        with self._lock:
+            last = self._computed.get(key)
+        if not should_compute(self.spec.reuse, last, index, step.keyframe, x_in, timestep):
+            return last.residuals, False
+        res = self.forward(x, sigma, c, cond_or_uncond, rows)
+        with self._lock:
+            self._computed[key] = ComputedResiduals(index, step.keyframe, x_in, timestep, res)
+        return res, False
+
+    def forward(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int],
+                rows: Tensor) -> ControlResiduals:
+        """One ControlNet forward on ``rows`` of the batch, from the same input the UNet sees."""
+        per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
+        net = self.ensure_loaded(x.device)
+        x_in = self.model_sampling.calculate_input(sigma, x)
+        timesteps = self.model_sampling.timestep(sigma).float()
+        context = c.get("crossattn_controlnet", c["c_crossattn"])
+        y = c.get("y") if self.binding.takes_y else None
         hints, embedding = self.hint_for(x, net)
         embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]
@@ -197,19 +279,9 @@ class ResidualInjection:
                  for key in self.binding.cond_keys}
         if self.binding.attention is not None:
             extra["attention"] = self.binding.attention
-        res = net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
-                  None if y is None else pick(y), control_type=self._control_type,
-                  hint_embedding=_each(pick, embedding), **extra)
-        mask = None
-        if self.spec.mask is not None:
-            mask = pick(tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask"))
-        grid = self.binding.token_grid(x.shape[-2], x.shape[-1])
-        res = weight_residuals(res, self.spec.scales, row_scale[rows], mask, inplace=True, token_grid=grid)
-        if subset:
-            res = scatter_residuals(res, rows, x.shape[0])
-        res = res.map(lambda t: t.to(x.dtype))
-        # Spread last: repeated blocks share one tensor, weighted once above.
-        return res if self.binding.expand is None else self.binding.expand(res)
+        return net(pick(x_in), pick(timesteps.expand(x.shape[0])), pick(context), _one_or_all([h[:1] for h in hints]),
+                   None if y is None else pick(y), control_type=self._control_type,
+                   hint_embedding=_each(pick, embedding), **extra)
 
 
 def _each(fn: Callable[[Tensor], Tensor], embedding):

@@ -1,5 +1,7 @@
 // ControlNet Refine: show what the settings mean on the nodes themselves.
-// - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text;
+// - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text,
+//   the strength keyframes chained into its keyframes input (cell brightness = keyframe strength, a mark
+//   where a keyframe takes over) and, with reuse_every > 1, the steps that reuse residuals (light cells);
 //   advanced inputs appear only for the control modes that use them.
 // - CNR_PaddedCrop: only the size inputs of the chosen size mode and the pre-resize bounds its mode
 //   uses are shown (its crop preview, every crop box drawn, is the node's image output, which every
@@ -18,7 +20,9 @@ const TIMELINE_WIDGET = "cnr_timeline";
 // The canvas renderers place a DOM widget 10 px inside its row on every side.
 const TIMELINE_ROW_HEIGHT = 52;
 const ON_COLOUR = "#4caf50";
+const REUSED_COLOUR = "#a5d6a7";
 const OFF_COLOUR = "#444";
+const KEYFRAME_NODE = "CNR_StrengthKeyframe";
 
 // diffusers' rule: executed step i of n acts unless i/n < start or (i+1)/n > end.
 export function activeSteps(start, end, n) {
@@ -27,6 +31,53 @@ export function activeSteps(start, end, n) {
     if (!(i / n < start || (i + 1) / n > end)) steps.push(i);
   }
   return steps;
+}
+
+// The keyframes chained into an Apply node's keyframes input, first to last as chained.
+function chainedKeyframes(node) {
+  const frames = [];
+  // A node not yet in a graph has no links; newer LiteGraphs throw when asked for them.
+  if (!node.graph) return frames;
+  let slot = node.inputs?.findIndex((i) => i.name === "keyframes") ?? -1;
+  let source = slot >= 0 ? node.getInputNode?.(slot) : null;
+  while (source && source.comfyClass === KEYFRAME_NODE) {
+    const v = values(source);
+    frames.unshift({ start: v.start_percent ?? 0, strength: v.strength ?? 1, guarantee: v.guarantee_steps ?? 1,
+                     linear: v.interpolation === "linear" });
+    slot = source.inputs?.findIndex((i) => i.name === "prev_keyframes") ?? -1;
+    source = slot >= 0 && source.graph ? source.getInputNode?.(slot) : null;
+  }
+  return frames;
+}
+
+// ACN's keyframe walk over n executed steps (controlnet_core/injection/keyframes.py): the default keyframe
+// first, stable order by start; a keyframe stays for its guarantee_steps (none when it starts at 0).
+export function keyframeSteps(frames, n) {
+  const all = [{ start: 0, strength: 1, guarantee: 0, linear: false }];
+  for (const f of frames) all.splice(all.filter((k) => k.start <= f.start).length, 0, f);
+  const guarantee = (k) => (all[k].start <= 0 ? 0 : all[k].guarantee);
+  const chosen = [];
+  let current = -1;
+  let used = 0;
+  for (let i = 0; i < n; i++) {
+    if (current < 0 || used >= guarantee(current)) {
+      for (let k = current + 1; k < all.length && !(i / n < all[k].start); k++) {
+        current = k;
+        used = 0;
+        if (guarantee(k) > 0) break;
+      }
+    }
+    used++;
+    chosen.push(current);
+  }
+  return chosen.map((k, i) => {
+    const first = chosen.indexOf(k);
+    const next = chosen.find((j) => j > k);
+    if (!all[k].linear || next === undefined) return { keyframe: k, strength: all[k].strength };
+    const span = chosen.indexOf(next) - first;
+    const strength = all[k].strength + (all[next].strength - all[k].strength) * (i - first) / span;
+    return { keyframe: k, strength };
+  });
 }
 
 const VISIBILITY = {
@@ -78,17 +129,40 @@ function timelineState(node) {
   const v = values(node);
   const start = v.start_percent ?? 0;
   const end = v.end_percent ?? 1;
+  const frames = chainedKeyframes(node);
+  const steps = keyframeSteps(frames, TIMELINE_STEPS);
+  const notes = [];
+  if (frames.length) notes.push(`${frames.length} keyframe${frames.length > 1 ? "s" : ""}`);
+  let on;
+  let label;
+  let count;
   if (String(v.window_timing || "").startsWith("model sigma")) {
-    const on = [];
+    on = [];
     for (let i = 0; i < TIMELINE_STEPS; i++) {
       const middle = (i + 0.5) / TIMELINE_STEPS;
       on.push(middle >= start && middle <= end);
     }
-    return { on, label: "window in model sigma (ComfyUI)" };
+    label = "window in model sigma (ComfyUI)";
+  } else {
+    const active = new Set(activeSteps(start, end, TIMELINE_STEPS));
+    on = Array.from({ length: TIMELINE_STEPS }, (_, i) => active.has(i));
+    count = active.size;
+    label = `acts on ${count} of ${TIMELINE_STEPS} executed steps`;
   }
-  const active = new Set(activeSteps(start, end, TIMELINE_STEPS));
-  const on = Array.from({ length: TIMELINE_STEPS }, (_, i) => active.has(i));
-  return { on, label: `acts on ${active.size} of ${TIMELINE_STEPS} executed steps`, count: active.size };
+  on = on.map((active, i) => active && steps[i].strength > 0);
+  // Reuse restarts at the window start and at every keyframe change (nodes/sampler_wrapper.py).
+  const every = v.reuse_every ?? 1;
+  const reused = on.map(() => false);
+  let last = null;
+  on.forEach((active, i) => {
+    if (!active || every <= 1) return;
+    if (last !== null && steps[i].keyframe === steps[last].keyframe && i - last < every) reused[i] = true;
+    else last = i;
+  });
+  if (every > 1) notes.push(`ControlNet runs on ${on.filter((a, i) => a && !reused[i]).length}`);
+  else if ((v.reuse_threshold ?? 0) > 0) notes.push("adaptive reuse");
+  if (notes.length) label += `; ${notes.join(", ")}`;
+  return { on, reused, steps, label, count };
 }
 
 function addTimeline(node) {
@@ -122,17 +196,30 @@ function addTimeline(node) {
 function updateTimeline(node) {
   const widget = node.widgets?.find((w) => w.name === TIMELINE_WIDGET);
   if (!widget) return;
-  const { on, label, count } = timelineState(node);
+  const { on, reused, steps, label, count } = timelineState(node);
   const cells = widget.element.querySelectorAll(".cnr-timeline-step");
   on.forEach((active, i) => {
-    cells[i].style.background = active ? ON_COLOUR : OFF_COLOUR;
+    const changes = i > 0 && steps[i].keyframe !== steps[i - 1].keyframe;
+    cells[i].style.background = active ? (reused[i] ? REUSED_COLOUR : ON_COLOUR) : OFF_COLOUR;
+    cells[i].style.opacity = active ? String(0.35 + 0.65 * Math.min(1, steps[i].strength)) : "1";
+    cells[i].style.boxShadow = changes ? "inset 2px 0 #fff" : "none";
     cells[i].dataset.active = String(active);
+    cells[i].dataset.reused = String(reused[i]);
+    cells[i].dataset.strength = String(Math.round(steps[i].strength * 1000) / 1000);
+    cells[i].dataset.keyframeStart = String(changes);
   });
   widget.element.querySelector(".cnr-timeline-label").textContent = label;
   widget.element.dataset.activeSteps = count === undefined ? "" : String(count);
 }
 
+function graphNodes() {
+  return app.graph?._nodes || app.graph?.nodes || [];
+}
+
 function refresh(node) {
+  if (node.comfyClass === KEYFRAME_NODE) {
+    for (const other of graphNodes()) if (other.comfyClass === "CNR_ApplyControlResiduals") other.cnrRefresh?.();
+  }
   const rules = VISIBILITY[node.comfyClass] || {};
   const v = values(node);
   let changed = false;
@@ -166,6 +253,12 @@ app.registerExtension({
       if (withTimeline) addTimeline(this);
       this.cnrRefresh = () => refresh(this);
       this.cnrRefresh();
+      return r;
+    };
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+    nodeType.prototype.onConnectionsChange = function () {
+      const r = onConnectionsChange?.apply(this, arguments);
+      refresh(this);
       return r;
     };
     const onConfigure = nodeType.prototype.onConfigure;

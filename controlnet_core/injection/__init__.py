@@ -1,3 +1,4 @@
-"""How residuals reach the base model: the injection spec, the window, hint fitting and weighting.
+"""How residuals reach the base model: the injection spec, the window, strength keyframes, per-latent
+strengths, residual reuse, hint fitting and weighting.
 
 Imports only its own folder and the core's bottom files."""

@@ -7,6 +7,9 @@ from typing import Optional, Tuple
 from torch import Tensor
 
 from .hint import RESIZE_MODES, ResizeMode
+from .keyframes import StrengthSchedule
+from .latents import LatentStrengths
+from .reuse import ResidualReuse
 from .window import ControlWindow
 
 __all__ = ["InjectionSpec"]
@@ -23,6 +26,10 @@ class InjectionSpec:
         mask: where the control acts, :math:`(N, 1, H, W)` in 0..1 at any size, or None for everywhere.
         window: when the control acts.
         resize_mode: how the hint is fitted to the latent grid.
+        schedule: strength keyframes (their strength multiplies ``scales``), or None for a constant strength.
+        latent_strengths: a multiplier per latent of the batch (overrides the keyframes' own, as ACN's
+            ``latent_kf_override``), or None.
+        reuse: when a step may reuse the residuals of an earlier one (off by default).
 
     Example:
         >>> import torch
@@ -37,6 +44,9 @@ class InjectionSpec:
     mask: Optional[Tensor] = None
     window: ControlWindow = ControlWindow()
     resize_mode: ResizeMode = "crop"
+    schedule: Optional[StrengthSchedule] = None
+    latent_strengths: Optional[LatentStrengths] = None
+    reuse: ResidualReuse = ResidualReuse()
 
     def __post_init__(self) -> None:
         if self.hint.ndim != 4:

@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 CORE_BOTTOM = {"errors", "residuals", "family", "assembly"}
 VARIANTS = {"union", "control_lora"}
 NODE_BASE = {"base", "compat", "model_info", "control", "validation", "conversions"}
-NODE_FILES = {"controlnet_nodes", "family_nodes", "crop_nodes", "inpaint_nodes", "sampling_nodes"}
+NODE_FILES = {"controlnet_nodes", "family_nodes", "crop_nodes", "inpaint_nodes", "sampling_nodes", "keyframe_nodes"}
 
 
 def _module_name(path: Path) -> str:

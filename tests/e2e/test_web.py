@@ -100,6 +100,47 @@ def test_timeline_active_steps_follow_start_and_end(page):
     assert page.evaluate("() => window.cnrNode.cnrActiveSteps(20)") == list(range(5, 10))
 
 
+def test_timeline_marks_the_steps_that_reuse_residuals(page):
+    node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
+    frontends.set_widget(page, "reuse_every", 3)
+    frontends.set_widget(page, "start_percent", 0.25)
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 15 of 20 executed steps; ControlNet runs on 5")
+    reused = shown.locator(".cnr-timeline-step").evaluate_all("cells => cells.map(c => c.dataset.reused === 'true')")
+    assert [i for i, r in enumerate(reused) if not r and i >= 5] == [5, 8, 11, 14, 17]
+
+
+def test_timeline_shows_the_chained_keyframes_strength_at_every_step(page):
+    node_id = page.evaluate("""() => {
+        app.graph.clear();
+        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+        const first = LiteGraph.createNode("CNR_StrengthKeyframe");
+        const second = LiteGraph.createNode("CNR_StrengthKeyframe");
+        const apply = LiteGraph.createNode("CNR_ApplyControlResiduals");
+        [first, second, apply].forEach((node, i) => { node.pos = [20 + 330 * i, 20]; app.graph.add(node); });
+        set(first, "start_percent", 0.25); set(first, "strength", 0.5); set(first, "guarantee_steps", 8);
+        set(second, "start_percent", 0.3); set(second, "strength", 0.0);
+        first.connect(0, second, second.inputs.findIndex(i => i.name === "prev_keyframes"));
+        second.connect(0, apply, apply.inputs.findIndex(i => i.name === "keyframes"));
+        app.canvas.ds.scale = 0.5;
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = apply;
+        apply.cnrRefresh();
+        return apply.id;
+    }""")
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 20 of 20 executed steps; 2 keyframes")
+    cells = shown.locator(".cnr-timeline-step")
+    strengths = cells.evaluate_all("cells => cells.map(c => Number(c.dataset.strength))")
+    assert strengths == [1.0] * 5 + [0.5] * 8 + [0.0] * 7
+    starts = cells.evaluate_all("cells => cells.map(c => c.dataset.keyframeStart === 'true')")
+    assert [i for i, s in enumerate(starts) if s] == [5, 13]
+    active = cells.evaluate_all("cells => cells.map(c => c.dataset.active === 'true')")
+    assert active == [True] * 13 + [False] * 7
+
+
 def test_timeline_is_shown_inside_the_node(page):
     node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     label = timeline(page, node_id).locator(".cnr-timeline-label")
@@ -121,7 +162,7 @@ def test_timeline_is_shown_inside_the_node(page):
 def test_advanced_inputs_are_shown_by_control_mode(page):
     node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     always = {"strength", "start_percent", "end_percent", "control_mode", "resize_mode", "window_timing",
-              "block_weights"}
+              "block_weights", "latent_strengths", "reuse_every", "reuse_threshold"}
     frontends.set_widget(page, "control_mode", "balanced")
     assert set(shown_widget_names(page, node_id)) == always | {"uncond_multiplier"}
     frontends.set_widget(page, "control_mode", "my prompt is more important")

@@ -79,6 +79,19 @@ APPLY_CASES = [
     safe("all-zero mask returns the model as it came", APPLY, apply_inputs(mask=torch.zeros(64, 64)),
          returns_model_unchanged),
     safe("one image for a latent batch of 2", APPLY, apply_inputs(), finite_latent(2), then=sampled(batch=2)),
+    refused("latent_strengths not numbers", APPLY, apply_inputs(latent_strengths="0:half"), "latent_strengths",
+            "'half' is not a number"),
+    refused("latent_strengths range backwards", APPLY, apply_inputs(latent_strengths="3-1:0.5"), "latent_strengths",
+            "smaller index"),
+    refused("latent_strengths negative", APPLY, apply_inputs(latent_strengths="0:-1"), "latent_strengths", ">= 0"),
+    refused("keyframes of another type", APPLY, apply_inputs(keyframes=[0.5]), "keyframes",
+            "CNR_StrengthKeyframe"),
+    refused("reuse_every 0", APPLY, apply_inputs(reuse_every=0), "reuse_every", "1..10"),
+    refused("reuse_threshold NaN", APPLY, apply_inputs(reuse_threshold=NAN), "reuse_threshold", "finite"),
+    refused("both reuse rules", APPLY, apply_inputs(reuse_every=2, reuse_threshold=0.1), "reuse_every/reuse_threshold",
+            "choose one"),
+    safe("latent_strengths beyond the batch are ignored", APPLY, apply_inputs(latent_strengths="0:1.0, 7:0.5"),
+         same_as_sampling_with(latent_strengths=""), then=sampled()),
 ]
 
 

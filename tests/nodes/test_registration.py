@@ -12,11 +12,11 @@ def pack_nodes():
     return {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items() if k.startswith("CNR_")}
 
 
-def test_all_twelve_nodes_are_registered_with_the_prefix(pack_nodes):
+def test_all_thirteen_nodes_are_registered_with_the_prefix(pack_nodes):
     assert set(pack_nodes) == {"CNR_ControlNetLoader", "CNR_ApplyControlResiduals", "CNR_UnionType", "CNR_HintVAE",
                                "CNR_FluxUnionMode", "CNR_InpaintControl", "CNR_QwenFunStrength",
                                "CNR_Img2ImgStrength", "CNR_InpaintMaskPrep", "CNR_PaddedCrop", "CNR_PaddedPaste",
-                               "CNR_ApplyCrop"}
+                               "CNR_ApplyCrop", "CNR_StrengthKeyframe"}
 
 
 def test_display_names_relabel_no_core_node(pack_nodes):
@@ -27,8 +27,8 @@ def test_display_names_relabel_no_core_node(pack_nodes):
 
 @pytest.mark.parametrize("node_id", ["CNR_ControlNetLoader", "CNR_ApplyControlResiduals", "CNR_UnionType",
                                      "CNR_HintVAE", "CNR_FluxUnionMode", "CNR_InpaintControl", "CNR_QwenFunStrength",
-                                     "CNR_Img2ImgStrength",
-                                     "CNR_InpaintMaskPrep", "CNR_PaddedCrop", "CNR_PaddedPaste", "CNR_ApplyCrop"])
+                                     "CNR_Img2ImgStrength", "CNR_InpaintMaskPrep", "CNR_PaddedCrop", "CNR_PaddedPaste",
+                                     "CNR_ApplyCrop", "CNR_StrengthKeyframe"])
 def test_node_has_description_category_and_a_tooltip_on_every_input_and_output(pack_nodes, node_id):
     cls = pack_nodes[node_id]
     assert cls.DESCRIPTION and cls.CATEGORY.startswith("ControlNet Refine/")
