@@ -6,6 +6,7 @@ imports a module newer than the oldest supported host at import time.
 from __future__ import annotations
 
 import inspect
+import os
 
 import comfy.model_management
 import comfy.model_patcher
@@ -97,6 +98,16 @@ def attention_kernel():
     def attend(q, k, v):
         return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)
     return attend
+
+
+def model_folder(name: str) -> str:
+    """The ``folder_paths`` key ``name`` (e.g. ``model_patches``, 2025-08 builds on), registered under
+    ``models/<name>`` on builds that lack it, so the pack's loader lists the files users keep there."""
+    import folder_paths
+    if name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[name] = (
+            [os.path.join(folder_paths.models_dir, name)], set(folder_paths.supported_pt_extensions))
+    return name
 
 
 def vae_downscale(vae) -> int:

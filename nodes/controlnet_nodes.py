@@ -39,8 +39,9 @@ class ControlNetLoader:
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
                    "with the MODEL by the Apply node), a T2I-Adapter (SD1.x full or light, SDXL) or a Flux (InstantX, "
-                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 / SD3.5 ControlNet for ControlNet Refine's "
-                   "Apply node. Architecture and format come from the weights.")
+                   "Shakker-Labs Union, XLabs, Mistoline), SD3 / SD3.5, Qwen-Image InstantX or Z-Image Fun "
+                   "ControlNet (1.0, 2.1, 2.1-lite; from models/model_patches) for ControlNet Refine's Apply node. "
+                   "Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -51,7 +52,8 @@ class ControlNetLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "control_net_name": (control_model_names(),
-                                 {"tooltip": "A file in ComfyUI's models/controlnet (or t2i_adapter) folder."}),
+                                 {"tooltip": "A file in ComfyUI's models/controlnet (or t2i_adapter, or "
+                                             "model_patches for Z-Image Fun ControlNets) folder."}),
             "global_average_pooling": ("BOOLEAN", {"default": False, "tooltip":
                                        "Average every residual over the image (shuffle ControlNets need this)."}),
         }}
@@ -60,7 +62,7 @@ class ControlNetLoader:
         path = control_model_path(control_net_name)
         if path is None or not os.path.isfile(path):
             raise FileNotFoundError(f"{self.NODE_ID}: control_net_name '{control_net_name}' is not in the "
-                                    "controlnet model folder; put the file there and refresh")
+                                    "controlnet model folder (nor in model_patches); put the file there and refresh")
         dtype = comfy.model_management.unet_dtype()
         try:
             net = load_controlnet(path, dtype=dtype, device=comfy.model_management.unet_offload_device(),
@@ -75,7 +77,9 @@ class ControlNetLoader:
 
 def _model_folders():
     # ComfyUI files models/t2i_adapter under "controlnet"; a host giving it a key of its own is read too.
-    return [key for key in ("controlnet", "t2i_adapter") if key in folder_paths.folder_names_and_paths]
+    # Z-Image Fun ControlNets live in models/model_patches (ComfyUI's ModelPatchLoader folder).
+    folders = [key for key in ("controlnet", "t2i_adapter") if key in folder_paths.folder_names_and_paths]
+    return folders + [compat.model_folder("model_patches")]
 
 
 def control_model_names():
