@@ -110,6 +110,28 @@ def model_folder(name: str) -> str:
     return name
 
 
+def composable_z_image(dm) -> bool:
+    """Whether ComfyUI's Z-Image model is the one the pack's Z-Image forward restates (0.3.75's ``NextDiT``:
+    ``patchify_and_embed`` and block signatures as there). Newer builds change them (and add per-layer patch
+    hooks); the forward refuses those rather than compute something else."""
+    needed = ("x_embedder", "cap_embedder", "t_embedder", "noise_refiner", "context_refiner", "layers",
+              "final_layer", "rope_embedder", "unpatchify", "pad_tokens_multiple", "time_scale")
+    if not all(hasattr(dm, name) for name in needed):
+        return False
+    embed = list(inspect.signature(dm.patchify_and_embed).parameters)
+    block = list(inspect.signature(dm.layers[0].forward).parameters)
+    return (embed == ["x", "cap_feats", "cap_mask", "t", "num_tokens", "transformer_options"]
+            and block == ["x", "x_mask", "freqs_cis", "adaln_input", "transformer_options"])
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """Wrap the diffusion model's forward of this MODEL clone (``WrappersMP.DIFFUSION_MODEL``, 2024-12 builds
+    on; every build with Z-Image has it) with ``wrapper`` under ``key``, unless one is there already."""
+    from comfy.patcher_extension import WrappersMP
+    if not model.get_wrappers(WrappersMP.DIFFUSION_MODEL, key):
+        model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, wrapper)
+
+
 def vae_downscale(vae) -> int:
     """Image pixels per latent pixel of a ComfyUI VAE: its own report on builds from 2024-07 on, else 8
     (every VAE of the 2024 hosts' image models)."""

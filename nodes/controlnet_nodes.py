@@ -182,6 +182,8 @@ class ApplyControlResiduals:
         previous = model.model_options.get("model_function_wrapper")
         injection = ResidualInjection(binding, spec, sampling, previous=previous)
         model.set_model_unet_function_wrapper(injection)
+        if binding.install is not None:
+            binding.install(model)
         if binding.complete is None:
             # A control completed at sampling start is loaded by the wrapper once it exists.
             compat.attach_additional_model(model, binding.control.patcher)

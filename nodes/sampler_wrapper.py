@@ -4,6 +4,9 @@ Once per model call the wrapper computes the control's residuals from the same s
 timestep the UNet sees, and merges them into ``c["control"]``, the dict ComfyUI's UNet adds to its
 skip connections (``output``), after its middle block (``middle``) and after its input blocks
 (``input``). Residuals of ComfyUI's own ControlNets already in that dict are kept and added to.
+A control that runs inside the base model's forward (Z-Image) is handed to the model call instead, as a
+:class:`~.bindings.binding.StagedControl` in ``transformer_options``, with the same window, row, mask and
+per-residual weights decided here.
 
 One wrapper instance may be shared by every clone of the patched MODEL (newer ComfyUI shares
 ``model_options`` leaves between clones) and called from several threads, so its only state is a
@@ -22,12 +25,13 @@ from torch import Tensor
 
 from ..controlnet_core.injection.hint import resize_hint
 from ..controlnet_core.layers.embeddings import per_row
-from ..controlnet_core.injection.weighting import weight_residuals
+from ..controlnet_core.injection.weighting import mask_tokens, weight_residuals
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
 from ..controlnet_core.injection.spec import InjectionSpec
 from . import compat
 from .base import LOG
 from .bindings import FamilyBinding
+from .bindings.binding import STAGED_KEY, StagedControl
 from .control import LoadedControlNet
 from .validation import check_broadcast
 
@@ -98,7 +102,14 @@ class ResidualInjection:
     def __call__(self, apply_model: Callable, args: dict) -> Tensor:
         c = args["c"]
         sigma = float(args["timestep"].flatten()[0])
-        if self.is_active(sigma, c.get("transformer_options", {})):
+        active = self.is_active(sigma, c.get("transformer_options", {}))
+        if active and self.binding.install is not None:
+            staged = self.staged(args["input"], c, args["cond_or_uncond"])
+            if staged is not None:
+                options = dict(c.get("transformer_options", {}))
+                options[STAGED_KEY] = tuple(options.get(STAGED_KEY, ())) + (staged,)
+                args = dict(args, c=dict(c, transformer_options=options))
+        elif active:
             residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"])
             if residuals is not None:
                 control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
@@ -170,6 +181,34 @@ class ResidualInjection:
             self._fixed[key] = res
         return res
 
+    def _check_batches(self, per_chunk: int) -> None:
+        # The latent batch is first known here; the Apply node has checked everything else.
+        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
+        if self.spec.mask is not None:
+            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
+        for n, extra in enumerate(self.control.extra_hints, start=2):
+            check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
+
+    def staged(self, x: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[StagedControl]:
+        """This call's :class:`StagedControl` for a control the base model's forward runs; None when it adds
+        nothing (every row or residual at scale 0)."""
+        row_scale = self.row_scales(x.shape[0], cond_or_uncond)
+        rows = torch.nonzero(row_scale).flatten()
+        if rows.numel() == 0 or self.spec.skips_everything:
+            return None
+        per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
+        net = self.ensure_loaded(x.device)
+        self._check_batches(per_chunk)
+        _, embedding = self.hint_for(x, net)
+        embedding = tile_rows(embedding, per_chunk, chunks, "control image")[rows.to(embedding.device)]
+        weights = None
+        if self.spec.mask is not None:
+            mask = tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask")[rows.to(x.device)]
+            weights = mask_tokens(mask.float(), self.binding.token_grid(x.shape[-2], x.shape[-1]))
+        return StagedControl(net=net, embedding=embedding, rows=rows.to(x.device),
+                             row_scale=row_scale[rows].to(x.device), scales=self.spec.scales,
+                             token_weights=weights, attention=self.binding.attention)
+
     def _residuals(self, x: Tensor, sigma: Tensor, c: dict,
                    cond_or_uncond: Sequence[int]) -> Optional[ControlResiduals]:
         row_scale = self.row_scales(x.shape[0], cond_or_uncond)
@@ -182,12 +221,7 @@ class ResidualInjection:
         timesteps = self.model_sampling.timestep(sigma).float()
         context = c.get("crossattn_controlnet", c["c_crossattn"])
         y = c.get("y") if self.binding.takes_y else None
-        # The latent batch is first known here; the Apply node has checked everything else.
-        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
-        if self.spec.mask is not None:
-            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
-        for n, extra in enumerate(self.control.extra_hints, start=2):
-            check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
+        self._check_batches(per_chunk)
         hints, embedding = self.hint_for(x, net)
         embedding = _each(lambda t: tile_rows(t, per_chunk, chunks, "control image"), embedding)
         subset = rows.numel() < x.shape[0]

@@ -20,7 +20,10 @@ BASE = {"all_patch_size": (2,), "all_f_patch_size": (1,), "in_channels": LATENT_
         "n_layers": 4, "n_refiner_layers": 2, "n_heads": 2, "n_kv_heads": 2, "norm_eps": 1e-5, "qk_norm": True,
         "cap_feat_dim": CAPTION_DIM, "rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": list(AXES_DIM),
         "axes_lens": [256, 32, 32]}
-CONTROL = {"dim": 32, "n_refiner_layers": 2, "n_heads": 2, "n_kv_heads": 2}
+WIDE = {**BASE, "dim": 1024, "n_heads": 8, "n_kv_heads": 8, "axes_dims": [32, 48, 48], "axes_lens": [256, 64, 64]}
+"""The narrowest Z-Image ComfyUI and diffusers build alike: both embed the timestep through 1024 hidden units
+into min(dim, 256) (ComfyUI: min(dim, 1024) into 256), which agree from 1024-wide tokens on."""
+WIDE_AXES_DIM = (32, 48, 48)
 VERSIONS: Dict[str, dict] = {
     "1.0": {"control_layers_places": [0, 2], "control_in_dim": 16, "add_control_noise_refiner": None},
     "2.0": {"control_layers_places": [0, 1, 2, 3], "control_in_dim": 33, "add_control_noise_refiner": "control_layers"},
@@ -35,30 +38,39 @@ VERSIONS: Dict[str, dict] = {
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Every parameter re-randomised (zero-initialised skips and the ``torch.empty`` pad tokens included).
 
-    Norm weights stay near 1 so attention is far from uniform and the rotary positions matter.
+    Norm weights stay near 1 so attention is far from uniform and the rotary positions matter; matrices wider
+    than 32 inputs are scaled down with their width, so activations stay of the same size at every width.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if "norm" in name else 0.2 * noise)
+            width = p.shape[-1] if p.ndim == 2 else 1
+            p.copy_(1 + 0.1 * noise if "norm" in name else 0.2 * min(1.0, (32 / width) ** 0.5) * noise)
     return model.eval()
 
 
-def tiny_transformer(seed: int = 0) -> ZImageTransformer2DModel:
-    """A randomised base Z-Image transformer of :data:`BASE` sizes."""
+def tiny_transformer(seed: int = 0, sizes: dict = BASE) -> ZImageTransformer2DModel:
+    """A randomised base Z-Image transformer of :data:`BASE` (or ``sizes``) sizes."""
     torch.manual_seed(seed)
-    return randomize(ZImageTransformer2DModel(**BASE), seed + 1)
+    return randomize(ZImageTransformer2DModel(**sizes), seed + 1)
+
+
+def _control_sizes(transformer: ZImageTransformer2DModel) -> dict:
+    cfg = transformer.config
+    return {"dim": cfg.dim, "n_refiner_layers": cfg.n_refiner_layers, "n_heads": cfg.n_heads,
+            "n_kv_heads": cfg.n_kv_heads}
 
 
 def tiny_controlnet(version: str, transformer: ZImageTransformer2DModel, seed: int = 10) -> ZImageControlNetModel:
     """A randomised diffusers ControlNet of ``version``'s shape, sharing ``transformer``'s base modules."""
     torch.manual_seed(seed)
-    net = ZImageControlNetModel(**VERSIONS[version], control_refiner_layers_places=[0, 1], **CONTROL)
+    sizes = _control_sizes(transformer)
+    net = ZImageControlNetModel(**VERSIONS[version], control_refiner_layers_places=[0, 1], **sizes)
     return ZImageControlNetModel.from_transformer(randomize(net, seed + 1), transformer)
 
 
-def release_state_dict(version: str, reference: ZImageControlNetModel, seed: int = 20) -> Dict[str, torch.Tensor]:
+def release_state_dict(version: str, reference: ZImageControlNetModel) -> Dict[str, torch.Tensor]:
     """The ControlNet's own weights as the release's file holds them.
 
     2.0's file carries a control refiner whose weights are all zero (diffusers' ``control_layers`` variant has
@@ -67,11 +79,9 @@ def release_state_dict(version: str, reference: ZImageControlNetModel, seed: int
     own = ("control_layers.", "control_noise_refiner.", "control_all_x_embedder.")
     sd = {k: v.clone() for k, v in reference.state_dict().items() if k.startswith(own)}
     if version == "2.0":
-        twin = ZImageControlNetModel(**{**VERSIONS["2.1"], "control_layers_places": [0]},
-                                     control_refiner_layers_places=[0, 1], **CONTROL)
-        for k, v in twin.state_dict().items():
-            if k.startswith("control_noise_refiner."):
-                sd[k] = torch.zeros_like(v)
+        for k, v in reference.control_layers.state_dict().items():
+            if k.split(".")[0] in ("0", "1"):
+                sd[f"control_noise_refiner.{k}"] = torch.zeros_like(v)
     return sd
 
 

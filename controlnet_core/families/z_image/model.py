@@ -34,7 +34,7 @@ from ...layers.tokens import token_grid
 from .blocks import ZImageBlock, ZImageControlBlock
 
 __all__ = ["BASE_DEPTH", "PATCH", "SEQ_MULTIPLE", "RefinerKind", "ZImageControlNet", "ZImageControlNetConfig",
-           "default_places", "patchify", "position_ids"]
+           "default_places", "patchify", "position_ids", "sequence_weights"]
 
 PATCH = 2
 """Latent pixels per image-token side."""
@@ -329,3 +329,35 @@ class ZImageControlNet(nn.Module):
         for block in self.control_layers:
             skip, stream = block(stream, unified, rope, adaln, attention)
             yield skip
+
+
+def sequence_weights(row_scale: Tensor, length: int, image: slice, token_weights: Optional[Tensor] = None) -> Tensor:
+    r"""One multiplier per row and token of the base sequence, for the skips (before each skip's own scale).
+
+    Image tokens take their weight from the mask on the token grid; caption and pad tokens, which have no place
+    in the image, take the mean of their row's image-token weights (a mask of ones or zeros then switches the
+    whole skip on or off).
+
+    Args:
+        row_scale: :math:`(B,)` multiplier per row (the uncond multiplier).
+        length: tokens of the sequence, :math:`L`.
+        image: where the image tokens (grid order, before their padding) start in the sequence; its stop is
+            unused.
+        token_weights: :math:`(B \text{ or } 1, h w, 1)` mask weights on the token grid, or None (ones).
+
+    Returns:
+        :math:`(B, L, 1)` float32.
+
+    Example:
+        >>> w = sequence_weights(torch.tensor([1.0, 0.5]), 4, slice(1, 3), torch.tensor([[[1.0], [0.0]]]))
+        >>> w[..., 0].tolist()
+        [[0.5, 1.0, 0.0, 0.5], [0.25, 0.5, 0.0, 0.25]]
+    """
+    batch = row_scale.shape[0]
+    rows = row_scale.float().reshape(batch, 1, 1)
+    if token_weights is None:
+        return rows.expand(batch, length, 1).clone()
+    grid = token_weights.float().expand(batch, -1, 1)
+    out = grid.mean(dim=1, keepdim=True).expand(batch, length, 1).clone()
+    out[:, image.start:image.start + grid.shape[1]] = grid
+    return out * rows.to(out.device)
