@@ -168,3 +168,32 @@ def our_skips(ours: ZImageControlNet, transformer: ZImageTransformer2DModel, x, 
 def as_samples(skips: Sequence[torch.Tensor], places: Sequence[int]) -> Dict[int, torch.Tensor]:
     """Main-stage skips as diffusers' ``controlnet_block_samples``."""
     return dict(zip(places, skips))
+
+
+def comfy_z_image(transformer):
+    """ComfyUI's own Z-Image MODEL at :data:`WIDE` sizes holding ``transformer``'s weights (ComfyUI's key map)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import comfy.utils
+    config = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": WIDE["dim"],
+              "n_layers": WIDE["n_layers"], "n_refiner_layers": 2, "n_heads": WIDE["n_heads"],
+              "n_kv_heads": WIDE["n_heads"], "qk_norm": True, "cap_feat_dim": WIDE["cap_feat_dim"],
+              "axes_dims": list(WIDE_AXES_DIM), "axes_lens": WIDE["axes_lens"],
+              "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "multiple_of": 1, "z_image_modulation": True,
+              "time_scale": 1000.0, "pad_tokens_multiple": 32}
+    model = comfy.supported_models.ZImage(config).get_model({})
+    key_map = comfy.utils.z_image_to_diffusers({"n_layers": WIDE["n_layers"], "dim": WIDE["dim"]})
+    sd = {}
+    for name, tensor in transformer.state_dict().items():
+        target = key_map.get(name)
+        if isinstance(target, tuple):
+            sd.setdefault(target[0], []).append((target[1][1], tensor))
+        elif target is not None:
+            sd[target] = tensor
+    sd = {k: torch.cat([t for _, t in sorted(v, key=lambda p: p[0])]) if isinstance(v, list) else v
+          for k, v in sd.items()}
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
+    assert missing == ["norm_final.weight"] and not unexpected  # NextDiT's norm_final is never used by Z-Image
+    return comfy.model_patcher.ModelPatcher(model.float(), load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())

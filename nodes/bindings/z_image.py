@@ -57,7 +57,7 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
     def encode_hint(image: Tensor) -> Tensor:
         size = (image.shape[-2] // 8, image.shape[-1] // 8)
         mask, inpaint = _inpaint_parts(control, image.shape[-2:], node_id)
-        return control_context(cfg.hint_channels, cfg.latent_channels, size, image.shape[0],
+        return control_context(cfg.hint_channels, cfg.in_channels, size, image.shape[0],
                                control=encode(image), mask=mask,
                                inpaint=None if inpaint is None else encode(masked_image(inpaint, mask)))
 

@@ -117,7 +117,7 @@ def detect_z_image_config(state_dict: Mapping[str, Tensor], *, places: Optional[
             refiner=kind,
             refiner_depth=len(refiner),
             hint_channels=context,
-            latent_channels=latent,
+            in_channels=latent,
             axes_dim=tuple(axes_dim),
         )
     except ValueError as e:

@@ -77,7 +77,7 @@ class ZImageControlNetConfig:
         refiner_depth: blocks of ``control_noise_refiner`` (2; the base model's noise refiner has as many).
         hint_channels: control-context channels before patching: 16 (v1: the control latent) or 33 (2.x:
             control latent 16, keep-mask 1, masked-image latent 16).
-        latent_channels: channels of the base model's latent (16, the Flux VAE's).
+        in_channels: channels of the base model's latent (16, the Flux VAE's).
         axes_dim: head channels of the rotary frame per axis (caption/frame, rows, columns).
         theta: rotary base period.
         family: base-model family this ControlNet fits.
@@ -91,7 +91,7 @@ class ZImageControlNetConfig:
     refiner: RefinerKind = "control_noise_refiner"
     refiner_depth: int = 2
     hint_channels: int = 33
-    latent_channels: int = 16
+    in_channels: int = 16
     axes_dim: Tuple[int, ...] = (32, 48, 48)
     theta: float = 256.0
     family: str = "z_image"
@@ -110,9 +110,9 @@ class ZImageControlNetConfig:
         if self.refiner == "control_layers" and len(self.places) < self.refiner_depth:
             raise ValueError(f"the 2.0 refiner stage takes its {self.refiner_depth} skips from the control layers; "
                              f"there are {len(self.places)}")
-        if self.hint_channels not in (self.latent_channels, 2 * self.latent_channels + 1):
+        if self.hint_channels not in (self.in_channels, 2 * self.in_channels + 1):
             raise ValueError(f"the control context has {self.hint_channels} channels; Z-Image Fun ControlNets take "
-                             f"{self.latent_channels} (v1) or {2 * self.latent_channels + 1} (2.x)")
+                             f"{self.in_channels} (v1) or {2 * self.in_channels + 1} (2.x)")
 
     @property
     def refiner_skips(self) -> int:
@@ -122,7 +122,7 @@ class ZImageControlNetConfig:
     @property
     def takes_inpaint(self) -> bool:
         """The context carries the keep-mask and the masked image (2.x, 2.1-lite)."""
-        return self.hint_channels > self.latent_channels
+        return self.hint_channels > self.in_channels
 
     @property
     def version(self) -> str:
