@@ -113,7 +113,7 @@ def model_folder(name: str) -> str:
 def composable_z_image(dm) -> bool:
     """Whether ComfyUI's Z-Image model is the one the pack's Z-Image forward restates (0.3.75's ``NextDiT``:
     ``patchify_and_embed`` and block signatures as there). Newer builds change them (and add per-layer patch
-    hooks); the forward refuses those rather than compute something else."""
+    hooks, :func:`has_z_image_patches`)."""
     needed = ("x_embedder", "cap_embedder", "t_embedder", "noise_refiner", "context_refiner", "layers",
               "final_layer", "rope_embedder", "unpatchify", "pad_tokens_multiple", "time_scale")
     if not all(hasattr(dm, name) for name in needed):
@@ -122,6 +122,12 @@ def composable_z_image(dm) -> bool:
     block = list(inspect.signature(dm.layers[0].forward).parameters)
     return (embed == ["x", "cap_feats", "cap_mask", "t", "num_tokens", "transformer_options"]
             and block == ["x", "x_mask", "freqs_cis", "adaln_input", "transformer_options"])
+
+
+def has_z_image_patches(model) -> bool:
+    """Whether ComfyUI's Z-Image model calls patches after its noise-refiner blocks and main layers (builds from
+    2025-12 on: ``set_model_noise_refiner_patch``, with ``set_model_double_block_patch``)."""
+    return hasattr(model, "set_model_noise_refiner_patch") and hasattr(model, "set_model_double_block_patch")
 
 
 def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:

@@ -104,7 +104,7 @@ class ResidualInjection:
         sigma = float(args["timestep"].flatten()[0])
         active = self.is_active(sigma, c.get("transformer_options", {}))
         if active and self.binding.install is not None:
-            staged = self.staged(args["input"], c, args["cond_or_uncond"])
+            staged = self.staged(args["input"], args["cond_or_uncond"])
             if staged is not None:
                 options = dict(c.get("transformer_options", {}))
                 options[STAGED_KEY] = tuple(options.get(STAGED_KEY, ())) + (staged,)
@@ -189,7 +189,7 @@ class ResidualInjection:
         for n, extra in enumerate(self.control.extra_hints, start=2):
             check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
 
-    def staged(self, x: Tensor, c: dict, cond_or_uncond: Sequence[int]) -> Optional[StagedControl]:
+    def staged(self, x: Tensor, cond_or_uncond: Sequence[int]) -> Optional[StagedControl]:
         """This call's :class:`StagedControl` for a control the base model's forward runs; None when it adds
         nothing (every row or residual at scale 0)."""
         row_scale = self.row_scales(x.shape[0], cond_or_uncond)

@@ -1,33 +1,34 @@
 """Binder of the Z-Image Fun ControlNets, and the Z-Image forward that runs them.
 
-ComfyUI's Z-Image model (``comfy/ldm/lumina/model.py`` ``NextDiT``) takes no ``control`` input, and ComfyUI
-0.3.75 has no per-layer patch hooks in it. So the Apply node's clone of the MODEL gets a diffusion-model
-wrapper (``WrappersMP.DIFFUSION_MODEL``, in the clone's options only) that, when the sampler wrapper has
-staged Z-Image controls for the call, runs the model's own submodules in the model's order (timestep and
-caption embedders, patch embedder with pad tokens, caption refiner, noise refiner, main layers, final layer)
-and adds each control's skips after the noise-refiner blocks and after the main layers, as the authors'
-reference does. With nothing staged it calls the model as it is. Nothing of ComfyUI's is changed or
-replaced; the shared diffusion model carries nothing after sampling.
+ComfyUI's Z-Image model (``comfy/ldm/lumina/model.py`` ``NextDiT``) takes no ``control`` input. Newer ComfyUI
+calls patches after each noise-refiner block and main layer (``set_model_noise_refiner_patch`` /
+``set_model_double_block_patch``): the Apply node's clone gets the two patches of :mod:`.z_image_patches`.
+ComfyUI 0.3.75 has no such hooks: the clone gets a diffusion-model wrapper (``WrappersMP.DIFFUSION_MODEL``)
+that, when the sampler wrapper has staged Z-Image controls for the call, runs the model's own submodules in
+the model's order (timestep and caption embedders, patch embedder with pad tokens, caption refiner, noise
+refiner, main layers, final layer) and calls the same two patches where newer builds call them. With nothing
+staged it calls the model as it is. Either way everything lives in the clone's options: nothing of ComfyUI's
+is changed or replaced, and the shared diffusion model carries nothing after sampling.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ...controlnet_core.families.z_image.hint import control_context, masked_image
-from ...controlnet_core.families.z_image.model import PATCH, position_ids, sequence_weights
+from ...controlnet_core.families.z_image.model import PATCH, position_ids
 from ...controlnet_core.injection.hint import resize_hint
-from ...controlnet_core.layers.attention import AttentionFn, scaled_dot_product
-from ...controlnet_core.layers.rotary import rope_frequencies
 from .. import compat
 from ..base import NodeInputError
 from ..control import LoadedControlNet
-from .binding import STAGED_KEY, FamilyBinding, StagedControl, encode_with_vae
+from .binding import STAGED_KEY, FamilyBinding, encode_with_vae
 from .transformer import check_transformer_fits, hint_vae_of, uniform_rule, with_rotary_split
+from .z_image_patches import after_main_layer, after_refiner_block
 
-__all__ = ["WRAPPER_KEY", "bind_z_image", "controlled_forward", "install_forward", "run_staged_controls"]
+__all__ = ["WRAPPER_KEY", "bind_z_image", "controlled_forward", "install_forward", "install_patches",
+           "run_staged_controls"]
 
 WRAPPER_KEY = "cnr_z_image_control"
 """Key of the diffusion-model wrapper on the Apply node's clone (one, however many controls are stacked)."""
@@ -38,9 +39,13 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
     check_transformer_fits(model, control, node_id)
     vae = hint_vae_of(control, node_id)
     dm = model.model.diffusion_model
-    if not compat.composable_z_image(dm):
-        raise NodeInputError(node_id, "model", "this ComfyUI's Z-Image model is not the one the pack runs Z-Image "
-                                               "Fun ControlNets on (ComfyUI 0.3.75's NextDiT); use ComfyUI's "
+    if compat.has_z_image_patches(model):
+        install = install_patches
+    elif compat.composable_z_image(dm):
+        install = install_forward
+    else:
+        raise NodeInputError(node_id, "model", "this ComfyUI's Z-Image model has neither per-layer patches nor the "
+                                               "forward the pack restates (ComfyUI 0.3.75's NextDiT); use ComfyUI's "
                                                "ModelPatchLoader and ZImageFunControlnet nodes on this ComfyUI")
     cfg = control.net.config
     if cfg.places[-1] >= len(dm.layers) or cfg.refiner_skips > len(dm.noise_refiner):
@@ -68,7 +73,7 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
         encode_hint=encode_hint,
         patch=PATCH,
         attention=compat.attention_kernel(),
-        install=install_forward,
+        install=install,
     )
 
 
@@ -92,80 +97,73 @@ def install_forward(model) -> None:
     compat.add_diffusion_model_wrapper(model, WRAPPER_KEY, run_staged_controls)
 
 
+def install_patches(model) -> None:
+    """Give the Apply node's clone the Z-Image patches that run staged controls (once), on builds with hooks."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    if after_refiner_block not in patches.get("noise_refiner", []):
+        model.set_model_noise_refiner_patch(after_refiner_block)
+        model.set_model_double_block_patch(after_main_layer)
+
+
 def run_staged_controls(executor, x, timesteps, context, num_tokens, attention_mask=None, **kwargs):
     """The diffusion-model wrapper: the model as it is, or :func:`controlled_forward` when controls are staged."""
-    staged = kwargs.get("transformer_options", {}).get(STAGED_KEY, ())
-    if not staged:
+    options = kwargs.get("transformer_options", {})
+    if not options.get(STAGED_KEY):
         return executor(x, timesteps, context, num_tokens, attention_mask, **kwargs)
-    return controlled_forward(executor.class_obj, staged, x, timesteps, context, attention_mask,
-                              kwargs.get("transformer_options", {}))
+    return controlled_forward(executor.class_obj, x, timesteps, context, attention_mask, options)
 
 
-def controlled_forward(dm, staged: Sequence[StagedControl], x: Tensor, timesteps: Tensor, context: Tensor,
-                       attention_mask: Optional[Tensor] = None, transformer_options: Optional[dict] = None) -> Tensor:
-    r"""ComfyUI's Z-Image forward (NextDiT of 0.3.75) with the staged controls' skips added.
+def controlled_forward(dm, x: Tensor, timesteps: Tensor, context: Tensor, attention_mask: Optional[Tensor] = None,
+                       transformer_options: Optional[dict] = None) -> Tensor:
+    r"""ComfyUI 0.3.75's Z-Image forward (``NextDiT._forward``) restated, calling the Z-Image patches where newer
+    ComfyUI calls them (:mod:`.z_image_patches`), with the call's staged controls.
 
     Follows the model's own forward step for step, so with no control (or skips of 0) it returns what the
     model returns.
 
     Args:
         dm: ComfyUI's ``NextDiT``.
-        staged: the controls of this call (may be empty).
-        x: latent :math:`(B, C, H, W)`; timesteps :math:`(B,)` as the model takes them (1 = noise);
-            context: caption features :math:`(B, T, C_t)`; attention_mask: the caption mask, or None.
-        transformer_options: the call's options (rotary scaling, attention overrides).
+        x: latent :math:`(B, C, H, W)`.
+        timesteps: :math:`(B,)` as the model takes them (1 = noise).
+        context: caption features :math:`(B, T, C_t)`.
+        attention_mask: the caption mask, or None.
+        transformer_options: the call's options, with the staged controls under ``STAGED_KEY``; the patches
+            keep their per-call state in a copy.
 
     Returns:
         The model output :math:`(B, C, H, W)`.
     """
-    options = transformer_options or {}
+    options = dict(transformer_options or {})
     height, width = x.shape[-2:]
     x = _pad_to_patches(x, dm.patch_size)
     adaln = dm.t_embedder((1.0 - timesteps) * dm.time_scale, dtype=x.dtype)
     cap = dm.cap_embedder(context)
-    cap, tokens, cap_ids, img_ids, grid = _embed(dm, x, cap, options)
+    cap, tokens, cap_ids, img_ids = _embed(dm, x, cap, options)
     freqs = dm.rope_embedder(torch.cat((cap_ids, img_ids), dim=1)).movedim(1, 2)
-    n_cap, n_img = cap.shape[1], tokens.shape[1]
+    n_cap = cap.shape[1]
     for layer in dm.context_refiner:
         cap = layer(cap, attention_mask, freqs[:, :n_cap], transformer_options=options)
 
-    axes, theta = tuple(dm.rope_embedder.axes_dim), dm.rope_embedder.theta
-    img_rope = rope_frequencies(img_ids[0], axes, theta)
-    unified_rope = rope_frequencies(torch.cat((cap_ids[0], img_ids[0])), axes, theta)
-    image = slice(n_cap, n_cap + n_img)
-    streams, weights = [], []
-    for job in staged:
-        rows = job.rows
-        net = job.net
-        weights.append(sequence_weights(job.row_scale, n_cap + n_img, image, job.token_weights).to(x.dtype))
-        start = net.stream_start(job.embedding.to(x.dtype), dm.x_pad_token, n_img)
-        streams.append(net.refine(start, tokens[rows], img_rope, adaln[rows], _kernel(job)))
-
+    x0 = tokens
     for i, layer in enumerate(dm.noise_refiner):
         tokens = layer(tokens, None, freqs[:, n_cap:], adaln, transformer_options=options)
-        for job, (_, skips), weight in zip(staged, streams, weights):
-            if i < len(skips):
-                add = skips[i].to(tokens.dtype) * (weight[:, image] * job.scales[i])
-                tokens = tokens.index_add(0, job.rows, add)
+        out = after_refiner_block({"img": tokens, "img_input": x0, "txt": cap, "pe": freqs[:, n_cap:], "vec": adaln,
+                                   "x": x, "block_index": i, "transformer_options": options})
+        tokens = out.get("img", tokens)
 
     unified = torch.cat((cap, tokens), dim=1)
-    layer_skips = [iter(job.net.layer_skips(c, unified[job.rows], image, unified_rope, adaln[job.rows], _kernel(job)))
-                   for job, (c, _) in zip(staged, streams)]
-    places = [{place: k for k, place in enumerate(job.net.config.places)} for job in staged]
+    start = unified
     for i, layer in enumerate(dm.layers):
         unified = layer(unified, None, freqs, adaln, transformer_options=options)
-        for job, skips, where, weight in zip(staged, layer_skips, places, weights):
-            if i in where:
-                scale = job.scales[job.net.config.refiner_skips + where[i]]
-                unified = unified.index_add(0, job.rows, next(skips).to(unified.dtype) * (weight * scale))
+        out = after_main_layer({"img": unified[:, n_cap:], "img_input": start[:, n_cap:], "txt": unified[:, :n_cap],
+                                "pe": freqs[:, n_cap:], "vec": adaln, "x": x, "block_index": i,
+                                "transformer_options": options})
+        if out:
+            unified = torch.cat((out["txt"], out["img"]), dim=1)
 
     out = dm.final_layer(unified, adaln)
     out = dm.unpatchify(out, [x.shape[-2:]] * x.shape[0], [n_cap] * x.shape[0], return_tensor=True)
     return -out[:, :, :height, :width]
-
-
-def _kernel(job: StagedControl) -> AttentionFn:
-    return job.attention or scaled_dot_product
 
 
 def _pad_to_patches(x: Tensor, patch: int) -> Tensor:
@@ -185,8 +183,8 @@ def _embed(dm, x: Tensor, cap: Tensor, options: dict):
     """Caption and image tokens with their pad tokens and rotary positions, as the model's patch step makes them.
 
     Returns:
-        ``(cap, tokens, cap_ids, img_ids, grid)``: :math:`(B, L_c, D)`, :math:`(B, L_x, D)`, positions
-        :math:`(B, L_c, 3)` and :math:`(B, L_x, 3)`, and the token grid.
+        ``(cap, tokens, cap_ids, img_ids)``: :math:`(B, L_c, D)`, :math:`(B, L_x, D)` and their positions
+        :math:`(B, L_c, 3)` and :math:`(B, L_x, 3)`.
     """
     multiple = dm.pad_tokens_multiple
     cap = _padded(cap, dm.cap_pad_token if multiple else None, multiple)
@@ -202,4 +200,4 @@ def _embed(dm, x: Tensor, cap: Tensor, options: dict):
     cols = torch.arange(grid[1], device=x.device, dtype=torch.float32)
     img_ids[:n_img, 1] = (rows * rope.get("scale_y", 1.0) + rope.get("shift_y", 0.0)).repeat_interleave(grid[1])
     img_ids[:n_img, 2] = (cols * rope.get("scale_x", 1.0) + rope.get("shift_x", 0.0)).repeat(grid[0])
-    return cap, tokens, cap_ids.expand(b, -1, -1), img_ids.expand(b, -1, -1), grid
+    return cap, tokens, cap_ids.expand(b, -1, -1), img_ids.expand(b, -1, -1)

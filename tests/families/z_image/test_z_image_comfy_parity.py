@@ -51,9 +51,10 @@ def _staged(net, context, batch, scales=None, rows=None):
 
 
 def _forward(model, staged, x, t, caption):
+    from cnr_pack.nodes.bindings.binding import STAGED_KEY
     from cnr_pack.nodes.bindings.z_image import controlled_forward
     with torch.no_grad():
-        return controlled_forward(model.model.diffusion_model, staged, x, 1.0 - t, caption)
+        return controlled_forward(model.model.diffusion_model, x, 1.0 - t, caption, None, {STAGED_KEY: tuple(staged)})
 
 
 def _ours(version, transformer):
@@ -135,3 +136,13 @@ def test_a_control_on_some_rows_leaves_the_others_as_the_model_computes_them(mod
     both = _forward(model, (_staged(net, context, 2),), x, t, caption)
     first = _forward(model, (_staged(net, context, 2, rows=torch.tensor([0])),), x, t, caption)
     assert _rel(first[0], both[0]) <= REL_TOL and _rel(first[1], plain[1]) <= 1e-5
+
+
+def test_the_patches_read_comfyuis_rotary_matrices_as_the_cores_rotation(model):
+    from cnr_pack.controlnet_core.layers.rotary import rope_frequencies
+    from cnr_pack.nodes.bindings.z_image_patches import rope_from_matrices
+    _, ids = position_ids(32, (4, 6), 32)
+    embedder = model.model.diffusion_model.rope_embedder
+    cos, sin = rope_from_matrices(embedder(ids[None]).movedim(1, 2))
+    expected = rope_frequencies(ids, tuple(embedder.axes_dim), embedder.theta)
+    assert (cos - expected[0]).abs().max().item() <= 1e-6 and (sin - expected[1]).abs().max().item() <= 1e-6
