@@ -98,7 +98,8 @@ class ApplyControlResiduals:
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
                    "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 "
-                   "ControlNet's residuals to the transformer's image tokens after each block, at every "
+                   "ControlNet's residuals to the transformer's image tokens after each block, or a Z-Image Fun "
+                   "ControlNet's skips after the Z-Image model's refiner blocks and main layers, at every "
                    "step inside the window. Stack several for multi-ControlNet; ComfyUI's own ControlNets keep "
                    "working beside it. The input MODEL is not changed.")
     CATEGORY = category("controlnet")
@@ -147,7 +148,8 @@ class ApplyControlResiduals:
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
                                   "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
-                                  "one per ControlNet block. Empty = all 1. Each value within "
+                                  "one per ControlNet block; Z-Image Fun: 2 refiner skips (2.x), then one per control "
+                                  "layer. Empty = all 1. Each value within "
                                   f"+-{BLOCK_WEIGHT_LIMIT:g}."}),
             },
         }
