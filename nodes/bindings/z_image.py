@@ -47,6 +47,7 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
         raise NodeInputError(node_id, "model", "this ComfyUI's Z-Image model has neither per-layer patches nor the "
                                                "forward the pack restates (ComfyUI 0.3.75's NextDiT); use ComfyUI's "
                                                "ModelPatchLoader and ZImageFunControlnet nodes on this ComfyUI")
+    _check_inpaint(control, node_id)
     cfg = control.net.config
     if cfg.places[-1] >= len(dm.layers) or cfg.refiner_skips > len(dm.noise_refiner):
         raise NodeInputError(node_id, "controlnet",
@@ -77,17 +78,22 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
     )
 
 
-def _inpaint_parts(control: LoadedControlNet, size, node_id: str) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """The inpaint mask :math:`(B, 1, H, W)` and image :math:`(B, 3, H, W)` at the control image's size."""
-    mask, image = control.inpaint_mask, control.inpaint_image
-    if image is not None and mask is None:
+def _check_inpaint(control: LoadedControlNet, node_id: str) -> None:
+    """Raise unless the control's inpaint parts are none, a mask, or a mask and an image, for a 2.x file."""
+    if control.inpaint_image is not None and control.inpaint_mask is None:
         raise NodeInputError(node_id, "controlnet", f"'{control.name}' carries an inpaint image but no inpaint mask; "
                                                     "give the mask of the region to repaint")
-    if mask is None:
-        return None, None
-    if not control.net.config.takes_inpaint:
+    if control.inpaint_mask is not None and not control.net.config.takes_inpaint:
         raise NodeInputError(node_id, "controlnet", f"'{control.name}' is a Z-Image Fun 1.0 ControlNet, which takes "
                                                     "no inpaint mask; use a 2.1 file")
+
+
+def _inpaint_parts(control: LoadedControlNet, size, node_id: str) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """The inpaint mask :math:`(B, 1, H, W)` and image :math:`(B, 3, H, W)` at the control image's size."""
+    _check_inpaint(control, node_id)
+    mask, image = control.inpaint_mask, control.inpaint_image
+    if mask is None:
+        return None, None
     mask = resize_hint(mask.float().reshape(-1, 1, *mask.shape[-2:]), tuple(size), "stretch")
     return mask, None if image is None else resize_hint(image.float(), tuple(size), "stretch")
 

@@ -159,3 +159,27 @@ def test_two_control_images_for_one_latent_are_refused_naming_the_image(nodes, f
                        "balanced", "crop", EXECUTED)
     with pytest.raises(ValueError, match=f"{APPLY}: image"):
         _sample(controlled)
+
+
+def test_an_inpaint_image_and_mask_on_the_controlnet_change_sampling(nodes, files, vae, model):
+    from dataclasses import replace
+    control = _control(nodes, vae)
+    mask = torch.zeros(1, 64, 96)
+    mask[:, 16:48, 24:72] = 1.0
+    inpainting = replace(control, inpaint_mask=mask, inpaint_image=IMAGE.movedim(-1, 1))
+    plain_control = _sample(_ours(nodes, model, control))
+    assert _rel(_sample(_ours(nodes, model, inpainting)), plain_control) > 1e-3
+
+
+def test_an_inpaint_image_without_its_mask_is_refused_naming_the_node(nodes, files, vae, model):
+    from dataclasses import replace
+    control = replace(_control(nodes, vae), inpaint_image=IMAGE.movedim(-1, 1))
+    with pytest.raises(ValueError, match=f"{APPLY}: controlnet: .*inpaint image but no inpaint mask"):
+        _ours(nodes, model, control)
+
+
+def test_a_v1_controlnet_given_an_inpaint_mask_is_refused_naming_the_node(nodes, files, vae, model):
+    from dataclasses import replace
+    control = replace(_control(nodes, vae, "zimage-fun-1.0.safetensors"), inpaint_mask=torch.ones(1, 64, 96))
+    with pytest.raises(ValueError, match=f"{APPLY}: controlnet: .*1.0 ControlNet, which takes no inpaint mask"):
+        _ours(nodes, model, control)
