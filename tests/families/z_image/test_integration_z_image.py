@@ -183,3 +183,22 @@ def test_a_v1_controlnet_given_an_inpaint_mask_is_refused_naming_the_node(nodes,
     control = replace(_control(nodes, vae, "zimage-fun-1.0.safetensors"), inpaint_mask=torch.ones(1, 64, 96))
     with pytest.raises(ValueError, match=f"{APPLY}: controlnet: .*1.0 ControlNet, which takes no inpaint mask"):
         _ours(nodes, model, control)
+
+
+def test_on_a_comfyui_with_z_image_patch_hooks_the_controls_go_in_as_patches_once(nodes, files, vae, model):
+    # A patcher answering as newer ComfyUI's does (set_model_noise_refiner_patch): 0.3.75's model never calls
+    # the patches, so only what the Apply node installs is checked here; the patches' arithmetic is the one
+    # the composed forward runs (test_z_image_comfy_parity).
+    from comfy.patcher_extension import WrappersMP
+
+    from cnr_pack.nodes.bindings.z_image import WRAPPER_KEY
+    class NewerPatcher(type(model)):
+        def set_model_noise_refiner_patch(self, patch):
+            self.set_model_patch(patch, "noise_refiner")
+
+    newer = NewerPatcher(model.model, model.load_device, model.offload_device)
+    stacked = _ours(nodes, _ours(nodes, newer, _control(nodes, vae)), _control(nodes, vae), strength=0.5)
+    patches = stacked.model_options["transformer_options"]["patches"]
+    assert len(patches["noise_refiner"]) == 1 and len(patches["double_block"]) == 1
+    assert not stacked.get_wrappers(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    assert "patches" not in model.model_options["transformer_options"]
