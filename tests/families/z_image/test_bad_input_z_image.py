@@ -58,8 +58,8 @@ def test_the_loader_lists_and_loads_files_in_model_patches(env, tmp_path):
     loader = comfy_host.boot().NODE_CLASS_MAPPINGS[LOADER]
     loader.INPUT_TYPES()  # registers models/model_patches on hosts without it
     folder_paths.add_model_folder_path("model_patches", str(tmp_path))
-    (tmp_path / "zimage-fun-2.1.safetensors").write_bytes(safetensors_bytes(env.z_image_weights["2.1"]))
+    (tmp_path / "zimage-tiny-2.1.safetensors").write_bytes(safetensors_bytes(env.z_image_weights["2.1"]))
     choices = loader.INPUT_TYPES()["required"]["control_net_name"][0]
-    assert "zimage-fun-2.1.safetensors" in choices
-    control = comfy_host.run_node(LOADER, control_net_name="zimage-fun-2.1.safetensors")[0]
+    assert "zimage-tiny-2.1.safetensors" in choices
+    control = comfy_host.run_node(LOADER, control_net_name="zimage-tiny-2.1.safetensors")[0]
     assert control.net.family == "z_image" and control.net.config.version == "2.1"

@@ -42,7 +42,7 @@ def files(nodes, transformer, tmp_path_factory):
     """2.1 and v1 files (places fit the 4-layer base) in a models/model_patches folder."""
     import folder_paths
     folder = tmp_path_factory.mktemp("model_patches")
-    for version, name in (("2.1", "zimage-fun-2.1.safetensors"), ("1.0", "zimage-fun-1.0.safetensors")):
+    for version, name in (("2.1", "zimage-wide-2.1.safetensors"), ("1.0", "zimage-wide-1.0.safetensors")):
         weights = release_state_dict(version, tiny_controlnet(version, transformer))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / name))
     nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"].INPUT_TYPES()
@@ -61,7 +61,7 @@ def _node(nodes, node_id, *args, **kwargs):
     return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
 
 
-def _control(nodes, vae, name="zimage-fun-2.1.safetensors"):
+def _control(nodes, vae, name="zimage-wide-2.1.safetensors"):
     # The tiny base has 4 main layers: the skips go after layers 0..3 (2.1) or 0 and 2 (1.0).
     control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", name), vae)
     places = (0, 1, 2, 3) if control.net.config.version != "1.0" else (0, 2)
@@ -136,7 +136,7 @@ def test_stacked_controls_share_one_forward_and_both_act(nodes, files, vae, mode
 
     from cnr_pack.nodes.bindings.z_image import WRAPPER_KEY
     first = _ours(nodes, model, _control(nodes, vae))
-    both = _ours(nodes, first, _control(nodes, vae, "zimage-fun-1.0.safetensors"), strength=0.5)
+    both = _ours(nodes, first, _control(nodes, vae, "zimage-wide-1.0.safetensors"), strength=0.5)
     assert len(both.get_wrappers(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)) == 1
     assert _rel(_sample(both), _sample(first)) > 1e-3
 
@@ -149,7 +149,7 @@ def test_a_z_image_controlnet_on_an_sd15_model_is_refused_naming_both(nodes, fil
 
 
 def test_a_control_with_more_places_than_the_model_has_layers_is_refused(nodes, files, vae, model):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "zimage-fun-2.1.safetensors"), vae)
+    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "zimage-wide-2.1.safetensors"), vae)
     with pytest.raises(ValueError, match=r"main layers up to 21 .* the model has 4"):
         _ours(nodes, model, control)
 
@@ -180,7 +180,7 @@ def test_an_inpaint_image_without_its_mask_is_refused_naming_the_node(nodes, fil
 
 def test_a_v1_controlnet_given_an_inpaint_mask_is_refused_naming_the_node(nodes, files, vae, model):
     from dataclasses import replace
-    control = replace(_control(nodes, vae, "zimage-fun-1.0.safetensors"), inpaint_mask=torch.ones(1, 64, 96))
+    control = replace(_control(nodes, vae, "zimage-wide-1.0.safetensors"), inpaint_mask=torch.ones(1, 64, 96))
     with pytest.raises(ValueError, match=f"{APPLY}: controlnet: .*1.0 ControlNet, which takes no inpaint mask"):
         _ours(nodes, model, control)
 
