@@ -61,10 +61,10 @@ def bind_z_image(model, control: LoadedControlNet, node_id: str) -> FamilyBindin
         return latent_format.process_in(encode_with_vae(vae, image))
 
     def encode_hint(image: Tensor) -> Tensor:
-        size = (image.shape[-2] // 8, image.shape[-1] // 8)
+        latent = encode(image)
         mask, inpaint = _inpaint_parts(control, image.shape[-2:], node_id)
-        return control_context(cfg.hint_channels, cfg.in_channels, size, image.shape[0],
-                               control=encode(image), mask=mask,
+        return control_context(cfg.hint_channels, cfg.in_channels, tuple(latent.shape[-2:]), image.shape[0],
+                               control=latent, mask=mask,
                                inpaint=None if inpaint is None else encode(masked_image(inpaint, mask)))
 
     return FamilyBinding(

@@ -123,6 +123,16 @@ def test_the_window_leaves_steps_out(nodes, files, vae, model):
     assert _rel(late, full) > 1e-3 and _rel(late, _sample(model)) > 1e-3
 
 
+def test_uncond_multiplier_zero_keeps_the_control_off_the_negative_pass(nodes, files, vae, model):
+    control = _control(nodes, vae)
+    run = dict(RUN, cfg=3.0)
+    both = comfy_host.sample(_ours(nodes, model, control), _conditioning(1), _conditioning(2), **run)
+    positive_only = comfy_host.sample(_ours(nodes, model, control, uncond_multiplier=0.0), _conditioning(1),
+                                      _conditioning(2), **run)
+    plain = comfy_host.sample(model, _conditioning(1), _conditioning(2), **run)
+    assert _rel(positive_only, both) > 1e-3 and _rel(positive_only, plain) > 1e-3
+
+
 def test_a_mask_limits_where_the_control_acts(nodes, files, vae, model):
     control = _control(nodes, vae)
     left = torch.zeros(1, 64, 96)
