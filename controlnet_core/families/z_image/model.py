@@ -233,6 +233,11 @@ class ZImageControlNet(nn.Module):
             {f"{PATCH}-1": nn.Linear(PATCH * PATCH * config.hint_channels, dim, **kw)})
 
     @property
+    def _dtype(self) -> torch.dtype:
+        """The weights' dtype, which the stages compute in whatever the base model's tokens are."""
+        return self.control_all_x_embedder[f"{PATCH}-1"].weight.dtype
+
+    @property
     def num_residuals(self) -> int:
         """The refiner-stage skips, then one skip per control layer."""
         return self.config.refiner_skips + len(self.config.places)
@@ -294,10 +299,11 @@ class ZImageControlNet(nn.Module):
 
         Returns:
             ``(c, skips)``: the stream for the main stage and the skips for noise-refiner blocks 0, 1, ...
-            (none for v1), each :math:`(B, L_x, D)`.
+            (none for v1), each :math:`(B, L_x, D)`, in the weights' dtype.
         """
         kind = self.config.refiner
-        c = c.to(x.dtype)
+        dtype = self._dtype
+        c, x = c.to(dtype), x.to(dtype)
         if kind == "plain":
             for block in self.control_noise_refiner:
                 c = block(c, rope, adaln, attention)
@@ -322,8 +328,9 @@ class ZImageControlNet(nn.Module):
             attention: the attention kernel.
 
         Yields:
-            Skip ``k`` :math:`(B, L, D)`, to add after main layer ``places[k]``.
+            Skip ``k`` :math:`(B, L, D)` in the weights' dtype, to add after main layer ``places[k]``.
         """
+        unified = unified.to(self._dtype)
         stream = unified.clone()
         stream[:, image] = c.to(unified.dtype)
         for block in self.control_layers:

@@ -6,7 +6,7 @@ import torch
 from cnr_pack.controlnet_core.families.z_image.model import ZImageControlNet, position_ids
 from cnr_pack.controlnet_core.loading.registry import load_controlnet
 from tiny_z_image import (AXES_DIM, VERSIONS, as_samples, base_stages, diffusers_denoise, diffusers_skips, inputs,
-                          our_skips, release_state_dict, tiny_controlnet, tiny_transformer)
+                          our_skips, release_state_dict, ropes, tiny_controlnet, tiny_transformer)
 
 TOL = 1e-5
 
@@ -84,3 +84,18 @@ def test_diffusers_controlnet_hides_the_2x_refiner_skips_from_the_base(transform
     x, t, caption, context = inputs("2.1")
     refiner_skips, _ = our_skips(ours, transformer, x, t, caption, context)
     assert all(s.abs().max().item() > 0.05 for s in refiner_skips)
+
+
+def test_the_stages_compute_in_the_weights_dtype_whatever_the_base_tokens_are(transformer):
+    _, ours = _pair("2.1", transformer)
+    half = ours.to(torch.bfloat16)
+    x, t, caption, context = inputs("2.1")
+    with torch.no_grad():
+        x0, cap, adaln, grid = base_stages(transformer, x, t, caption)
+        cap_rope, img_rope = ropes(cap.shape[1], grid, x0.shape[1])
+        c = half.stream_start(half.embed_hint(context), transformer.x_pad_token, x0.shape[1])
+        c, skips = half.refine(c, x0, img_rope, adaln)
+        unified = torch.cat((x0, cap), dim=1)
+        rope = tuple(torch.cat(pair) for pair in zip(img_rope, cap_rope))
+        layer = next(half.layer_skips(c, unified, slice(0, x0.shape[1]), rope, adaln))
+    assert {skips[0].dtype, layer.dtype} == {torch.bfloat16} and torch.isfinite(layer).all()
