@@ -158,6 +158,25 @@ def test_a_z_image_controlnet_on_an_sd15_model_is_refused_naming_both(nodes, fil
     assert message.startswith(f"{APPLY}: controlnet: ") and "Z_IMAGE ControlNet" in message and "SD15" in message
 
 
+def _tiny_flux_model():
+    """ComfyUI's own Flux MODEL at a tiny width (unrandomised: it is refused before it runs)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32,
+              "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+              "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": False}
+    return comfy.model_patcher.ModelPatcher(comfy.supported_models.Flux(config).get_model({}),
+                                            load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def test_a_z_image_controlnet_on_a_flux_model_is_refused_naming_both(nodes, files, vae):
+    with pytest.raises(ValueError) as err:
+        _ours(nodes, _tiny_flux_model(), _control(nodes, vae))
+    message = str(err.value)
+    assert message.startswith(f"{APPLY}: controlnet: ") and "Z_IMAGE ControlNet" in message and "Flux" in message
+
+
 def test_a_control_with_more_places_than_the_model_has_layers_is_refused(nodes, files, vae, model):
     control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "zimage-wide-2.1.safetensors"), vae)
     with pytest.raises(ValueError, match=r"main layers up to 21 .* the model has 4"):
