@@ -33,6 +33,10 @@ class ControlModel(Protocol):
         num_residuals: its own residuals, one ``block_weights`` value each.
         residual_layout: what those residuals are, in order, for messages.
         step_invariant: residuals do not depend on the step (computed once per image and batch layout).
+
+    A family whose control needs the base model's own intermediate tokens (Z-Image Fun: the tokens before
+    the noise refiner and the unified sequence before the main layers) has no :meth:`forward`; it offers
+    its stages instead, and its binding runs them inside the base model's forward (``FamilyBinding.install``).
     """
 
     family: str

@@ -6,6 +6,7 @@ imports a module newer than the oldest supported host at import time.
 from __future__ import annotations
 
 import inspect
+import os
 
 import comfy.model_management
 import comfy.model_patcher
@@ -97,6 +98,44 @@ def attention_kernel():
     def attend(q, k, v):
         return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)
     return attend
+
+
+def model_folder(name: str) -> str:
+    """The ``folder_paths`` key ``name`` (e.g. ``model_patches``, 2025-08 builds on), registered under
+    ``models/<name>`` on builds that lack it, so the pack's loader lists the files users keep there."""
+    import folder_paths
+    if name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[name] = (
+            [os.path.join(folder_paths.models_dir, name)], set(folder_paths.supported_pt_extensions))
+    return name
+
+
+def composable_z_image(dm) -> bool:
+    """Whether ComfyUI's Z-Image model is the one the pack's Z-Image forward restates (0.3.75's ``NextDiT``:
+    ``patchify_and_embed`` and block signatures as there). Newer builds change them (and add per-layer patch
+    hooks, :func:`has_z_image_patches`)."""
+    needed = ("x_embedder", "cap_embedder", "t_embedder", "noise_refiner", "context_refiner", "layers",
+              "final_layer", "rope_embedder", "unpatchify", "pad_tokens_multiple", "time_scale")
+    if not all(hasattr(dm, name) for name in needed):
+        return False
+    embed = list(inspect.signature(dm.patchify_and_embed).parameters)
+    block = list(inspect.signature(dm.layers[0].forward).parameters)
+    return (embed == ["x", "cap_feats", "cap_mask", "t", "num_tokens", "transformer_options"]
+            and block == ["x", "x_mask", "freqs_cis", "adaln_input", "transformer_options"])
+
+
+def has_z_image_patches(model) -> bool:
+    """Whether ComfyUI's Z-Image model calls patches after its noise-refiner blocks and main layers (builds from
+    2025-12 on: ``set_model_noise_refiner_patch``, with ``set_model_double_block_patch``)."""
+    return hasattr(model, "set_model_noise_refiner_patch") and hasattr(model, "set_model_double_block_patch")
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """Wrap the diffusion model's forward of this MODEL clone (``WrappersMP.DIFFUSION_MODEL``, 2024-12 builds
+    on; every build with Z-Image has it) with ``wrapper`` under ``key``, unless one is there already."""
+    from comfy.patcher_extension import WrappersMP
+    if not model.get_wrappers(WrappersMP.DIFFUSION_MODEL, key):
+        model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, wrapper)
 
 
 def vae_downscale(vae) -> int:

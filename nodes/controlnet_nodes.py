@@ -42,8 +42,9 @@ class ControlNetLoader:
     DESCRIPTION = ("Loads a ControlNet (SD1.x, SD2.x or SDXL; original or diffusers layout; .safetensors "
                    "preferred), a ControlNet Union (choose its types with CNR_UnionType), a Control-LoRA (merged "
                    "with the MODEL by the Apply node), a T2I-Adapter (SD1.x full or light, SDXL) or a Flux (InstantX, "
-                   "Shakker-Labs Union, XLabs, Mistoline) or SD3 / SD3.5 ControlNet for ControlNet Refine's "
-                   "Apply node. Architecture and format come from the weights.")
+                   "Shakker-Labs Union, XLabs, Mistoline), SD3 / SD3.5, Qwen-Image InstantX or Z-Image Fun "
+                   "ControlNet (1.0, 2.1, 2.1-lite; from models/model_patches) for ControlNet Refine's Apply node. "
+                   "Architecture and format come from the weights.")
     CATEGORY = category("loaders")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -54,7 +55,8 @@ class ControlNetLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "control_net_name": (control_model_names(),
-                                 {"tooltip": "A file in ComfyUI's models/controlnet (or t2i_adapter) folder."}),
+                                 {"tooltip": "A file in ComfyUI's models/controlnet (or t2i_adapter, or "
+                                             "model_patches for Z-Image Fun ControlNets) folder."}),
             "global_average_pooling": ("BOOLEAN", {"default": False, "tooltip":
                                        "Average every residual over the image (shuffle ControlNets need this)."}),
         }}
@@ -63,7 +65,7 @@ class ControlNetLoader:
         path = control_model_path(control_net_name)
         if path is None or not os.path.isfile(path):
             raise FileNotFoundError(f"{self.NODE_ID}: control_net_name '{control_net_name}' is not in the "
-                                    "controlnet model folder; put the file there and refresh")
+                                    "controlnet model folder (nor in model_patches); put the file there and refresh")
         dtype = comfy.model_management.unet_dtype()
         try:
             net = load_controlnet(path, dtype=dtype, device=comfy.model_management.unet_offload_device(),
@@ -78,7 +80,9 @@ class ControlNetLoader:
 
 def _model_folders():
     # ComfyUI files models/t2i_adapter under "controlnet"; a host giving it a key of its own is read too.
-    return [key for key in ("controlnet", "t2i_adapter") if key in folder_paths.folder_names_and_paths]
+    # Z-Image Fun ControlNets live in models/model_patches (ComfyUI's ModelPatchLoader folder).
+    folders = [key for key in ("controlnet", "t2i_adapter") if key in folder_paths.folder_names_and_paths]
+    return folders + [compat.model_folder("model_patches")]
 
 
 def control_model_names():
@@ -97,8 +101,9 @@ class ApplyControlResiduals:
     DISPLAY_NAME = "Apply ControlNet Residuals (CNR)"
     DESCRIPTION = ("Adds a ControlNet's residuals to the MODEL's UNet (skip connections and middle block), or a "
                    "T2I-Adapter's features after its input blocks (computed once per image), or a Flux / SD3 / "
-                   "Qwen-Image ControlNet's residuals to the transformer's image tokens after each block, at every "
-                   "step inside the window (inpainting ControlNets: give the mask with CNR_InpaintControl). "
+                   "Qwen-Image ControlNet's residuals to the transformer's image tokens after each block, or a "
+                   "Z-Image Fun ControlNet's skips after the Z-Image model's refiner blocks and main layers, at "
+                   "every step inside the window (inpainting ControlNets: give the mask with CNR_InpaintControl). "
                    "Stack several for multi-ControlNet; ComfyUI's own ControlNets keep working beside it. The input "
                    "MODEL is not changed.")
     CATEGORY = category("controlnet")
@@ -148,7 +153,8 @@ class ApplyControlResiduals:
                                   "Optional per-block multipliers, comma-separated: 12 down + 1 middle for "
                                   "SD1.x/2.x, 9 + 1 for SDXL, one per feature (4) for T2I-Adapters; shallow "
                                   "to deep. Flux: one per ControlNet double block, then per single block; SD3: "
-                                  "one per ControlNet block. Empty = all 1. Each value within "
+                                  "one per ControlNet block; Z-Image Fun: 2 refiner skips (2.x), then one per control "
+                                  "layer. Empty = all 1. Each value within "
                                   f"+-{BLOCK_WEIGHT_LIMIT:g}."}),
                 "keyframes": ("CNR_KEYFRAMES", {"tooltip": "A strength schedule from CNR_StrengthKeyframe: its "
                               "strength multiplies this node's strength from each keyframe's start on, read in "
@@ -219,6 +225,8 @@ class ApplyControlResiduals:
         previous = model.model_options.get("model_function_wrapper")
         injection = ResidualInjection(binding, spec, sampling, previous=previous)
         model.set_model_unet_function_wrapper(injection)
+        if binding.install is not None:
+            binding.install(model)
         if binding.complete is None:
             # A control completed at sampling start is loaded by the wrapper once it exists.
             compat.attach_additional_model(model, binding.control.patcher)

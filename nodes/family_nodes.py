@@ -96,7 +96,7 @@ class HintVAE:
     NODE_ID = "CNR_HintVAE"
     DISPLAY_NAME = "ControlNet Hint VAE (CNR)"
     DESCRIPTION = ("Gives a latent-hint ControlNet (Flux InstantX / Shakker-Labs Union, SD3 InstantX, SD3.5, "
-                   "Qwen-Image InstantX and Fun) the "
+                   "Qwen-Image InstantX and Fun, Z-Image Fun) the "
                    "VAE that encodes its control image during sampling, as ComfyUI's Apply ControlNet node's vae "
                    "input does. Pixel-hint models (XLabs, Mistoline) do not need it. The input is not changed.")
     CATEGORY = category("controlnet")
@@ -109,8 +109,9 @@ class HintVAE:
     def INPUT_TYPES(cls):
         return {"required": {
             "controlnet": ("CNR_CONTROLNET",
-                           {"tooltip": "A Flux, SD3 or Qwen-Image ControlNet from CNR_ControlNetLoader."}),
-            "vae": ("VAE", {"tooltip": "The base model's VAE (16 latent channels for Flux, SD3 and Qwen-Image)."}),
+                           {"tooltip": "A Flux, SD3, Qwen-Image or Z-Image ControlNet from CNR_ControlNetLoader."}),
+            "vae": ("VAE", {"tooltip": "The base model's VAE (16 latent channels for Flux, SD3, Qwen-Image and "
+                                       "Z-Image)."}),
         }}
 
     def attach(self, controlnet, vae):

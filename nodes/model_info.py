@@ -5,11 +5,12 @@ from typing import Literal, Optional
 
 from ..controlnet_core.family import VAE_DOWNSCALE
 
-ModelFamily = Literal["unet", "flux", "sd3", "qwen_image"]
+ModelFamily = Literal["unet", "flux", "sd3", "qwen_image", "z_image"]
 
 
 def model_family(model) -> ModelFamily:
-    """``"flux"``, ``"sd3"``, ``"qwen_image"`` or ``"unet"`` from the MODEL's diffusion model (its block lists)."""
+    """``"flux"``, ``"sd3"``, ``"qwen_image"``, ``"z_image"`` or ``"unet"`` from the MODEL's diffusion model (its
+    block lists)."""
     dm = model.model.diffusion_model
     if hasattr(dm, "double_blocks") and hasattr(dm, "single_blocks"):
         return "flux"
@@ -19,6 +20,10 @@ def model_family(model) -> ModelFamily:
     # QwenImageTransformer2DModel); other transformer_blocks models lack one of these.
     if all(hasattr(dm, name) for name in ("transformer_blocks", "txt_norm", "img_in", "pe_embedder")):
         return "qwen_image"
+    # Z-Image's NextDiT: caption and noise refiners beside the main layers, and pad tokens (Lumina 2, the
+    # same class without them, reads other widths and no Z-Image ControlNet fits it).
+    if all(hasattr(dm, name) for name in ("noise_refiner", "context_refiner", "layers", "x_pad_token")):
+        return "z_image"
     return "unet"
 
 
@@ -37,6 +42,8 @@ def image_token_width(model) -> Optional[int]:
         return dm.x_embedder.proj.out_channels
     if family == "qwen_image":
         return dm.img_in.out_features
+    if family == "z_image":
+        return dm.dim
     return None
 
 

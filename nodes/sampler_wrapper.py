@@ -10,6 +10,10 @@ One wrapper instance may be shared by every clone of the patched MODEL (newer Co
 cache of hint embeddings keyed by device, size and dtype (and, for controls whose residuals do not
 depend on the step, such as T2I-Adapters, of the raw residuals per batch layout; with residual reuse,
 of the last computation per batch layout), guarded by a lock and emptied when sampling ends.
+
+A control that runs inside the base model's forward (Z-Image) is handed to the model call instead, as a
+:class:`~.bindings.binding.StagedControl` in ``transformer_options``, with the same window, keyframe, row, mask
+and per-residual weights decided here.
 """
 from __future__ import annotations
 
@@ -25,12 +29,13 @@ from ..controlnet_core.injection.keyframes import StepControl
 from ..controlnet_core.injection.reuse import ComputedResiduals, should_compute
 from ..controlnet_core.injection.window import step_index
 from ..controlnet_core.layers.embeddings import per_row
-from ..controlnet_core.injection.weighting import weight_residuals
+from ..controlnet_core.injection.weighting import mask_tokens, weight_residuals
 from ..controlnet_core.residuals import ControlResiduals, merge_control, scatter_residuals, tile_rows
 from ..controlnet_core.injection.spec import InjectionSpec
 from . import compat
 from .base import LOG
 from .bindings import FamilyBinding
+from .bindings.binding import STAGED_KEY, StagedControl
 from .control import LoadedControlNet
 from .validation import check_broadcast
 
@@ -110,10 +115,17 @@ class ResidualInjection:
         if self.spec.window.active(sigma, sample_sigmas):
             step = StepControl() if self.spec.schedule is None else self.spec.schedule.at(sigma, sample_sigmas)
             index = None if sample_sigmas is None else step_index(sigma, sample_sigmas)
-            residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
-            if residuals is not None:
-                control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
-                args = dict(args, c=dict(c, control=control))
+            if self.binding.install is not None:
+                staged = self.staged(args["input"], args["cond_or_uncond"], step)
+                if staged is not None:
+                    options = dict(c.get("transformer_options", {}))
+                    options[STAGED_KEY] = tuple(options.get(STAGED_KEY, ())) + (staged,)
+                    args = dict(args, c=dict(c, transformer_options=options))
+            else:
+                residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
+                if residuals is not None:
+                    control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
+                    args = dict(args, c=dict(c, control=control))
         elif self._computed:
             with self._lock:  # never reuse residuals across a window edge
                 self._computed.clear()
@@ -202,12 +214,7 @@ class ResidualInjection:
         if rows.numel() == 0 or self.spec.skips_everything:
             return None
         per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
-        # The latent batch is first known here; the Apply node has checked everything else.
-        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
-        if self.spec.mask is not None:
-            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
-        for n, extra in enumerate(self.control.extra_hints, start=2):
-            check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
+        self._check_batches(per_chunk)
         raw, fresh = self.raw_residuals(x, sigma, c, cond_or_uncond, rows, step, index)
         key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond))
         if not fresh:
@@ -232,6 +239,35 @@ class ResidualInjection:
             with self._lock:
                 self._weighted[key] = (raw, row_scale, res)
         return res
+
+    def _check_batches(self, per_chunk: int) -> None:
+        # The latent batch is first known here; the Apply node has checked everything else.
+        check_broadcast(NODE_ID, "image", self.spec.hint.shape[0], "the latent", per_chunk)
+        if self.spec.mask is not None:
+            check_broadcast(NODE_ID, "mask", self.spec.mask.shape[0], "the latent", per_chunk)
+        for n, extra in enumerate(self.control.extra_hints, start=2):
+            check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
+
+    def staged(self, x: Tensor, cond_or_uncond: Sequence[int],
+               step: StepControl = StepControl()) -> Optional[StagedControl]:
+        """This call's :class:`StagedControl` for a control the base model's forward runs; None when it adds
+        nothing (every row or residual at scale 0)."""
+        row_scale = self.row_scales(x.shape[0], cond_or_uncond, step)
+        rows = torch.nonzero(row_scale).flatten()
+        if rows.numel() == 0 or self.spec.skips_everything:
+            return None
+        per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
+        net = self.ensure_loaded(x.device)
+        self._check_batches(per_chunk)
+        _, embedding = self.hint_for(x, net)
+        embedding = tile_rows(embedding, per_chunk, chunks, "control image")[rows.to(embedding.device)]
+        weights = None
+        if self.spec.mask is not None:
+            mask = tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask")[rows.to(x.device)]
+            weights = mask_tokens(mask.float(), self.binding.token_grid(x.shape[-2], x.shape[-1]))
+        return StagedControl(net=net, embedding=embedding, rows=rows.to(x.device),
+                             row_scale=row_scale[rows].to(x.device), scales=self.spec.scales,
+                             token_weights=weights, attention=self.binding.attention)
 
     def raw_residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int], rows: Tensor,
                       step: StepControl, index: Optional[int]) -> Tuple[ControlResiduals, bool]:

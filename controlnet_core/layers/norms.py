@@ -1,7 +1,7 @@
 """The two RMS norms of the transformer families' query/key normalisation, named by what they hold.
 
-Both normalise the last axis with epsilon 1e-6; they differ where the reference models differ, and the
-parameter name is part of the weight files' keys.
+Both normalise the last axis with epsilon 1e-6 (Z-Image's blocks give 1e-5); they differ where the reference
+models differ, and the parameter name is part of the weight files' keys.
 """
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ class ScaleRMSNorm(nn.Module):
 class WeightRMSNorm(nn.Module):
     """RMS norm with a learnt ``weight`` (diffusers' ``qk_norm="rms_norm"`` keys), statistics in float32."""
 
-    def __init__(self, dim: int, dtype: Optional[torch.dtype] = None, device=None) -> None:
+    def __init__(self, dim: int, dtype: Optional[torch.dtype] = None, device=None, eps: float = EPS) -> None:
         super().__init__()
+        self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalise the last dimension: :math:`(..., d)` in and out."""
         variance = x.float().pow(2).mean(-1, keepdim=True)
-        return (x * torch.rsqrt(variance + EPS)).to(self.weight.dtype) * self.weight
+        return (x * torch.rsqrt(variance + self.eps)).to(self.weight.dtype) * self.weight

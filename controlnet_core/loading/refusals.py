@@ -9,6 +9,9 @@ beside the supported families. :data:`REFUSALS` is ordered specific before broad
   takes them (detection keys as ``comfy/controlnet.py:load_controlnet_state_dict``). (Flux, SD3/SD3.5,
   Qwen-Image InstantX and Qwen-Image-2512 Fun ControlNets are families of their own.)
 * T2I style adapters, LoRAs, checkpoints, UNets, VAEs and text encoders are other kinds of model.
+* Comfy-Org's quantized re-releases (int8 layers, a ``<layer>.comfy_quant`` tensor each): their layers
+  compute only through newer ComfyUI's quantized operations (ComfyUI 0.3.75 cannot load them either); the
+  message names the unquantized release.
 """
 from __future__ import annotations
 
@@ -122,7 +125,25 @@ def _describe_other(sd: Mapping[str, Tensor]) -> str:
     return f"{what}, with keys such as {found!r}; not a control model: load it with {node} and pick a ControlNet here"
 
 
+def _is_comfy_quantized(sd: Mapping[str, Tensor]) -> bool:
+    return any(k.endswith(".comfy_quant") for k in sd)
+
+
+def _comfy_quantized(sd: Mapping[str, Tensor]) -> str:
+    layers = sum(k.endswith(".comfy_quant") for k in sd)
+    if "control_all_x_embedder.2-1.weight" in sd:
+        what = "a Z-Image Fun ControlNet"
+        release = ("alibaba-pai's unquantized release (e.g. Z-Image-Turbo-Fun-Controlnet-Union-2.1-8steps.safetensors "
+                   "from huggingface.co/alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union-2.1)")
+    else:
+        what = "a model"
+        release = "the unquantized release of the same model"
+    return (f"a Comfy-Org quantized (int8) copy of {what}: {layers} layers carry '.comfy_quant' entries, which "
+            f"this pack does not run; download {release} into models/model_patches or models/controlnet")
+
+
 REFUSALS: Tuple[Refusal, ...] = (
+    Refusal("comfy_quantized", _is_comfy_quantized, _comfy_quantized),
     Refusal("controlnet_lllite", lambda sd: any("lllite" in k for k in sd), _lllite),
     Refusal("controlnet_xs", lambda sd: _has_part(sd, _XS_PARTS), _controlnet_xs),
     Refusal("hunyuan_dit_controlnet", lambda sd: any(k.startswith("after_proj_list.") for k in sd),

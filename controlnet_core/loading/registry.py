@@ -23,6 +23,7 @@ from ..families.qwen_image import format as qwen_image
 from ..families.sd3 import format as sd3
 from ..families.t2i_adapter import format as t2i_adapter
 from ..families.union import format as union
+from ..families.z_image import format as z_image
 from ..families.control_lora.model import ControlLora
 from ..family import ControlModel, ModelFormat
 from .files import read_state_dict
@@ -56,6 +57,7 @@ FORMATS: Tuple[ModelFormat, ...] = (
     # Flux before the classic ControlNet: XLabs files share its hint-block key.
     *flux.FORMATS,
     *qwen_image.FORMATS,
+    *z_image.FORMATS,
     # Union files are diffusers ControlNets plus the fusion block: before the classic ControlNet.
     *union.FORMATS,
     *controlnet.FORMATS,

@@ -50,6 +50,10 @@ class FamilyBinding:
         complete: for a control completed only when sampling starts (a Control-LoRA, merged with the
             weights the sampled clone carries then), what makes it; ``control`` is then its outline (a
             module on the meta device with the right shapes). None = ``control`` runs as it is.
+        install: for a control that runs inside the base model's forward (Z-Image, whose model takes no
+            ``control`` input), what prepares the Apply node's clone of the MODEL for it (a diffusion-model
+            wrapper in the clone's options); the sampler wrapper then hands the model call a
+            :class:`StagedControl` instead of residuals. None = residuals through ``c["control"]``.
     """
 
     control: LoadedControlNet
@@ -62,6 +66,7 @@ class FamilyBinding:
     expand: Optional[Callable[[ControlResiduals], ControlResiduals]] = None
     attention: Optional[AttentionFn] = None
     complete: Optional[Callable[[], LoadedControlNet]] = None
+    install: Optional[Callable[[object], None]] = None
 
     def scales(self, strength: float, mode: ControlMode, soft_base: float, block_weights: str,
                node_id: str) -> Tuple[float, ...]:
@@ -76,6 +81,33 @@ class FamilyBinding:
     def token_grid(self, height: int, width: int) -> Optional[Tuple[int, int]]:
         """The image-token grid of a latent of ``height`` x ``width``; None for UNet residual maps."""
         return None if self.patch is None else token_grid((height, width), self.patch)
+
+
+STAGED_KEY = "cnr_staged_controls"
+"""``transformer_options`` entry holding the :class:`StagedControl` tuple of one model call."""
+
+
+@dataclass(frozen=True, eq=False)
+class StagedControl:
+    """One control's share of one model call, for a base-model forward that runs the control itself.
+
+    Attributes:
+        net: the control module (on the call's device).
+        embedding: its hint embedding for the rows it runs on, :math:`(R, ...)`.
+        rows: the rows of the call's batch it runs on, :math:`(R,)` (the others have scale 0).
+        row_scale: multiplier per such row, :math:`(R,)`.
+        scales: one multiplier per residual, in the net's ``residual_layout`` order.
+        token_weights: the mask on the image-token grid, :math:`(R, h w, 1)`, or None (everywhere).
+        attention: the attention kernel the net takes, or None for the core's.
+    """
+
+    net: object
+    embedding: Tensor
+    rows: Tensor
+    row_scale: Tensor
+    scales: Tuple[float, ...]
+    token_weights: Optional[Tensor]
+    attention: Optional[AttentionFn]
 
 
 def encode_with_vae(vae, image: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from .flux import bind_flux
 from .qwen_image import bind_qwen_image
 from .sd3 import bind_sd3
 from .unet import bind_control_lora, bind_controlnet, bind_t2i_adapter, bind_union
+from .z_image import bind_z_image
 
 Binder = Callable[[object, LoadedControlNet, str], FamilyBinding]
 
@@ -20,6 +21,7 @@ BINDERS: Dict[str, Binder] = {
     "flux": bind_flux,
     "sd3": bind_sd3,
     "qwen_image": bind_qwen_image,
+    "z_image": bind_z_image,
 }
 
 

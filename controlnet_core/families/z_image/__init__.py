@@ -1,0 +1,1 @@
+"""Z-Image (Turbo) Fun ControlNets (alibaba-pai): control stream, version detection, control context."""
