@@ -53,6 +53,15 @@ def takes_inpaint_mask(net) -> bool:
             and cfg.hint_channels == cfg.in_channels + 1)
 
 
+def takes_inpaint_parts(net) -> bool:
+    """Whether ``net`` is a Fun ControlNet whose hint holds an inpaint part beside the control latent:
+    control latent | keep mask | inpaint latent, ``2 * in_channels + 1`` channels (Qwen-Image 2512 Fun,
+    Z-Image Fun 2.x)."""
+    cfg = getattr(net, "config", None)
+    return (getattr(net, "hint_input", None) == "latent" and hasattr(cfg, "hint_channels")
+            and cfg.hint_channels == 2 * cfg.in_channels + 1)
+
+
 def wrap_controlnet(net, name: str) -> LoadedControlNet:
     """``net`` with the patcher ComfyUI uses for its own ControlNets; a pending Control-LoRA, not yet a
     module, gets its patcher when it is completed."""

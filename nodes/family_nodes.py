@@ -1,9 +1,9 @@
 """Per-family nodes between loading and applying: what a family needs beyond the Apply node's inputs.
 
 ``CNR_UnionType`` chooses the control type(s) of a ControlNet Union, ``CNR_HintVAE`` gives a latent-hint
-ControlNet (Flux, SD3, Qwen-Image) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode,
-``CNR_InpaintControl`` gives a latent inpainting ControlNet its mask, ``CNR_QwenFunStrength`` chooses a
-Qwen-Image Fun ControlNet's strength curve. Each returns the same
+ControlNet (Flux, SD3, Qwen-Image, Z-Image) its VAE, ``CNR_FluxUnionMode`` chooses a Flux union model's mode,
+``CNR_InpaintControl`` gives an inpainting ControlNet its mask (and a Fun ControlNet its inpaint image),
+``CNR_QwenFunStrength`` chooses a Qwen-Image Fun ControlNet's strength curve. Each returns the same
 ``CNR_CONTROLNET`` with its choice; none changes its input.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from ..controlnet_core.injection.inpaint_hint import InpaintRule
 from ..controlnet_core.families.union.model import UNION_TYPE_NAMES, UnionControlNet
 from . import compat
 from .base import NodeInputError, category
-from .control import takes_inpaint_mask
+from .control import takes_inpaint_mask, takes_inpaint_parts
 from .conversions import image_to_bchw, mask_to_b1hw
-from .validation import check_batches, check_inputs
+from .validation import check_batches, check_inputs, check_same_size
 
 NONE = "none"
 _EXTRA_SLOTS = (2, 3)
@@ -177,12 +177,13 @@ INPAINT_RULE_LABELS: Dict[str, InpaintRule] = {
 class InpaintControl:
     NODE_ID = "CNR_InpaintControl"
     DISPLAY_NAME = "ControlNet Inpaint Mask (CNR)"
-    DESCRIPTION = ("Gives a latent inpainting ControlNet (AliMama SD3 / Flux inpainting beta, InstantX Qwen-Image "
-                   "Inpainting) the mask of the region to repaint; the Apply node's image is then the image to "
-                   "inpaint. The hint is built as the models' reference pipelines build it: masked pixels black, "
-                   "the VAE latent of that image, and 1 - mask at latent size as one more channel. The rule chooses "
-                   "the reference's details or those of ComfyUI's ControlNetInpaintingAliMamaApply. The input is "
-                   "not changed.")
+    DESCRIPTION = ("Gives an inpainting ControlNet the mask of the region to repaint. Latent inpainting ControlNets "
+                   "(AliMama SD3 / Flux inpainting beta, InstantX Qwen-Image Inpainting): the Apply node's image "
+                   "is then the image to inpaint; masked pixels black, the VAE latent of that image, and 1 - mask "
+                   "at latent size as one more channel; the rule chooses the reference's details or those of "
+                   "ComfyUI's ControlNetInpaintingAliMamaApply. Fun ControlNets (Qwen-Image 2512 Fun, Z-Image Fun "
+                   "2.x): the Apply node's image stays the control image and inpaint_image is the image to "
+                   "inpaint, built into the hint as the authors' pipelines do. The input is not changed.")
     CATEGORY = category("controlnet")
     RETURN_TYPES = ("CNR_CONTROLNET",)
     RETURN_NAMES = ("controlnet",)
@@ -198,21 +199,45 @@ class InpaintControl:
             "mask": ("MASK", {"tooltip": "The region to repaint (1), the same width and height as the Apply node's "
                                          "image; one mask for all images or one per image."}),
             "rule": (labels, {"default": labels[0], "tooltip":
-                     "reference: the mask is binarised at 0.5 and the mask channel takes the mask pixel at 8i "
-                     "(diffusers, the models' authors); SD3 latents are shifted as the base model's. ComfyUI: the "
-                     "soft mask is kept, the channel takes pixel 8i + 4, and SD3 latents are not shifted, as "
-                     "ControlNetInpaintingAliMamaApply does. Both black out pixels whose mask is >= 0.5."}),
+                     "Latent inpainting ControlNets. reference: the mask is binarised at 0.5 and the mask channel "
+                     "takes the mask pixel at 8i (diffusers, the models' authors); SD3 latents are shifted as the "
+                     "base model's. ComfyUI: the soft mask is kept, the channel takes pixel 8i + 4, and SD3 latents "
+                     "are not shifted, as ControlNetInpaintingAliMamaApply does. Both black out pixels whose mask "
+                     "is >= 0.5. Fun ControlNets follow their reference only."}),
+        }, "optional": {
+            "inpaint_image": ("IMAGE", {"tooltip": "Fun ControlNets only (Qwen-Image 2512 Fun, Z-Image Fun 2.x): the "
+                              "image to inpaint, the mask's width and height; its repainted region is blanked "
+                              "before encoding. Unconnected: that part of the hint is zeros, as the reference has "
+                              "it. Latent inpainting ControlNets take the Apply node's image instead."}),
         }}
 
-    def attach(self, controlnet, mask, rule):
+    def attach(self, controlnet, mask, rule, inpaint_image=None):
         node = self.NODE_ID
         check_inputs(self, locals())
-        if not takes_inpaint_mask(controlnet.net):
-            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' ({_family(controlnet.net)} ControlNet) "
-                                 "has no mask channel: it is not an inpainting ControlNet; remove this node, or load "
-                                 "an inpainting ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting)")
+        net = controlnet.net
+        fun = takes_inpaint_parts(net)
+        if not fun and not takes_inpaint_mask(net):
+            raise NodeInputError(node, "controlnet", f"'{controlnet.name}' ({_family(net)} ControlNet) has no mask "
+                                 "channel: it is not an inpainting ControlNet; remove this node, or load an inpainting "
+                                 "ControlNet (AliMama SD3 / Flux, InstantX Qwen-Image Inpainting, Qwen-Image 2512 Fun, "
+                                 "Z-Image Fun 2.x)")
         checked = mask_to_b1hw(mask, node, "mask")[:, 0]
-        return (replace(controlnet, inpaint_mask=checked, inpaint_rule=INPAINT_RULE_LABELS[rule]),)
+        if not fun:
+            if inpaint_image is not None:
+                raise NodeInputError(node, "inpaint_image", f"'{controlnet.name}' inpaints the Apply node's image; "
+                                     "disconnect inpaint_image and connect that image to the Apply node")
+            return (replace(controlnet, inpaint_mask=checked, inpaint_rule=INPAINT_RULE_LABELS[rule]),)
+        if INPAINT_RULE_LABELS[rule] != "reference":
+            raise NodeInputError(node, "rule", f"'{controlnet.name}' is a Fun ControlNet, whose hint follows its "
+                                 "authors' pipeline; ComfyUI's rule is that of ControlNetInpaintingAliMamaApply; "
+                                 "set rule to the reference")
+        image = None
+        if inpaint_image is not None:
+            image = image_to_bchw(inpaint_image, node, "inpaint_image")
+            check_same_size(node, "inpaint_image", tuple(image.shape[-2:]), "the mask", tuple(checked.shape[-2:]),
+                            "give the mask of this image (same width and height)")
+            check_batches(node, {"inpaint_image": image.shape[0], "mask": checked.shape[0]})
+        return (replace(controlnet, inpaint_mask=checked, inpaint_image=image),)
 
 
 class QwenFunStrength:

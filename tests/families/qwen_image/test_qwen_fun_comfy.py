@@ -5,8 +5,6 @@ is ComfyUI's Qwen-Image model sampled with skips computed *in this test* by the 
 ComfyUI's own Qwen-Image blocks and the MODEL's embedders, passed through the model's ``control`` dict:
 the pack's blocks, binder and wrapper take no part in it.
 """
-from dataclasses import replace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +24,7 @@ BASE_BLOCKS = 7
 PLACES = (0, 3)  # 2 control blocks over 7 base blocks: every 7 // 2 = 3 blocks from block 0
 REL_TOL = 1e-4
 APPLY = "CNR_ApplyControlResiduals"
+REFERENCE_RULE = "reference (binary mask, nearest, SD3 shift)"
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +176,14 @@ def test_the_binding_places_the_skips_on_the_models_own_block_count(nodes, weigh
     assert _loaded(nodes, vae).net.base is None, "the loaded ControlNet is left without the MODEL's embedders"
 
 
-def test_the_inpaint_mask_and_image_fill_the_mask_and_inpaint_channels(nodes, weights, vae, model):
+def test_the_inpaint_mask_and_image_of_cnr_inpaintcontrol_fill_the_mask_and_inpaint_channels(nodes, weights, vae,
+                                                                                              model):
     from cnr_pack.nodes.bindings.registry import bind
     mask = torch.zeros(1, 64, 96)
     mask[:, 16:48, 32:80] = 1.0
     inpaint = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(5))
-    control = replace(_loaded(nodes, vae), inpaint_mask=mask, inpaint_image=inpaint)
+    control = _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), mask, REFERENCE_RULE,
+                    inpaint_image=inpaint.movedim(1, -1))
     control_image = IMAGE.movedim(-1, 1)
     hint = bind(model, control, APPLY).encode_hint(control_image)
     latent_format = model.model.latent_format
@@ -195,6 +196,18 @@ def test_the_inpaint_mask_and_image_fill_the_mask_and_inpaint_channels(nodes, we
     assert torch.allclose(hint[:, :CHANNELS], latent(control_image))
     assert torch.equal(hint[:, CHANNELS:CHANNELS + 1], keep)
     assert torch.allclose(hint[:, CHANNELS + 1:], latent(grey))
+
+
+def test_cnr_inpaintcontrol_refuses_comfyuis_alimama_rule_on_a_fun_controlnet(nodes, weights, vae):
+    with pytest.raises(ValueError, match="CNR_InpaintControl: rule: .*Fun ControlNet"):
+        _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 64, 96),
+              "ComfyUI (soft mask, nearest-exact, no SD3 shift)")
+
+
+def test_cnr_inpaintcontrol_refuses_an_inpaint_image_of_another_size_than_the_mask(nodes, weights, vae):
+    with pytest.raises(ValueError, match="CNR_InpaintControl: inpaint_image: is 96x64 but the mask is 48x32"):
+        _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 32, 48), REFERENCE_RULE,
+              inpaint_image=IMAGE)
 
 
 def test_a_fun_controlnet_on_an_sd15_model_is_refused_naming_node_and_input(nodes, weights, vae):

@@ -20,6 +20,7 @@ LATENT = torch.zeros(1, 16, 8, 12)
 IMAGE = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(11))  # 8x the latent
 RUN = {"steps": 3, "cfg": 2.0, "latent": LATENT, "scheduler": "simple"}
 EXECUTED = "executed steps (diffusers)"
+REFERENCE_RULE = "reference (binary mask, nearest, SD3 shift)"
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +191,12 @@ def test_two_control_images_for_one_latent_are_refused_naming_the_image(nodes, f
         _sample(controlled)
 
 
-def test_an_inpaint_image_and_mask_on_the_controlnet_change_sampling(nodes, files, vae, model):
-    from dataclasses import replace
+def test_an_inpaint_image_and_mask_from_cnr_inpaintcontrol_change_sampling(nodes, files, vae, model):
     control = _control(nodes, vae)
     mask = torch.zeros(1, 64, 96)
     mask[:, 16:48, 24:72] = 1.0
-    inpainting = replace(control, inpaint_mask=mask, inpaint_image=IMAGE.movedim(-1, 1))
+    inpainting = _node(nodes, "CNR_InpaintControl", control, mask, REFERENCE_RULE, inpaint_image=IMAGE)
+    assert torch.equal(inpainting.inpaint_image, IMAGE.movedim(-1, 1)) and torch.equal(inpainting.inpaint_mask, mask)
     plain_control = _sample(_ours(nodes, model, control))
     assert _rel(_sample(_ours(nodes, model, inpainting)), plain_control) > 1e-3
 
@@ -231,3 +232,9 @@ def test_on_a_comfyui_with_z_image_patch_hooks_the_controls_go_in_as_patches_onc
     assert len(patches["noise_refiner"]) == 1 and len(patches["double_block"]) == 1
     assert not stacked.get_wrappers(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
     assert "patches" not in model.model_options["transformer_options"]
+
+
+def test_cnr_inpaintcontrol_refuses_a_v1_controlnet_which_has_no_inpaint_channels(nodes, files, vae):
+    control = _control(nodes, vae, "zimage-wide-1.0.safetensors")
+    with pytest.raises(ValueError, match="CNR_InpaintControl: controlnet: .*no mask channel"):
+        _node(nodes, "CNR_InpaintControl", control, torch.ones(1, 64, 96), REFERENCE_RULE)
