@@ -238,3 +238,30 @@ def test_cnr_inpaintcontrol_refuses_a_v1_controlnet_which_has_no_inpaint_channel
     control = _control(nodes, vae, "zimage-wide-1.0.safetensors")
     with pytest.raises(ValueError, match="CNR_InpaintControl: controlnet: .*no mask channel"):
         _node(nodes, "CNR_InpaintControl", control, torch.ones(1, 64, 96), REFERENCE_RULE)
+
+
+def _tiny_qwen_image_model():
+    """ComfyUI's own Qwen-Image MODEL at a tiny width (unrandomised: it is refused before it runs)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    from tiny_qwen import TINY
+    config = comfy.supported_models.QwenImage({**TINY, "image_model": "qwen_image", "num_layers": 1})
+    return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def test_a_z_image_controlnet_on_a_qwen_image_model_is_refused_naming_both(nodes, files, vae):
+    with pytest.raises(ValueError) as err:
+        _ours(nodes, _tiny_qwen_image_model(), _control(nodes, vae))
+    message = str(err.value)
+    assert message.startswith(f"{APPLY}: controlnet: ") and "Z_IMAGE ControlNet" in message and "Qwen" in message
+
+
+def test_a_control_image_of_another_size_is_fitted_to_the_latent_as_the_same_image_resized(nodes, files, vae, model):
+    import torch.nn.functional as F
+    control = _control(nodes, vae)
+    large = F.interpolate(IMAGE.movedim(-1, 1), scale_factor=2, mode="nearest").movedim(1, -1)
+    fitted = _node(nodes, APPLY, model, control, large, 0.8, 0.0, 1.0, "balanced", "crop", EXECUTED)
+    assert _rel(_sample(fitted), _sample(_ours(nodes, model, control))) < 1e-2
+    assert _rel(_sample(fitted), _sample(model)) > 1e-3, "the fitted control must still act"
