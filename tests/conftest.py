@@ -10,8 +10,8 @@ import_pack()
 
 
 def skip_where_the_host_lacks(node_types, classes) -> None:
-    """The 2024 CI host predates Flux (UNETLoader's Flux weights, FluxGuidance): a Flux workflow runs on a
-    current ComfyUI only. Anywhere else an unknown node type is a broken workflow."""
+    """The 2024 CI host predates Flux, Qwen-Image and Z-Image (FluxGuidance, ModelSamplingAuraFlow): their
+    workflows run on a current ComfyUI only. Anywhere else an unknown node type is a broken workflow."""
     missing = sorted(set(node_types) - set(classes))
     if missing and not is_current_host():
         pytest.skip(f"the CI host's 2024 ComfyUI lacks {', '.join(missing)}: set COMFYUI_PATH to a current ComfyUI")

@@ -81,18 +81,3 @@ def diffusers_denoise(base: QwenImageTransformer2DModel, x, t, context, samples=
         return base(hidden_states=pack(x), encoder_hidden_states=context, timestep=t, img_shapes=img_shapes(x),
                     controlnet_block_samples=samples, return_dict=False)[0]
 
-
-def tiny_wan_vae(seed: int = 0):
-    """ComfyUI's own Wan-2.1 VAE (the Qwen-Image VAE: 16 channels, 3-D latents), detected by ``comfy.sd.VAE`` from
-    its keys, at 8 base channels with seeded random weights (RMS-norm gains near 1). Needs a current ComfyUI."""
-    import comfy.ldm.wan.vae
-    import comfy.sd
-    net = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                                   temperal_downsample=[False, True, True], dropout=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    state = {k: 0.1 * torch.randn(v.shape, generator=gen) + (1.0 if k.endswith("gamma") else 0.0)
-             for k, v in net.state_dict().items()}
-    vae = comfy.sd.VAE(sd=state)
-    if not isinstance(vae.first_stage_model, comfy.ldm.wan.vae.WanVAE) or vae.latent_channels != 16:
-        raise RuntimeError("ComfyUI did not detect the tiny Wan-2.1 VAE from its keys")
-    return vae

@@ -12,6 +12,8 @@ from diffusers import ZImageControlNetModel, ZImageTransformer2DModel
 
 from cnr_pack.controlnet_core.families.z_image.model import ZImageControlNet, position_ids
 from cnr_pack.controlnet_core.layers.rotary import rope_frequencies
+from stand_ins import Z_IMAGE_FUN_RELEASES as VERSIONS
+from stand_ins import z_image_fun_release_state_dict as release_state_dict  # noqa: F401  (re-exported)
 
 AXES_DIM = (8, 4, 4)
 CAPTION_DIM = 16
@@ -24,15 +26,6 @@ WIDE = {**BASE, "dim": 1024, "n_heads": 8, "n_kv_heads": 8, "axes_dims": [32, 48
 """The narrowest Z-Image ComfyUI and diffusers build alike: both embed the timestep through 1024 hidden units
 into min(dim, 256) (ComfyUI: min(dim, 1024) into 256), which agree from 1024-wide tokens on."""
 WIDE_AXES_DIM = (32, 48, 48)
-VERSIONS: Dict[str, dict] = {
-    "1.0": {"control_layers_places": [0, 2], "control_in_dim": 16, "add_control_noise_refiner": None},
-    "2.0": {"control_layers_places": [0, 1, 2, 3], "control_in_dim": 33, "add_control_noise_refiner": "control_layers"},
-    "2.1": {"control_layers_places": [0, 1, 2, 3], "control_in_dim": 33,
-            "add_control_noise_refiner": "control_noise_refiner"},
-    "2.1-lite": {"control_layers_places": [0, 2], "control_in_dim": 33,
-                 "add_control_noise_refiner": "control_noise_refiner"},
-}
-"""diffusers ``ZImageControlNetModel`` arguments per release (``control_refiner_layers_places`` is [0, 1])."""
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -68,21 +61,6 @@ def tiny_controlnet(version: str, transformer: ZImageTransformer2DModel, seed: i
     sizes = _control_sizes(transformer)
     net = ZImageControlNetModel(**VERSIONS[version], control_refiner_layers_places=[0, 1], **sizes)
     return ZImageControlNetModel.from_transformer(randomize(net, seed + 1), transformer)
-
-
-def release_state_dict(version: str, reference: ZImageControlNetModel) -> Dict[str, torch.Tensor]:
-    """The ControlNet's own weights as the release's file holds them.
-
-    2.0's file carries a control refiner whose weights are all zero (diffusers' ``control_layers`` variant has
-    none): it is added here, zeros where the release has zeros.
-    """
-    own = ("control_layers.", "control_noise_refiner.", "control_all_x_embedder.")
-    sd = {k: v.clone() for k, v in reference.state_dict().items() if k.startswith(own)}
-    if version == "2.0":
-        for k, v in reference.control_layers.state_dict().items():
-            if k.split(".")[0] in ("0", "1"):
-                sd[f"control_noise_refiner.{k}"] = torch.zeros_like(v)
-    return sd
 
 
 def inputs(version: str, seed: int = 3, batch: int = 2, height: int = 8, width: int = 12, tokens: int = 5):

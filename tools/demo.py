@@ -112,8 +112,8 @@ def main() -> None:
         workflow = json.loads(path.read_text())
         missing = sorted({node["type"] for node in workflow["nodes"]} - set(nodes.NODE_CLASS_MAPPINGS))
         if missing:
-            print(f"skipping {path.stem}: this ComfyUI has no {', '.join(missing)} (the Flux workflow needs a "
-                  "current ComfyUI: set COMFYUI_PATH)", flush=True)
+            print(f"skipping {path.stem}: this ComfyUI has no {', '.join(missing)} (the Flux, Qwen-Image and "
+                  "Z-Image workflows need a current ComfyUI: set COMFYUI_PATH)", flush=True)
             continue
         workflows[path.stem] = workflow
     real = args.models is not None

@@ -2,8 +2,8 @@
 ComfyUI) and API format in workflows/api/ (the /prompt body, for tools/run_workflow.py and job queues).
 
 Widget values are laid out from each node's INPUT_TYPES in the running ComfyUI (defaults where a
-description gives none), so the files match what the frontend itself saves. The Flux workflow needs a
-ComfyUI with Flux (``COMFYUI_PATH``); names given write only those workflows.
+description gives none), so the files match what the frontend itself saves. The Flux, Qwen-Image and Z-Image
+workflows need a ComfyUI with those models (``COMFYUI_PATH``); names given write only those workflows.
 
     python tools/make_workflows.py [NAME ...]
 """
@@ -22,6 +22,47 @@ CKPT_SDXL = "sd_xl_base_1.0.safetensors"
 POSITIVE = "a cozy wooden cabin on a green hill at sunset, detailed, warm light"
 NEGATIVE = "blurry, low quality, deformed"
 APPLY = "CNR_ApplyControlResiduals"
+INPAINT_POSITIVE = "a wooden cabin door with a small window, warm light"
+Z_IMAGE_FUN = "Z-Image-Turbo-Fun-Controlnet-Union-2.1.safetensors"
+
+
+def qwen_image_common():
+    """Nodes 1-6: Qwen-Image's diffusion model (shift 3.1, as ComfyUI's Qwen-Image templates), text encoder, VAE
+    and the two prompts (cfg 4: the negative one counts)."""
+    return [
+        dict(id=1, type="UNETLoader", col=0, row=0, widgets={"unet_name": "qwen_image_fp8_e4m3fn.safetensors"}),
+        dict(id=2, type="ModelSamplingAuraFlow", col=1, row=0, widgets={"shift": 3.1}, links={"model": (1, 0)}),
+        dict(id=3, type="CLIPLoader", col=0, row=1,
+             widgets={"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors", "type": "qwen_image"}),
+        dict(id=4, type="VAELoader", col=0, row=2, widgets={"vae_name": "qwen_image_vae.safetensors"}),
+        dict(id=5, type="CLIPTextEncode", col=1, row=1, widgets={"text": INPAINT_POSITIVE}, links={"clip": (3, 0)}),
+        dict(id=6, type="CLIPTextEncode", col=1, row=2, widgets={"text": NEGATIVE}, links={"clip": (3, 0)}),
+    ]
+
+
+def z_image_common(positive: str):
+    """Nodes 1-6: Z-Image Turbo's diffusion model (shift 3), Qwen3-4B text encoder, Flux's VAE and the two
+    prompts (cfg 1: the turbo model is distilled, the empty negative prompt is never evaluated)."""
+    return [
+        dict(id=1, type="UNETLoader", col=0, row=0, widgets={"unet_name": "z_image_turbo_bf16.safetensors"}),
+        dict(id=2, type="ModelSamplingAuraFlow", col=1, row=0, widgets={"shift": 3.0}, links={"model": (1, 0)}),
+        dict(id=3, type="CLIPLoader", col=0, row=1, widgets={"clip_name": "qwen_3_4b.safetensors", "type": "lumina2"}),
+        dict(id=4, type="VAELoader", col=0, row=2, widgets={"vae_name": "ae.safetensors"}),
+        dict(id=5, type="CLIPTextEncode", col=1, row=1, widgets={"text": positive}, links={"clip": (3, 0)}),
+        dict(id=6, type="CLIPTextEncode", col=1, row=2, widgets={"text": ""}, links={"clip": (3, 0)}),
+    ]
+
+
+def padded_crop(model_id: int):
+    """Nodes 7-9: the example image with its mask, cropped at 1024 px on the model's 16 px grid, and the inpaint
+    latent, masks and conditioning."""
+    return [
+        dict(id=7, type="LoadImage", col=0, row=3, widgets={"image": INPAINT}),
+        dict(id=8, type="CNR_PaddedCrop", col=1, row=3, widgets={"width": 1024, "height": 1024, "multiple": 16},
+             links={"image": (7, 0), "mask": (7, 1), "model": (model_id, 0)}),
+        dict(id=9, type="CNR_InpaintMaskPrep", col=2, row=2, widgets={"grow": 4, "feather": 12},
+             links={"image": (8, 0), "mask": (8, 1), "vae": (4, 0), "positive": (5, 0), "negative": (6, 0)}),
+    ]
 
 
 def common():
@@ -147,6 +188,62 @@ WORKFLOWS = {
                     "sigmas": (14, 0), "latent_image": (13, 0)}),
         dict(id=17, type="VAEDecode", col=4, row=2, links={"samples": (16, 0), "vae": (3, 0)}),
         dict(id=18, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_flux_img2img"},
+             links={"images": (17, 0)}),
+    ],
+    # Qwen-Image with InstantX's inpainting ControlNet (the crop, its VAE latent and the mask as the hint), in a
+    # 1024 px crop snapped to the MODEL's 16 px grid, pasted back.
+    "qwen_image_controlnet_inpaint": qwen_image_common() + padded_crop(2) + [
+        dict(id=10, type="CNR_ControlNetLoader", col=2, row=0,
+             widgets={"control_net_name": "Qwen-Image-InstantX-ControlNet-Inpainting.safetensors"}),
+        dict(id=11, type="CNR_HintVAE", col=2, row=1, links={"controlnet": (10, 0), "vae": (4, 0)}),
+        dict(id=12, type="CNR_InpaintControl", col=3, row=1, links={"controlnet": (11, 0), "mask": (8, 1)}),
+        dict(id=13, type=APPLY, col=3, row=2, links={"model": (2, 0), "controlnet": (12, 0), "image": (8, 0)}),
+        dict(id=14, type="KSampler", col=4, row=0,
+             widgets={"seed": 42, "steps": 20, "cfg": 4.0, "sampler_name": "euler", "scheduler": "simple"},
+             links={"model": (13, 0), "positive": (9, 4), "negative": (9, 5), "latent_image": (9, 0)}),
+        dict(id=15, type="VAEDecode", col=5, row=0, links={"samples": (14, 0), "vae": (4, 0)}),
+        dict(id=16, type="CNR_PaddedPaste", col=5, row=1,
+             links={"original": (7, 0), "generated": (15, 0), "crop": (8, 2), "paste_mask": (9, 2)}),
+        dict(id=17, type="SaveImage", col=6, row=0, widgets={"filename_prefix": "cnr_qwen_image_inpaint"},
+             links={"images": (16, 0)}),
+    ],
+    # Z-Image Turbo with the Fun ControlNet Union 2.1 (canny edges as a VAE latent), img2img at strength 0.8 over
+    # 8 steps, cfg 1.
+    "z_image_fun_controlnet_img2img": z_image_common(POSITIVE) + [
+        dict(id=7, type="LoadImage", col=0, row=3, widgets={"image": PHOTO}),
+        dict(id=8, type="Canny", col=1, row=3, links={"image": (7, 0)}),
+        dict(id=9, type="CNR_ControlNetLoader", col=2, row=0, widgets={"control_net_name": Z_IMAGE_FUN}),
+        dict(id=10, type="CNR_HintVAE", col=2, row=1, links={"controlnet": (9, 0), "vae": (4, 0)}),
+        dict(id=11, type=APPLY, col=3, row=0, widgets={"strength": 0.75},
+             links={"model": (2, 0), "controlnet": (10, 0), "image": (8, 0)}),
+        dict(id=12, type="VAEEncode", col=2, row=2, links={"pixels": (7, 0), "vae": (4, 0)}),
+        dict(id=13, type="CNR_Img2ImgStrength", col=3, row=2,
+             widgets={"scheduler": "simple", "steps": 8, "strength": 0.8}, links={"model": (11, 0)}),
+        dict(id=14, type="KSamplerSelect", col=3, row=3, widgets={"sampler_name": "euler"}),
+        dict(id=15, type="SamplerCustom", col=4, row=0, widgets={"noise_seed": 42, "cfg": 1.0},
+             links={"model": (11, 0), "positive": (5, 0), "negative": (6, 0), "sampler": (14, 0),
+                    "sigmas": (13, 0), "latent_image": (12, 0)}),
+        dict(id=16, type="VAEDecode", col=4, row=2, links={"samples": (15, 0), "vae": (4, 0)}),
+        dict(id=17, type="SaveImage", col=5, row=0, widgets={"filename_prefix": "cnr_z_image_img2img"},
+             links={"images": (16, 0)}),
+    ],
+    # Z-Image Turbo inpainting with the same Fun 2.1 ControlNet: the crop's canny edges are the control image, the
+    # crop itself (its masked part blanked) and the mask complete the hint; 8 steps, cfg 1, pasted back.
+    "z_image_fun_controlnet_inpaint": z_image_common(INPAINT_POSITIVE) + padded_crop(2) + [
+        dict(id=10, type="Canny", col=3, row=0, links={"image": (8, 0)}),
+        dict(id=11, type="CNR_ControlNetLoader", col=2, row=0, widgets={"control_net_name": Z_IMAGE_FUN}),
+        dict(id=12, type="CNR_HintVAE", col=2, row=1, links={"controlnet": (11, 0), "vae": (4, 0)}),
+        dict(id=13, type="CNR_InpaintControl", col=3, row=1,
+             links={"controlnet": (12, 0), "mask": (8, 1), "inpaint_image": (8, 0)}),
+        dict(id=14, type=APPLY, col=3, row=2, widgets={"strength": 0.75},
+             links={"model": (2, 0), "controlnet": (13, 0), "image": (10, 0)}),
+        dict(id=15, type="KSampler", col=4, row=0,
+             widgets={"seed": 42, "steps": 8, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"},
+             links={"model": (14, 0), "positive": (9, 4), "negative": (9, 5), "latent_image": (9, 0)}),
+        dict(id=16, type="VAEDecode", col=5, row=0, links={"samples": (15, 0), "vae": (4, 0)}),
+        dict(id=17, type="CNR_PaddedPaste", col=5, row=1,
+             links={"original": (7, 0), "generated": (16, 0), "crop": (8, 2), "paste_mask": (9, 2)}),
+        dict(id=18, type="SaveImage", col=6, row=0, widgets={"filename_prefix": "cnr_z_image_inpaint"},
              links={"images": (17, 0)}),
     ],
     "controlnet_stacked_windows": common() + canny_control() + [

@@ -11,7 +11,9 @@ those workflows' pictures (the Flux workflow needs a host with Flux, COMFYUI_PAT
 """
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +22,7 @@ sys.path.insert(0, str(HERE))
 import comfy_server  # noqa: E402
 import frontends  # noqa: E402
 from example_images import INPAINT, write_examples  # noqa: E402
+from stand_ins import model_files  # noqa: E402
 
 SIZE = {"width": 1600, "height": 900}
 NODE_PREVIEWS = HERE.parent / "node_previews"
@@ -62,18 +65,34 @@ def render_nodes(p, frontend: frontends.Frontend) -> None:
         browser.close()
 
 
+def write_placeholder_models(folder: Path, workflows) -> None:
+    """An empty file under ``folder/<kind>`` for every model file the workflows name: current frontends outline
+    a loader whose file the server does not list, and nothing is loaded to draw the graph."""
+    api = [json.loads((path.parent / "api" / path.name).read_text()) for path in workflows]
+    for kind, names in model_files(api).items():
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / kind / name).touch()
+
+
 def render_workflows(p, names=()) -> None:
     workflows = [path for path in sorted((HERE.parent / "workflows").glob("*.json")) if not names or path.stem in names]
-    with comfy_server.running_server() as (url, scratch):
+    models = Path(tempfile.mkdtemp(prefix="cnr-preview-models-"))
+    write_placeholder_models(models, workflows)
+    with comfy_server.running_server(models_dir=models) as (url, scratch):
         write_examples(scratch / "input")
         browser = p.chromium.launch(executable_path=comfy_server.chromium_path(), args=comfy_server.CHROMIUM_ARGS)
         page = frontends.open_page(browser, url, frontends.FRONTENDS[0], viewport=(SIZE["width"], SIZE["height"]))
-        # Current frontends drop text below a font size on screen and float a minimap over the canvas.
+        # Current frontends drop text below a font size on screen and float a minimap, a zoom menu, render
+        # statistics and (outside focus mode) menus and a sidebar over the canvas.
         page.evaluate("""async () => {
             const settings = app.extensionManager?.setting;
             if (!settings) return;
             await settings.set("LiteGraph.Canvas.MinFontSizeForLOD", 0);
             await settings.set("Comfy.Minimap.Visible", false);
+            await settings.set("Comfy.Graph.CanvasMenu", false);
+            await settings.set("Comfy.Graph.CanvasInfo", false);
+            await app.extensionManager.command.execute("Workspace.ToggleFocusMode");
         }""")
         page.add_style_tag(content=".comfy-menu, .comfy-settings-btn { display: none !important; }")
         for path in workflows:
@@ -93,6 +112,7 @@ def render_workflows(p, names=()) -> None:
             page.wait_for_timeout(800)
             page.locator("#graph-canvas").screenshot(path=str(path.with_suffix(".png")))
         browser.close()
+    shutil.rmtree(models, ignore_errors=True)
 
 
 def main(names) -> None:

@@ -30,7 +30,9 @@ def classes():
 def test_the_promised_workflows_ship_with_previews():
     names = {p.stem for p in WORKFLOW_FILES}
     assert names == {"controlnet_txt2img", "controlnet_img2img", "controlnet_inpaint", "controlnet_stacked_windows",
-                     "union_sdxl_two_types", "t2i_adapter_txt2img", "flux_controlnet_img2img"}
+                     "union_sdxl_two_types", "t2i_adapter_txt2img", "flux_controlnet_img2img",
+                     "qwen_image_controlnet_inpaint", "z_image_fun_controlnet_img2img",
+                     "z_image_fun_controlnet_inpaint"}
     for path in WORKFLOW_FILES:
         assert path.with_suffix(".png").is_file(), f"{path.name} has no preview PNG"
 
@@ -99,7 +101,7 @@ def test_workflow_runs_headless_in_comfyui_executor(path, classes, tiny_comfy):
     result = np.asarray(Image.open(tiny_comfy / "output" / saved[0]["subfolder"] / saved[0]["filename"]))
     expected = workflow_runner.output_size(prompt, IMAGE_SIZE, GENERATED)
     assert result.shape == (expected, expected, 3) and result.std() > 0
-    if path.stem == "controlnet_inpaint":
+    if any(node["class_type"] == "CNR_PaddedPaste" for node in prompt.values()):  # the inpaint workflows
         source = np.asarray(Image.open(tiny_comfy / "input" / INPAINT).convert("RGB"))
         outside = np.ones(result.shape[:2], dtype=bool)
         left, top, right, bottom = hole(IMAGE_SIZE)

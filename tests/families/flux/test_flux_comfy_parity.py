@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import comfy_host
-from stand_ins import randomize_flux
+from stand_ins import randomize_transformer
 from cnr_pack.controlnet_core.families.flux.model import expand_to_base
 from cnr_pack.controlnet_core.families.flux.format import (claims_flux_diffusers, claims_flux_mistoline,
                                                           claims_flux_xlabs)
@@ -35,7 +35,7 @@ def _comfy_controlnet(seed=0, depth_single_blocks=2, **kwargs):
     params = {**PARAMS, "depth_single_blocks": depth_single_blocks}
     net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                                    device="cpu", **params, **kwargs)
-    return randomize_flux(net, seed)
+    return randomize_transformer(net, seed)
 
 
 def _comfy_flux(seed=5):
@@ -43,7 +43,7 @@ def _comfy_flux(seed=5):
     import comfy.ops
     base = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu",
                                      **{**PARAMS, "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE})
-    return randomize_flux(base, seed)
+    return randomize_transformer(base, seed)
 
 
 def _ours(native):
@@ -143,7 +143,7 @@ def _tiny_flux_model(seed=5):
     import comfy.supported_models
     config = {**PARAMS, "image_model": "flux", "depth": BASE_DOUBLE, "depth_single_blocks": BASE_SINGLE}
     model = comfy.supported_models.Flux(config).get_model({})
-    randomize_flux(model.diffusion_model, seed)
+    randomize_transformer(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 

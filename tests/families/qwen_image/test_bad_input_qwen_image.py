@@ -12,7 +12,7 @@ import comfy_host
 import stand_ins
 from bad_input import APPLY, HINT, LOADER, case_ids, check_case, cut_in_half, file_case, refused, safe, with_filled
 from tiny_flux import tiny_xlabs_style_controlnet
-from tiny_qwen import TINY, randomize_qwen, tiny_wan_vae
+from tiny_qwen import TINY, randomize_qwen
 
 pytestmark = pytest.mark.comfy
 
@@ -91,7 +91,7 @@ def qwen_env(env):
         from test_qwen_image_comfy_parity import _tiny_qwen_model
         env.qwen = _tiny_qwen_model(env.nodes, num_layers=3)
         env.flux = stand_ins.tiny_flux()
-        env.wan_vae = tiny_wan_vae()
+        env.wan_vae = stand_ins.tiny_wan_vae()
         env.qwen_union_vae = comfy_host.run_node(HINT_VAE, controlnet=env.qwen_union, vae=env.wan_vae)[0]
         name = env.write("flux-xlabs-for-qwen.safetensors",
                          safetensors_bytes({k: v.contiguous()

@@ -15,7 +15,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img import calculate_s
 import comfy_host
 from strength_grid import FLOW_STRENGTHS
 from test_qwen_image_comfy_parity import _conditioning, _tiny_qwen_model
-from tiny_qwen import tiny_wan_vae
+from stand_ins import tiny_wan_vae
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
