@@ -54,11 +54,13 @@ def add_previews(prompt: dict) -> dict:
     for node_id, node in prompt.items():
         if node["class_type"] == "CNR_ApplyControlResiduals":
             out[f"{node_id}_control"] = {"class_type": "PreviewImage", "inputs": {"images": node["inputs"]["image"]}}
-            if "inpaint_mask" in node["inputs"]:
-                out[f"{node_id}_mask_image"] = {"class_type": "MaskToImage",
-                                                "inputs": {"mask": node["inputs"]["inpaint_mask"]}}
-                out[f"{node_id}_mask"] = {"class_type": "PreviewImage",
-                                          "inputs": {"images": [f"{node_id}_mask_image", 0]}}
+        # The SD1.5 inpaint ControlNet takes its mask on the Apply node; latent and Fun inpainting ControlNets
+        # through CNR_InpaintControl.
+        mask = (node["inputs"].get("inpaint_mask") if node["class_type"] == "CNR_ApplyControlResiduals"
+                else node["inputs"].get("mask") if node["class_type"] == "CNR_InpaintControl" else None)
+        if mask is not None:
+            out[f"{node_id}_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": mask}}
+            out[f"{node_id}_mask"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{node_id}_mask_image", 0]}}
     return out
 
 
