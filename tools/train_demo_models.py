@@ -7,8 +7,8 @@ and places; their Canny edge maps), a small SD-layout VAE (8x down, 4 latent cha
 UNet (cross-attention on the stand-in text encoder's word vectors, epsilon prediction on SD's discrete
 schedule, 10% prompt dropout for classifier-free guidance), then a ControlNet in the SD1.5 layout (the pack's
 ``ControlNet``, encoder copied from that UNet, zero convolutions) trained on the edge maps with the UNet
-frozen and 50% prompt dropout, as in the ControlNet paper, its timesteps drawn mostly from the noisy end
-(where the layout, and so the edges, of a sample is decided).
+frozen and 50% prompt dropout, as in the ControlNet paper, its loss weighted towards the noisy end (where
+the layout, and so the edges, of a sample is decided).
 
 Seeded throughout, each stage from its own seed, and the ControlNet trains against the fp16 UNet that is
 shipped, so ``--only-controlnet`` (which reads the checkpoint already in ``--out``) gives the ControlNet the
@@ -37,7 +37,10 @@ N_SCENES = 2500
 # The VAE is convolutional: it trains on 32 px crops, then on 64 px crops for the last 15% of its steps.
 VAE_STEPS, VAE_BATCH, VAE_CROPS = 800, 8, (32, 64)
 UNET_STEPS, UNET_BATCH, UNET_LR = 2400, 32, 8e-4
-CN_STEPS, CN_BATCH, CN_LR = 700, 32, 1e-3
+CN_STEPS, CN_BATCH, CN_LR = 1400, 32, 1e-3
+# The ControlNet's per-sample loss weight sigma^2 = (1 - abar) / abar is capped here (reached at t = 796;
+# it is 1 below t = 354).
+CN_WEIGHT_CAP = 25.0
 # The UNet's EMA horizon (about 1 / (1 - decay) steps); short, since the run is.
 EMA_DECAY = 0.995
 GRAD_CLIP = 1.0
@@ -71,11 +74,17 @@ def seed_stage(stage: int) -> torch.Generator:
     return torch.Generator().manual_seed(SEED + 1000 * stage)
 
 
-def noisy_timesteps(batch: int, gen: torch.Generator) -> torch.Tensor:
-    """Timesteps weighted towards the noisy end, ``t = 1000 (1 - u^3)`` (T2I-Adapter's cubic sampling): a
-    control's main job is the layout, which the first, noisiest steps decide."""
-    u = torch.rand(batch, generator=gen)
-    return ((1 - u ** 3) * 1000).long().clamp(0, 999)
+def control_loss_weights(t: torch.Tensor, ac: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights ``(B,)`` of the ControlNet's epsilon loss: ``sigma^2 = (1 - abar) / abar``, kept
+    within 1..CN_WEIGHT_CAP.
+
+    An epsilon error at noise level sigma is an error sigma times as large in the predicted image, and an Euler
+    step from sigma moves the latent by about that much; so at the noisy end, where a sample's layout (and so
+    its edges) is decided, the plain epsilon loss all but ignores what the control is for (at t = 999 it
+    weighs an image error by abar = 0.005). Weighting by sigma^2 is the loss on the predicted image there;
+    the cap keeps the last, near-pure-noise steps from drowning out the rest of the batch."""
+    sigma2 = (1 - ac[t]) / ac[t]
+    return sigma2.clamp(1.0, CN_WEIGHT_CAP)
 
 
 def train_vae(images: torch.Tensor, steps: int, gen: torch.Generator, start: float):
@@ -229,13 +238,16 @@ def train_controlnet(unet, latents, contexts, empty, hints, steps: int, gen: tor
         ctx = contexts[idx].clone()
         drop = torch.rand(CN_BATCH, generator=gen) < 0.5
         ctx[drop] = empty
-        t = noisy_timesteps(CN_BATCH, gen)
+        # Uniform timesteps, as the sampler's "normal" schedule visits them; the weights do the emphasis.
+        t = torch.randint(0, 1000, (CN_BATCH,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        weights = control_loss_weights(t, ac)
         with keep_saved_tensors():
             residuals = net(xt, t.float(), ctx, hints[idx].float())
-            loss = F.mse_loss(unet(xt, t.float(), context=ctx, control=control_dict(residuals)), eps)
+            pred = unet(xt, t.float(), context=ctx, control=control_dict(residuals))
+            loss = (weights * (pred - eps).pow(2).mean(dim=(1, 2, 3))).sum() / weights.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
@@ -243,19 +255,20 @@ def train_controlnet(unet, latents, contexts, empty, hints, steps: int, gen: tor
         if step % 100 == 0 or step == steps - 1:
             log(f"controlnet {step}/{steps} loss {loss.item():.4f}", start)
     net.eval()
-    # How much the control helps: the same noised latents with and without it.
+    # How much the control helps: the same noised latents with and without it, at a middle and a noisy step.
     with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
         idx = torch.arange(min(64, n))
         z0 = latents[idx] * SCALE_FACTOR
-        t = torch.full((len(idx),), 600)
-        eps = torch.randn(z0.shape, generator=g)
-        a = ac[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        plain = F.mse_loss(unet(xt, t.float(), context=contexts[idx]), eps).item()
-        res = net(xt, t.float(), contexts[idx], hints[idx].float())
-        guided = F.mse_loss(unet(xt, t.float(), context=contexts[idx], control=control_dict(res)), eps).item()
-    log(f"eps loss at t=600 without control {plain:.4f}, with control {guided:.4f}", start)
+        for step_t in (600, 900):
+            g = torch.Generator().manual_seed(1)
+            t = torch.full((len(idx),), step_t)
+            eps = torch.randn(z0.shape, generator=g)
+            a = ac[t].view(-1, 1, 1, 1)
+            xt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+            plain = F.mse_loss(unet(xt, t.float(), context=contexts[idx]), eps).item()
+            res = net(xt, t.float(), contexts[idx], hints[idx].float())
+            guided = F.mse_loss(unet(xt, t.float(), context=contexts[idx], control=control_dict(res)), eps).item()
+            log(f"eps loss at t={step_t} without control {plain:.4f}, with control {guided:.4f}", start)
     return net
 
 
