@@ -13,7 +13,8 @@ of the last computation per batch layout), guarded by a lock and emptied when sa
 
 A control that runs inside the base model's forward (Z-Image) is handed to the model call instead, as a
 :class:`~.bindings.binding.StagedControl` in ``transformer_options``, with the same window, keyframe, row, mask
-and per-residual weights decided here.
+and per-residual weights decided here; with residual reuse it carries the kept skips to add instead, or a list
+for the forward to fill with the skips it computes, which the wrapper keeps (same cache, lock and rules).
 """
 from __future__ import annotations
 

@@ -187,6 +187,40 @@ def test_after_sampling_the_wrapper_keeps_no_skips_and_the_model_is_left_as_it_w
     assert set(vars(dm)) == attributes and repr(model.model_options) == options
 
 
+def _wrapper_calls(nodes, model, control, calls):
+    """Call the Apply node's wrapper directly, with a stand-in model call that fills the skips the wrapper asks to
+    keep; returns, per call, whether the control was staged to compute."""
+    from cnr_pack.nodes.bindings.binding import STAGED_KEY
+    wrapper = _ours(nodes, model, control, reuse_every=4).model_options["model_function_wrapper"]
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    computed = []
+
+    def model_call(x, t, **c):
+        staged = c["transformer_options"][STAGED_KEY][0]
+        computed.append(staged.reused is None)
+        if staged.keep is not None:
+            staged.keep.extend(torch.zeros(1) for _ in range(control.net.num_residuals))
+        return x
+
+    for sigma, layout, batch, caption in calls:
+        args = {"input": torch.zeros(batch, 16, 8, 12), "timestep": torch.full((batch,), sigma),
+                "cond_or_uncond": layout, "c": {"c_crossattn": torch.zeros(batch, caption, WIDE["cap_feat_dim"]),
+                                                "transformer_options": {"sample_sigmas": sigmas}}}
+        with torch.no_grad():
+            wrapper(model_call, args)
+    return computed
+
+
+def test_a_different_cond_uncond_layout_never_reuses_skips(nodes, model, control):
+    calls = [(1.0, [0, 1], 2, 5), (0.75, [1, 0], 2, 5), (0.5, [0, 1], 2, 5)]
+    assert _wrapper_calls(nodes, model, control, calls) == [True, True, False]
+
+
+def test_a_different_batch_or_caption_length_never_reuses_skips(nodes, model, control):
+    calls = [(1.0, [0], 1, 5), (0.75, [0], 2, 5), (0.5, [0], 1, 7), (0.25, [0], 1, 5)]
+    assert _wrapper_calls(nodes, model, control, calls) == [True, True, True, False]
+
+
 def _staged(net, context, main_scale=0.7, **reuse):
     from cnr_pack.nodes.bindings.binding import StagedControl
     with torch.no_grad():
