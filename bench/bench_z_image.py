@@ -12,8 +12,10 @@ printed over all rounds and per round (its spread shows the noise).
 Needs a current ComfyUI (``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything.
 
 At full width a base of 4 main layers and 2 + 2 refiners is some 1.4 B parameters and the ControlNet (3
-layers, 2 refiner blocks) 0.9 B; bfloat16 halves the float32 32 GB or so. ``--width 256 --heads 2`` gives a
-quick smoke run.
+layers, 2 refiner blocks) 0.9 B; in float32 the run peaks at about 11 GB resident (measured, 16x16 latent),
+bfloat16 about half. On a CPU without bfloat16 matrix units take ``--dtype float32`` (a 3840-wide bfloat16
+matmul ran some 150x slower there); with ``OMP_NUM_THREADS=1`` a 16x16 latent, 4 steps x 4 rounds takes 6 to
+11 minutes on a shared 2-core CPU. ``--width 256 --heads 2`` gives a quick smoke run.
 
     COMFYUI_PATH=... python bench/bench_z_image.py [--width 3840] [--heads 30] [--layers 4]
         [--control-layers 3] [--latent 64] [--steps 4] [--rounds 2] [--dtype bfloat16]
