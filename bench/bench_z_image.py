@@ -5,13 +5,17 @@ ComfyUI's Z-Image model (NextDiT) at full width (3840, 30 heads of 128, rotary a
 and a Fun ControlNet of the 2.1 shape (control refiner, 33-channel context) with ``--control-layers`` layers
 placed after the first main layers, random weights, one latent, 64 caption tokens, cfg 1, euler. On ComfyUI
 0.3.75 the pack runs the model's submodules itself (no per-layer hooks there), so the overhead over no control
-should be the control layers' own work: target ``overhead <= control forward x 1.05``. Configurations run
-interleaved, round after round, after one warm-up round; per-step times come from the sampler's step callback.
+should be the control layers' own work: target ``overhead <= control forward x 1.05``. Configurations and the
+control alone run interleaved, round after round, after one warm-up round; per-step times come from the
+sampler's step callback (the first step of each sampling, which also encodes the hint, is left out); the ratio is
+printed over all rounds and per round (its spread shows the noise).
 Needs a current ComfyUI (``COMFYUI_PATH``). Not a test: only ratios measured side by side mean anything.
 
 At full width a base of 4 main layers and 2 + 2 refiners is some 1.4 B parameters and the ControlNet (3
-layers, 2 refiner blocks) 0.9 B; bfloat16 halves the float32 32 GB or so. ``--width 256 --heads 2`` gives a
-quick smoke run.
+layers, 2 refiner blocks) 0.9 B; in float32 the run peaks at about 11 GB resident (measured, 16x16 latent),
+bfloat16 about half. On a CPU without bfloat16 matrix units take ``--dtype float32`` (a 3840-wide bfloat16
+matmul ran some 150x slower there); with ``OMP_NUM_THREADS=1`` a 16x16 latent, 4 steps x 4 rounds takes 6 to
+11 minutes on a shared 2-core CPU. ``--width 256 --heads 2`` gives a quick smoke run.
 
     COMFYUI_PATH=... python bench/bench_z_image.py [--width 3840] [--heads 30] [--layers 4]
         [--control-layers 3] [--latent 64] [--steps 4] [--rounds 2] [--dtype bfloat16]
@@ -105,8 +109,8 @@ def run(model, pos, neg, latent, steps):
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def control_forward_seconds(net, args, device, repeats: int) -> float:
-    """Median time of the control's two stages alone on tensors of one step's shapes."""
+def control_forward_seconds(net, args, device, repeats: int) -> list:
+    """Times of the control's two stages alone on tensors of one step's shapes (one untimed run first)."""
     from cnr_pack.controlnet_core.families.z_image.model import position_ids
     from cnr_pack.controlnet_core.layers.rotary import rope_frequencies
     dtype = next(net.parameters()).dtype
@@ -129,7 +133,7 @@ def control_forward_seconds(net, args, device, repeats: int) -> float:
             c, _ = net.refine(c, x0, img_rope, adaln)
             list(net.layer_skips(c, unified, slice(CAPTION_TOKENS, CAPTION_TOKENS + n_img), rope, adaln))
             times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return times[1:]
 
 
 def main() -> None:
@@ -149,21 +153,26 @@ def main() -> None:
         apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
         patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
         configs = {"no control": model, "CNR Z-Image Fun": patched}
-        times = {name: [] for name in configs}
-        for round_index in range(args.rounds + 1):
-            for name, m in configs.items():
-                step_times = run(m, pos, neg, latent, args.steps)
-                if round_index:
-                    times[name] += step_times[1:]  # the first step also encodes the hint
         device = next(ours.net.parameters()).device
-        alone = control_forward_seconds(ours.net, args, device, args.rounds * args.steps)
-    base, with_control = statistics.median(times["no control"]), statistics.median(times["CNR Z-Image Fun"])
+        times = {name: [] for name in (*configs, "control alone")}
+        ratios = []
+        for round_index in range(args.rounds + 1):
+            # The control alone is timed inside every round too, so that a load change on a shared machine
+            # reaches all three measures alike.
+            now = {name: run(m, pos, neg, latent, args.steps)[1:] for name, m in configs.items()}  # the first
+            now["control alone"] = control_forward_seconds(ours.net, args, device, args.steps - 1)  # step encodes
+            if round_index:
+                for name, values in now.items():
+                    times[name] += values
+                medians = {name: statistics.median(values) for name, values in now.items()}
+                ratios.append((medians["CNR Z-Image Fun"] - medians["no control"]) / medians["control alone"])
+    base, with_control, alone = (statistics.median(times[name]) for name in times)
     print(f"Z-Image base width {args.width} ({args.layers} main layers), Fun ControlNet 2.1-shaped with "
           f"{args.control_layers} control layers, random; latent {args.latent}x{args.latent}, {args.dtype}, cfg 1, "
           f"euler, {args.steps} steps x {args.rounds} rounds (+1 warm-up), torch threads {torch.get_num_threads()}")
     print(f"no control {base:.3f} s/step; with control {with_control:.3f} s/step; control layers alone "
           f"{alone:.3f} s (on {device}); overhead / control forward = {(with_control - base) / alone:.3f} "
-          "(target <= 1.05)")
+          f"(target <= 1.05); per round {', '.join(f'{r:.3f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ of the last computation per batch layout), guarded by a lock and emptied when sa
 
 A control that runs inside the base model's forward (Z-Image) is handed to the model call instead, as a
 :class:`~.bindings.binding.StagedControl` in ``transformer_options``, with the same window, keyframe, row, mask
-and per-residual weights decided here.
+and per-residual weights decided here; with residual reuse it carries the kept skips to add instead, or a list
+for the forward to fill with the skips it computes, which the wrapper keeps (same cache, lock and rules).
 """
 from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import replace
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -116,20 +118,35 @@ class ResidualInjection:
             step = StepControl() if self.spec.schedule is None else self.spec.schedule.at(sigma, sample_sigmas)
             index = None if sample_sigmas is None else step_index(sigma, sample_sigmas)
             if self.binding.install is not None:
-                staged = self.staged(args["input"], args["cond_or_uncond"], step)
-                if staged is not None:
-                    options = dict(c.get("transformer_options", {}))
-                    options[STAGED_KEY] = tuple(options.get(STAGED_KEY, ())) + (staged,)
-                    args = dict(args, c=dict(c, transformer_options=options))
-            else:
-                residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
-                if residuals is not None:
-                    control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
-                    args = dict(args, c=dict(c, control=control))
+                return self._call_staged(apply_model, args, step, index)
+            residuals = self.residuals(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
+            if residuals is not None:
+                control = merge_control(c.get("control"), residuals, input_popped=self.binding.input_popped)
+                args = dict(args, c=dict(c, control=control))
         elif self._computed:
             with self._lock:  # never reuse residuals across a window edge
                 self._computed.clear()
                 self._weighted.clear()
+        return self._next(apply_model, args)
+
+    def _call_staged(self, apply_model: Callable, args: dict, step: StepControl, index: Optional[int]) -> Tensor:
+        """The model call with this control staged in its ``transformer_options``; with residual reuse at a
+        computing call, the skips the forward computed are kept once it returns."""
+        c = args["c"]
+        staged, pending = self.staged(args["input"], args["timestep"], c, args["cond_or_uncond"], step, index)
+        if staged is not None:
+            options = dict(c.get("transformer_options", {}))
+            options[STAGED_KEY] = tuple(options.get(STAGED_KEY, ())) + (staged,)
+            args = dict(args, c=dict(c, transformer_options=options))
+        out = self._next(apply_model, args)
+        if pending is not None and len(staged.keep) == self.control.net.num_residuals:
+            # A call that did not run every control layer (the model left some out) keeps nothing.
+            with self._lock:
+                self._computed[pending[0]] = replace(pending[1], residuals=ControlResiduals(output=tuple(staged.keep)))
+        return out
+
+    def _next(self, apply_model: Callable, args: dict) -> Tensor:
+        """The model call: through the wrapper already on the model, if any."""
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
@@ -248,14 +265,20 @@ class ResidualInjection:
         for n, extra in enumerate(self.control.extra_hints, start=2):
             check_broadcast("CNR_UnionType", f"image_{n}", extra.shape[0], "the latent", per_chunk)
 
-    def staged(self, x: Tensor, cond_or_uncond: Sequence[int],
-               step: StepControl = StepControl()) -> Optional[StagedControl]:
-        """This call's :class:`StagedControl` for a control the base model's forward runs; None when it adds
-        nothing (every row or residual at scale 0)."""
+    def staged(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int],
+               step: StepControl = StepControl(), index: Optional[int] = None
+               ) -> Tuple[Optional[StagedControl], Optional[tuple]]:
+        """This call's :class:`StagedControl` for a control the base model's forward runs (None when it adds
+        nothing: every row or residual at scale 0), and with residual reuse at a computing call, its batch
+        layout key and record (:class:`ComputedResiduals` without residuals yet; else None).
+
+        Reuse follows :meth:`raw_residuals`' rules and batch layout key (plus the caption length, which the
+        skips' sequence has): at a reusing call the control carries the skips kept from the last computed call.
+        """
         row_scale = self.row_scales(x.shape[0], cond_or_uncond, step)
         rows = torch.nonzero(row_scale).flatten()
         if rows.numel() == 0 or self.spec.skips_everything:
-            return None
+            return None, None
         per_chunk, chunks = x.shape[0] // len(cond_or_uncond), len(cond_or_uncond)
         net = self.ensure_loaded(x.device)
         self._check_batches(per_chunk)
@@ -265,9 +288,24 @@ class ResidualInjection:
         if self.spec.mask is not None:
             mask = tile_rows(self.spec.mask.to(x.device), per_chunk, chunks, "mask")[rows.to(x.device)]
             weights = mask_tokens(mask.float(), self.binding.token_grid(x.shape[-2], x.shape[-1]))
-        return StagedControl(net=net, embedding=embedding, rows=rows.to(x.device),
-                             row_scale=row_scale[rows].to(x.device), scales=self.spec.scales,
-                             token_weights=weights, attention=self.binding.attention)
+        reused, pending = None, None
+        if self.spec.reuse.enabled and index is not None:
+            context = c.get("c_crossattn")
+            key = (x.device, tuple(x.shape), x.dtype, tuple(cond_or_uncond), tuple(rows.tolist()),
+                   None if context is None else context.shape[1])
+            x_in = self.model_sampling.calculate_input(sigma, x)
+            timestep = float(self.model_sampling.timestep(sigma).flatten()[0])
+            with self._lock:
+                last = self._computed.get(key)
+            if should_compute(self.spec.reuse, last, index, step.keyframe, x_in, timestep):
+                pending = (key, ComputedResiduals(index, step.keyframe, x_in, timestep, None))
+            else:
+                reused = last.residuals.output
+        staged = StagedControl(net=net, embedding=embedding, rows=rows.to(x.device),
+                               row_scale=row_scale[rows].to(x.device), scales=self.spec.scales,
+                               token_weights=weights, attention=self.binding.attention, reused=reused,
+                               keep=None if pending is None else [])
+        return staged, pending
 
     def raw_residuals(self, x: Tensor, sigma: Tensor, c: dict, cond_or_uncond: Sequence[int], rows: Tensor,
                       step: StepControl, index: Optional[int]) -> Tuple[ControlResiduals, bool]:

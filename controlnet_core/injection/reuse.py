@@ -66,7 +66,8 @@ class ComputedResiduals:
         keyframe: the keyframe acting then.
         x: the scaled latent the ControlNet saw, :math:`(B, C, H, W)` or tokens.
         timestep: the model timestep it saw.
-        residuals: the raw (unweighted) residuals; read only.
+        residuals: the raw (unweighted) residuals, read only (a control run inside the base model's forward
+            keeps its skips as ``output``, in its residual order).
     """
 
     step: int

@@ -7,7 +7,7 @@ it serves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -99,6 +99,13 @@ class StagedControl:
         scales: one multiplier per residual, in the net's ``residual_layout`` order.
         token_weights: the mask on the image-token grid, :math:`(R, h w, 1)`, or None (everywhere).
         attention: the attention kernel the net takes, or None for the core's.
+        reused: residual reuse at this call: the raw (unweighted) skips the net computed at the last computed
+            step of this batch layout, one per residual in ``residual_layout`` order, each :math:`(R, L, D)`
+            (refiner skips: :math:`(R, L_x, D)`); the forward adds these, weighted as this call says, instead of
+            running the net. None = the net runs.
+        keep: residual reuse at a computing call: an empty list the forward fills with the raw skips it
+            computes, in the same order, for the sampler wrapper to keep once the call returns; never
+            modified afterwards. None = nothing is kept.
     """
 
     net: object
@@ -108,6 +115,8 @@ class StagedControl:
     scales: Tuple[float, ...]
     token_weights: Optional[Tensor]
     attention: Optional[AttentionFn]
+    reused: Optional[Tuple[Tensor, ...]] = None
+    keep: Optional[List[Tensor]] = None
 
 
 def encode_with_vae(vae, image: Tensor) -> Tensor:

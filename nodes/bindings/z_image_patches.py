@@ -8,6 +8,10 @@ same arguments. Either way they read the call's :class:`~.binding.StagedControl`
 what the call needs between blocks (the control streams, the main-stage skip iterators) in the call's own
 options dict, which lives as long as the call.
 
+With residual reuse, a staged control either carries the raw skips of the last computed step (``reused``: they
+are added, weighted as this call says, and the control's layers do not run) or a list to fill with the raw skips
+it computes (``keep``), which the sampler wrapper keeps once the call returns.
+
 Arguments as ComfyUI passes them: ``img`` (image tokens after the block), ``img_input`` (before the stage),
 ``txt`` (caption tokens: refined ones at the refiner, the unified sequence's at a main layer), ``pe`` (the image
 tokens' rotary matrices, ``(B, N, 1, d/2, 2, 2)``), ``vec`` (timestep embedding), ``block_index``,
@@ -15,7 +19,7 @@ tokens' rotary matrices, ``(B, N, 1, d/2, 2, 2)``), ``vec`` (timestep embedding)
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -47,6 +51,24 @@ def _stream_start(job: StagedControl, x0: Tensor) -> Tensor:
     return job.net.stream_start(job.embedding.to(x0.dtype), pad, x0.shape[1])
 
 
+def _refiner_stage(job: StagedControl, x0: Tensor, rope: Rope, vec: Tensor) -> Tuple[Optional[Tensor], tuple]:
+    """``(stream for the main stage, refiner skips)``: run, or the skips kept from the last computed step (no
+    stream: the main stage reuses its skips too)."""
+    if job.reused is not None:
+        return None, job.reused[:job.net.config.refiner_skips]
+    c, skips = job.net.refine(_stream_start(job, x0), x0[job.rows], rope, vec[job.rows], _kernel(job))
+    if job.keep is not None:
+        job.keep.extend(skips)
+    return c, skips
+
+
+def _kept(skips: Iterator[Tensor], keep: List[Tensor]) -> Iterator[Tensor]:
+    """``skips``, each one also put in ``keep`` as it is drawn."""
+    for skip in skips:
+        keep.append(skip)
+        yield skip
+
+
 def after_refiner_block(args: dict) -> dict:
     """The ``noise_refiner`` patch: refiner-stage skips into the image tokens (the first block also runs the
     control streams' refiner stage); keeps the refined caption tokens for the main stage."""
@@ -59,8 +81,7 @@ def after_refiner_block(args: dict) -> dict:
         x0 = args["img_input"]
         rope = rope_from_matrices(args["pe"])
         options[STATE_KEY] = {"image_rope": rope,
-                              "streams": [job.net.refine(_stream_start(job, x0), x0[job.rows], rope, vec[job.rows],
-                                                         _kernel(job)) for job in staged]}
+                              "streams": [_refiner_stage(job, x0, rope, vec) for job in staged]}
     state = options[STATE_KEY]
     txt = state["txt"] = args["txt"]
     n_cap, n_img = txt.shape[1], img.shape[1]
@@ -77,15 +98,20 @@ def after_refiner_block(args: dict) -> dict:
 def _prepare_main_stage(state: dict, staged, txt: Tensor, img: Tensor, vec: Tensor) -> None:
     """The main stage's skip iterators, from the unified sequence before the main layers: the refined caption
     tokens, then the image tokens after the noise refiner."""
-    cfg = staged[0].net.config
-    cap_ids, _ = position_ids(txt.shape[1], (0, 0), 0, device=txt.device)
-    cap_rope = rope_frequencies(cap_ids, cfg.axes_dim, cfg.theta)
-    rope = tuple(torch.cat(pair) for pair in zip(cap_rope, state["image_rope"]))
-    unified = torch.cat((txt, img), dim=1)
-    image = slice(txt.shape[1], txt.shape[1] + img.shape[1])
-    iterators: List = []
+    iterators: List[Iterator[Tensor]] = []
+    if any(job.reused is None for job in staged):
+        cfg = staged[0].net.config
+        cap_ids, _ = position_ids(txt.shape[1], (0, 0), 0, device=txt.device)
+        cap_rope = rope_frequencies(cap_ids, cfg.axes_dim, cfg.theta)
+        rope = tuple(torch.cat(pair) for pair in zip(cap_rope, state["image_rope"]))
+        unified = torch.cat((txt, img), dim=1)
+        image = slice(txt.shape[1], txt.shape[1] + img.shape[1])
     for job, (c, _) in zip(staged, state["streams"]):
-        iterators.append(iter(job.net.layer_skips(c, unified[job.rows], image, rope, vec[job.rows], _kernel(job))))
+        if job.reused is not None:
+            iterators.append(iter(job.reused[job.net.config.refiner_skips:]))
+            continue
+        skips = job.net.layer_skips(c, unified[job.rows], image, rope, vec[job.rows], _kernel(job))
+        iterators.append(skips if job.keep is None else _kept(skips, job.keep))
     state["layer_skips"] = iterators
     state["places"] = [{place: k for k, place in enumerate(job.net.config.places)} for job in staged]
     state["n_cap"] = txt.shape[1]
