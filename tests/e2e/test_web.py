@@ -293,11 +293,60 @@ def test_timeline_has_a_cell_per_step_the_z_image_img2img_sampler_executes(page)
     playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(7)
 
 
-def test_timeline_has_a_cell_per_step_of_the_z_image_inpaint_ksampler(page):
-    node_id = load_workflow(page, "z_image_fun_controlnet_inpaint")
+# Executed steps of the sampler each shipped workflow's Apply nodes reach (CNR_Img2ImgStrength: 20 x 0.6,
+# 28 x 0.75, 8 x 0.8 under the flow-matching rule).
+WORKFLOW_STEPS = {"controlnet_img2img": 12, "controlnet_inpaint": 20, "controlnet_stacked_windows": 20,
+                  "controlnet_txt2img": 20, "flux_controlnet_img2img": 21, "qwen_image_controlnet_inpaint": 20,
+                  "t2i_adapter_txt2img": 20, "union_sdxl_two_types": 25, "z_image_fun_controlnet_img2img": 7,
+                  "z_image_fun_controlnet_inpaint": 8}
+
+
+def test_every_shipped_workflow_is_listed_with_its_steps():
+    assert set(WORKFLOW_STEPS) == {path.stem for path in WORKFLOWS.glob("*.json")}
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOW_STEPS))
+def test_every_apply_node_of_a_shipped_workflow_counts_its_samplers_steps(page, name):
+    load_workflow(page, name)
+    page.wait_for_function("""() => (app.graph._nodes || app.graph.nodes)
+        .filter(n => n.comfyClass === "CNR_ApplyControlResiduals").length > 0""")
+    shown = page.evaluate("""(timeline) => (app.graph._nodes || app.graph.nodes)
+        .filter(n => n.comfyClass === "CNR_ApplyControlResiduals")
+        .map(n => n.widgets.find(w => w.name === timeline).element)
+        .map(e => [e.querySelectorAll(".cnr-timeline-step").length, e.dataset.stepsAssumed])""", TIMELINE)
+    assert shown and shown == [[WORKFLOW_STEPS[name], "false"]] * len(shown)
+
+
+def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_where_they_disagree(page):
+    node_id = page.evaluate("""() => {
+        app.graph.clear();
+        const make = (type, x, y) => {
+            const node = LiteGraph.createNode(type);
+            node.pos = [x, y];
+            app.graph.add(node);
+            return node;
+        };
+        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+        const apply = make("CNR_ApplyControlResiduals", 20, 20);
+        const custom = make("SamplerCustom", 360, 20), scheduler = make("BasicScheduler", 20, 420);
+        const advanced = make("KSamplerAdvanced", 700, 20);
+        set(scheduler, "steps", 10); set(scheduler, "denoise", 0.5);
+        set(advanced, "steps", 30); set(advanced, "start_at_step", 4); set(advanced, "end_at_step", 10);
+        scheduler.connect(0, custom, custom.inputs.findIndex(i => i.name === "sigmas"));
+        apply.connect(0, custom, custom.inputs.findIndex(i => i.name === "model"));
+        apply.connect(0, advanced, advanced.inputs.findIndex(i => i.name === "model"));
+        app.canvas.ds.scale = 0.5;
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = apply;
+        return apply.id;
+    }""")
     shown = timeline(page, node_id)
-    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 8 of 8 executed steps")
-    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(8)
+    # SamplerCustom runs BasicScheduler's 10 steps; KSamplerAdvanced runs steps 4 to 10 of 30.
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 20 of 20 executed steps (assumed 20 steps)")
+    set_node_widget(page, "KSamplerAdvanced", "end_at_step", 14)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 10 of 10 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(10)
 
 
 def test_timeline_follows_the_ksampler_steps_widget(page):
