@@ -349,6 +349,37 @@ def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_wh
     playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(10)
 
 
+def test_timeline_reaches_sampler_custom_advanced_through_its_guider(page):
+    if not page.evaluate("() => !!LiteGraph.registered_node_types.CFGGuider"):
+        pytest.skip("this host's ComfyUI lacks CFGGuider and SamplerCustomAdvanced (the 2024 CI host): "
+                    "set COMFYUI_PATH")
+    node_id = page.evaluate("""() => {
+        app.graph.clear();
+        const make = (type, x, y) => {
+            const node = LiteGraph.createNode(type);
+            node.pos = [x, y];
+            app.graph.add(node);
+            return node;
+        };
+        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+        const apply = make("CNR_ApplyControlResiduals", 20, 20), guider = make("CFGGuider", 360, 20);
+        const sampler = make("SamplerCustomAdvanced", 700, 20), strength = make("CNR_Img2ImgStrength", 360, 300);
+        set(strength, "steps", 10); set(strength, "strength", 0.25);
+        set(strength, "rule", "round (SplitSigmasDenoise)");
+        apply.connect(0, guider, guider.inputs.findIndex(i => i.name === "model"));
+        strength.connect(0, sampler, sampler.inputs.findIndex(i => i.name === "sigmas"));
+        guider.connect(0, sampler, sampler.inputs.findIndex(i => i.name === "guider"));
+        app.canvas.ds.scale = 0.5;
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = apply;
+        return apply.id;
+    }""")
+    # The round rule is Python's round(10 x 0.25): 2.5 rounds to even, 2 steps.
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 2 of 2 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(2)
+
+
 def test_timeline_follows_the_ksampler_steps_widget(page):
     node_id = load_workflow(page, "controlnet_txt2img")
     frontends.set_widget(page, "end_percent", 0.5)
