@@ -1,8 +1,9 @@
 // ControlNet Refine: show what the settings mean on the nodes themselves.
 // - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text,
-//   one cell per step the sampler its MODEL output reaches executes (20 assumed when none or several
-//   disagree), the strength keyframes chained into its keyframes input (cell brightness = keyframe strength, a mark
-//   where a keyframe takes over) and, with reuse_every > 1, the steps that reuse residuals (light cells);
+//   one cell per step the sampler its MODEL output reaches executes (20 assumed when none is found or
+//   several disagree), the strength keyframes chained into its keyframes input (cell brightness = keyframe
+//   strength, a mark where a keyframe takes over) and, with reuse_every > 1, the steps that reuse residuals
+//   (light cells);
 //   advanced inputs appear only for the control modes that use them.
 // - CNR_PaddedCrop: only the size inputs of the chosen size mode and the pre-resize bounds its mode
 //   uses are shown (its crop preview, every crop box drawn, is the node's image output, which every
