@@ -1,7 +1,9 @@
 // ControlNet Refine: show what the settings mean on the nodes themselves.
 // - CNR_ApplyControlResiduals: a timeline of the steps the ControlNet acts on, with the count as text,
-//   the strength keyframes chained into its keyframes input (cell brightness = keyframe strength, a mark
-//   where a keyframe takes over) and, with reuse_every > 1, the steps that reuse residuals (light cells);
+//   one cell per step the sampler its MODEL output reaches executes (20 assumed when none is found or
+//   several disagree), the strength keyframes chained into its keyframes input (cell brightness = keyframe
+//   strength, a mark where a keyframe takes over) and, with reuse_every > 1, the steps that reuse residuals
+//   (light cells);
 //   advanced inputs appear only for the control modes that use them.
 // - CNR_PaddedCrop: only the size inputs of the chosen size mode and the pre-resize bounds its mode
 //   uses are shown (its crop preview, every crop box drawn, is the node's image output, which every
@@ -15,7 +17,9 @@
 import { app } from "../../scripts/app.js";
 
 const PREFIX = "CNR_";
-const TIMELINE_STEPS = 20;
+const APPLY_NODE = "CNR_ApplyControlResiduals";
+// Drawn, and said so, when the step count of the sampler the MODEL reaches is not known.
+const ASSUMED_STEPS = 20;
 const TIMELINE_WIDGET = "cnr_timeline";
 // The canvas renderers place a DOM widget 10 px inside its row on every side.
 const TIMELINE_ROW_HEIGHT = 52;
@@ -80,6 +84,123 @@ export function keyframeSteps(frames, n) {
   });
 }
 
+// The sampler a MODEL reaches: through nodes that pass a MODEL on (another Apply, ModelSampling*, LoRA
+// loaders) or turn it into a GUIDER (CFGGuider, for SamplerCustomAdvanced), and the legacy Reroute node.
+const PASSED_ON_TYPES = new Set(["MODEL", "GUIDER", "*"]);
+// ModelSampling nodes that give a model flow-matching (CONST) sampling; others set another parameterisation.
+const FLOW_MATCHING_SAMPLING = new Set(["ModelSamplingAuraFlow", "ModelSamplingSD3", "ModelSamplingFlux"]);
+
+function graphLink(graph, id) {
+  const links = graph?.links;
+  if (!links) return null;
+  return links instanceof Map ? links.get(id) : links[id];
+}
+
+// The nodes fed by an output slot, with the input slot each is fed on.
+function outputTargets(node, slot) {
+  const targets = [];
+  for (const id of node.outputs?.[slot]?.links || []) {
+    const link = graphLink(node.graph, id);
+    const target = link ? node.graph.getNodeById(link.target_id) : null;
+    if (target) targets.push({ node: target, slot: link.target_slot });
+  }
+  return targets;
+}
+
+function inputSource(node, name) {
+  const slot = node.inputs?.findIndex((i) => i.name === name) ?? -1;
+  return slot >= 0 && node.graph ? node.getInputNode?.(slot) ?? null : null;
+}
+
+// Python's round(): halves to even, as int(round(n * s)) of the round rule.
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// Whether the model reaching `node` samples by flow matching, as far as the graph says: the first ModelSampling
+// node upstream of its model input decides; a model loaded without one counts as not flow matching.
+function flowMatchingUpstream(node) {
+  const seen = new Set();
+  let source = inputSource(node, "model");
+  while (source && !seen.has(source)) {
+    seen.add(source);
+    // A node type this server lacks still has its type name (a placeholder node).
+    const type = String(source.comfyClass || source.type || "");
+    if (FLOW_MATCHING_SAMPLING.has(type)) return true;
+    if (type.startsWith("ModelSampling")) return false;
+    const slot = source.inputs?.findIndex((i) => i.type === "MODEL" || i.type === "*") ?? -1;
+    source = slot >= 0 ? source.getInputNode?.(slot) : null;
+  }
+  return false;
+}
+
+// Executed steps of a SIGMAS source (nodes/sampling_nodes.py, controlnet_core/refine/schedule.py, ComfyUI's
+// BasicScheduler); null when the node's rule is unknown here.
+function sigmasSteps(node, seen = new Set()) {
+  if (!node || seen.has(node)) return null;
+  seen.add(node);
+  const v = values(node);
+  if (node.comfyClass === "CNR_Img2ImgStrength") {
+    const n = v.steps;
+    const s = v.strength;
+    if (typeof n !== "number" || typeof s !== "number") return null;
+    if (String(v.rule).startsWith("comfyui")) return s <= 0 ? 0 : n;
+    if (String(v.rule).startsWith("round")) return roundHalfEven(n * s);
+    if (flowMatchingUpstream(node)) return n - Math.trunc(Math.max(n - Math.min(n * s, n), 0));
+    return Math.min(Math.trunc(n * s), n);
+  }
+  if (node.comfyClass === "BasicScheduler") return typeof v.steps === "number" ? (v.denoise <= 0 ? 0 : v.steps) : null;
+  if (node.type === "Reroute") return sigmasSteps(node.getInputNode?.(0), seen);
+  // Karras, exponential, polyexponential, beta, ... schedulers: `steps` steps; those with a denoise have rules
+  // of their own.
+  if (/Scheduler$/.test(node.comfyClass || "") && typeof v.steps === "number" && !("denoise" in v)) return v.steps;
+  return null;
+}
+
+// Executed steps of a sampler node; undefined for a node that is no sampler, null for one whose count is
+// not known here.
+function samplerSteps(node) {
+  const v = values(node);
+  switch (node.comfyClass) {
+    case "KSampler":
+      return typeof v.steps === "number" ? (v.denoise <= 0 ? 0 : v.steps) : null;
+    case "KSamplerAdvanced":
+      // ComfyUI's KSampler.sample: the schedule up to end_at_step, from start_at_step.
+      if (typeof v.steps !== "number") return null;
+      return Math.max(0, Math.min(v.end_at_step ?? v.steps, v.steps) - (v.start_at_step ?? 0));
+    case "SamplerCustom":
+    case "SamplerCustomAdvanced":
+      return sigmasSteps(inputSource(node, "sigmas"));
+    default:
+      return undefined;
+  }
+}
+
+// How many steps the timeline shows: the executed steps of every sampler the Apply node's MODEL reaches,
+// when there is one count; otherwise ASSUMED_STEPS, `assumed` set.
+export function samplerStepCount(node) {
+  const counts = new Set();
+  const seen = new Set([node]);
+  const queue = node.graph ? [node] : [];
+  while (queue.length) {
+    const current = queue.shift();
+    (current.outputs || []).forEach((output, slot) => {
+      if (current !== node && !PASSED_ON_TYPES.has(output.type)) return;
+      if (current === node && output.type !== "MODEL") return;
+      for (const { node: target, slot: input } of outputTargets(current, slot)) {
+        if (!PASSED_ON_TYPES.has(target.inputs?.[input]?.type) || seen.has(target)) continue;
+        seen.add(target);
+        const steps = samplerSteps(target);
+        if (steps === undefined) queue.push(target);
+        else counts.add(steps);
+      }
+    });
+  }
+  if (counts.size !== 1 || counts.has(null)) return { n: ASSUMED_STEPS, assumed: true };
+  return { n: [...counts][0], assumed: false };
+}
+
 const VISIBILITY = {
   CNR_ApplyControlResiduals: {
     soft_base: (v) => v.control_mode !== "balanced",
@@ -129,8 +250,9 @@ function timelineState(node) {
   const v = values(node);
   const start = v.start_percent ?? 0;
   const end = v.end_percent ?? 1;
+  const { n, assumed } = samplerStepCount(node);
   const frames = chainedKeyframes(node);
-  const steps = keyframeSteps(frames, TIMELINE_STEPS);
+  const steps = keyframeSteps(frames, n);
   const notes = [];
   if (frames.length) notes.push(`${frames.length} keyframe${frames.length > 1 ? "s" : ""}`);
   let on;
@@ -138,17 +260,18 @@ function timelineState(node) {
   let count;
   if (String(v.window_timing || "").startsWith("model sigma")) {
     on = [];
-    for (let i = 0; i < TIMELINE_STEPS; i++) {
-      const middle = (i + 0.5) / TIMELINE_STEPS;
+    for (let i = 0; i < n; i++) {
+      const middle = (i + 0.5) / n;
       on.push(middle >= start && middle <= end);
     }
     label = "window in model sigma (ComfyUI)";
   } else {
-    const active = new Set(activeSteps(start, end, TIMELINE_STEPS));
-    on = Array.from({ length: TIMELINE_STEPS }, (_, i) => active.has(i));
+    const active = new Set(activeSteps(start, end, n));
+    on = Array.from({ length: n }, (_, i) => active.has(i));
     count = active.size;
-    label = `acts on ${count} of ${TIMELINE_STEPS} executed steps`;
+    label = `acts on ${count} of ${n} executed steps`;
   }
+  if (assumed) label += ` (assumed ${n} steps)`;
   on = on.map((active, i) => active && steps[i].strength > 0);
   // Reuse restarts at the window start and at every keyframe change (nodes/sampler_wrapper.py).
   const every = v.reuse_every ?? 1;
@@ -162,7 +285,14 @@ function timelineState(node) {
   if (every > 1) notes.push(`ControlNet runs on ${on.filter((a, i) => a && !reused[i]).length}`);
   else if ((v.reuse_threshold ?? 0) > 0) notes.push("adaptive reuse");
   if (notes.length) label += `; ${notes.join(", ")}`;
-  return { on, reused, steps, label, count };
+  return { on, reused, steps, label, count, n, assumed };
+}
+
+function timelineCell() {
+  const cell = document.createElement("span");
+  cell.className = "cnr-timeline-step";
+  Object.assign(cell.style, { flex: "1 1 0", borderRadius: "2px", background: OFF_COLOUR });
+  return cell;
 }
 
 function addTimeline(node) {
@@ -171,13 +301,8 @@ function addTimeline(node) {
   Object.assign(element.style, { display: "flex", flexDirection: "column", gap: "4px", boxSizing: "border-box",
                                  padding: "2px 0", minHeight: `${TIMELINE_ROW_HEIGHT - 20}px` });
   const cells = document.createElement("div");
+  cells.className = "cnr-timeline-steps";
   Object.assign(cells.style, { display: "flex", gap: "2px", height: "10px" });
-  for (let i = 0; i < TIMELINE_STEPS; i++) {
-    const cell = document.createElement("span");
-    cell.className = "cnr-timeline-step";
-    Object.assign(cell.style, { flex: "1 1 0", borderRadius: "2px", background: OFF_COLOUR });
-    cells.append(cell);
-  }
   const label = document.createElement("div");
   label.className = "cnr-timeline-label";
   Object.assign(label.style, { font: "11px sans-serif", color: "#aaa", whiteSpace: "nowrap", overflow: "hidden",
@@ -196,8 +321,11 @@ function addTimeline(node) {
 function updateTimeline(node) {
   const widget = node.widgets?.find((w) => w.name === TIMELINE_WIDGET);
   if (!widget) return;
-  const { on, reused, steps, label, count } = timelineState(node);
-  const cells = widget.element.querySelectorAll(".cnr-timeline-step");
+  const { on, reused, steps, label, count, n, assumed } = timelineState(node);
+  const row = widget.element.querySelector(".cnr-timeline-steps");
+  while (row.children.length > n) row.lastChild.remove();
+  while (row.children.length < n) row.append(timelineCell());
+  const cells = row.children;
   on.forEach((active, i) => {
     const changes = i > 0 && steps[i].keyframe !== steps[i - 1].keyframe;
     cells[i].style.background = active ? (reused[i] ? REUSED_COLOUR : ON_COLOUR) : OFF_COLOUR;
@@ -210,16 +338,21 @@ function updateTimeline(node) {
   });
   widget.element.querySelector(".cnr-timeline-label").textContent = label;
   widget.element.dataset.activeSteps = count === undefined ? "" : String(count);
+  widget.element.dataset.steps = String(n);
+  widget.element.dataset.stepsAssumed = String(assumed);
 }
 
 function graphNodes() {
   return app.graph?._nodes || app.graph?.nodes || [];
 }
 
+function refreshTimelines() {
+  for (const node of graphNodes()) if (node.comfyClass === APPLY_NODE) node.cnrRefresh?.();
+}
+
 function refresh(node) {
-  if (node.comfyClass === KEYFRAME_NODE) {
-    for (const other of graphNodes()) if (other.comfyClass === "CNR_ApplyControlResiduals") other.cnrRefresh?.();
-  }
+  // Keyframes and CNR_Img2ImgStrength change what the timelines show.
+  if (node.comfyClass !== APPLY_NODE) refreshTimelines();
   const rules = VISIBILITY[node.comfyClass] || {};
   const v = values(node);
   let changed = false;
@@ -234,11 +367,44 @@ function refresh(node) {
   return { hidden: (node.widgets || []).filter((w) => w.cnrHidden).map((w) => w.name) };
 }
 
+// Widgets of other nodes that set a sampler's step count (KSampler, KSamplerAdvanced, BasicScheduler, ...).
+const STEP_WIDGETS = new Set(["steps", "denoise", "start_at_step", "end_at_step"]);
+
+// Samplers and the nodes between them and an Apply node are ComfyUI's: their step widgets and any link
+// change redraw the timelines.
+function watchForTimelines(nodeType) {
+  const onNodeCreated = nodeType.prototype.onNodeCreated;
+  nodeType.prototype.onNodeCreated = function () {
+    const r = onNodeCreated?.apply(this, arguments);
+    for (const w of this.widgets || []) {
+      if (!STEP_WIDGETS.has(w.name)) continue;
+      const callback = w.callback;
+      w.callback = (...args) => {
+        const out = callback?.apply(w, args);
+        refreshTimelines();
+        return out;
+      };
+    }
+    return r;
+  };
+  for (const hook of ["onConnectionsChange", "onConfigure"]) {
+    const original = nodeType.prototype[hook];
+    nodeType.prototype[hook] = function () {
+      const r = original?.apply(this, arguments);
+      refreshTimelines();
+      return r;
+    };
+  }
+}
+
 app.registerExtension({
   name: "ControlNetRefine.UI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!nodeData.name.startsWith(PREFIX)) return;
-    const withTimeline = nodeData.name === "CNR_ApplyControlResiduals";
+    if (!nodeData.name.startsWith(PREFIX)) {
+      watchForTimelines(nodeType);
+      return;
+    }
+    const withTimeline = nodeData.name === APPLY_NODE;
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
@@ -259,6 +425,8 @@ app.registerExtension({
     nodeType.prototype.onConnectionsChange = function () {
       const r = onConnectionsChange?.apply(this, arguments);
       refresh(this);
+      // An Apply node's MODEL may be what another Apply's MODEL reaches its sampler through.
+      if (withTimeline) refreshTimelines();
       return r;
     };
     const onConfigure = nodeType.prototype.onConfigure;
@@ -277,10 +445,14 @@ app.registerExtension({
         if (index >= 0 && data.widgets_values?.length === this.widgets.length) data.widgets_values.splice(index, 1);
         return r;
       };
-      nodeType.prototype.cnrActiveSteps = function (n = TIMELINE_STEPS) {
+      nodeType.prototype.cnrActiveSteps = function (n = samplerStepCount(this).n) {
         const v = values(this);
         return activeSteps(v.start_percent, v.end_percent, n);
       };
     }
+  },
+  // Nodes are configured one by one: a sampler after an Apply node has its values only now.
+  async afterConfigureGraph() {
+    refreshTimelines();
   },
 });

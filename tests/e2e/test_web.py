@@ -5,6 +5,7 @@ frontend, or a current host's: HOST_FRONTEND_ROOT or its environment's), and the
 with Nodes 2.0 off and on (those two need a current host: ``COMFYUI_PATH``). Assertions read what the
 page renders: the Vue node's DOM in Nodes 2.0, widget layout and image elements on the canvas.
 """
+import json
 import os
 
 import comfy_host
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.comfy, pytest.mark.browser]
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (make env)")
 
 TIMELINE = "cnr_timeline"
+WORKFLOWS = comfy_host.REPO_ROOT / "workflows"
 BOX_COLOUR = (40, 255, 80)  # the crop box colour nodes/crop_nodes.py draws
 
 
@@ -91,10 +93,12 @@ def test_timeline_active_steps_follow_start_and_end(page):
     node_id = frontends.add_node(page, "CNR_ApplyControlResiduals")
     frontends.set_widget(page, "end_percent", 0.5)
     shown = timeline(page, node_id)
-    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 10 of 20 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 10 of 20 executed steps (assumed 20 steps)")
     assert shown.locator('.cnr-timeline-step[data-active="true"]').count() == 10
     frontends.set_widget(page, "start_percent", 0.25)
-    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 5 of 20 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 5 of 20 executed steps (assumed 20 steps)")
     active = shown.locator(".cnr-timeline-step").evaluate_all("cells => cells.map(c => c.dataset.active === 'true')")
     assert active == [5 <= i < 10 for i in range(20)]
     assert page.evaluate("() => window.cnrNode.cnrActiveSteps(20)") == list(range(5, 10))
@@ -106,7 +110,7 @@ def test_timeline_marks_the_steps_that_reuse_residuals(page):
     frontends.set_widget(page, "start_percent", 0.25)
     shown = timeline(page, node_id)
     playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
-        "acts on 15 of 20 executed steps; ControlNet runs on 5")
+        "acts on 15 of 20 executed steps (assumed 20 steps); ControlNet runs on 5")
     reused = shown.locator(".cnr-timeline-step").evaluate_all("cells => cells.map(c => c.dataset.reused === 'true')")
     assert [i for i, r in enumerate(reused) if not r and i >= 5] == [5, 8, 11, 14, 17]
 
@@ -131,7 +135,7 @@ def test_timeline_shows_the_chained_keyframes_strength_at_every_step(page):
     }""")
     shown = timeline(page, node_id)
     playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
-        "acts on 20 of 20 executed steps; 2 keyframes")
+        "acts on 20 of 20 executed steps (assumed 20 steps); 2 keyframes")
     cells = shown.locator(".cnr-timeline-step")
     strengths = cells.evaluate_all("cells => cells.map(c => Number(c.dataset.strength))")
     assert strengths == [1.0] * 5 + [0.5] * 8 + [0.0] * 7
@@ -252,7 +256,149 @@ def test_a_click_on_a_nodes_2_widget_updates_the_timeline(page):
     vue_node(page, node_id).locator('[data-widget-name="end_percent"] [data-testid="decrement"]').click()
     # One step (0.001) below 1.0: the last executed step no longer fits the window.
     label = timeline(page, node_id).locator(".cnr-timeline-label")
-    playwright_api.expect(label).to_have_text("acts on 19 of 20 executed steps")
+    playwright_api.expect(label).to_have_text("acts on 19 of 20 executed steps (assumed 20 steps)")
+
+
+def load_workflow(page, name):
+    """Opens workflows/<name>.json as a user does (no missing-model dialogs); ``window.cnrNode`` is its Apply node.
+
+    Returns that node's id.
+    """
+    return page.evaluate("""async (workflow) => {
+        await app.loadGraphData(workflow, true, true, null,
+                                {showMissingNodesDialog: false, showMissingModelsDialog: false});
+        const nodes = app.graph._nodes || app.graph.nodes;
+        window.cnrNode = nodes.find(n => n.comfyClass === "CNR_ApplyControlResiduals");
+        return window.cnrNode.id;
+    }""", json.loads((WORKFLOWS / f"{name}.json").read_text()))
+
+
+def set_node_widget(page, node_type: str, name: str, value):
+    """Sets a widget of the graph's ``node_type`` node as the frontend does after an edit."""
+    page.evaluate("""([type, name, value]) => {
+        const node = (app.graph._nodes || app.graph.nodes).find(n => n.comfyClass === type);
+        const w = node.widgets.find(w => w.name === name);
+        w.value = value;
+        w.callback && w.callback(value);
+        app.graph.setDirtyCanvas(true, true);
+    }""", [node_type, name, value])
+
+
+def test_timeline_has_a_cell_per_step_the_z_image_img2img_sampler_executes(page):
+    node_id = load_workflow(page, "z_image_fun_controlnet_img2img")
+    # CNR_Img2ImgStrength, 8 steps at strength 0.8 on a flow-matching model (ModelSamplingAuraFlow):
+    # diffusers' SD3/Flux rule skips int(8 - 6.4) = 1 step, so 7 run.
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 7 of 7 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(7)
+
+
+# Executed steps of the sampler each shipped workflow's Apply nodes reach (CNR_Img2ImgStrength: 20 x 0.6,
+# 28 x 0.75, 8 x 0.8 under the flow-matching rule).
+WORKFLOW_STEPS = {"controlnet_img2img": 12, "controlnet_inpaint": 20, "controlnet_stacked_windows": 20,
+                  "controlnet_txt2img": 20, "flux_controlnet_img2img": 21, "qwen_image_controlnet_inpaint": 20,
+                  "t2i_adapter_txt2img": 20, "union_sdxl_two_types": 25, "z_image_fun_controlnet_img2img": 7,
+                  "z_image_fun_controlnet_inpaint": 8}
+
+
+def test_every_shipped_workflow_is_listed_with_its_steps():
+    assert set(WORKFLOW_STEPS) == {path.stem for path in WORKFLOWS.glob("*.json")}
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOW_STEPS))
+def test_every_apply_node_of_a_shipped_workflow_counts_its_samplers_steps(page, name):
+    load_workflow(page, name)
+    page.wait_for_function("""() => (app.graph._nodes || app.graph.nodes)
+        .filter(n => n.comfyClass === "CNR_ApplyControlResiduals").length > 0""")
+    shown = page.evaluate("""(timeline) => (app.graph._nodes || app.graph.nodes)
+        .filter(n => n.comfyClass === "CNR_ApplyControlResiduals")
+        .map(n => n.widgets.find(w => w.name === timeline).element)
+        .map(e => [e.querySelectorAll(".cnr-timeline-step").length, e.dataset.stepsAssumed])""", TIMELINE)
+    assert shown and shown == [[WORKFLOW_STEPS[name], "false"]] * len(shown)
+
+
+def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_where_they_disagree(page):
+    node_id = page.evaluate("""() => {
+        app.graph.clear();
+        const make = (type, x, y) => {
+            const node = LiteGraph.createNode(type);
+            node.pos = [x, y];
+            app.graph.add(node);
+            return node;
+        };
+        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+        const apply = make("CNR_ApplyControlResiduals", 20, 20);
+        const custom = make("SamplerCustom", 360, 20), scheduler = make("BasicScheduler", 20, 420);
+        const advanced = make("KSamplerAdvanced", 700, 20);
+        set(scheduler, "steps", 10); set(scheduler, "denoise", 0.5);
+        set(advanced, "steps", 30); set(advanced, "start_at_step", 4); set(advanced, "end_at_step", 10);
+        scheduler.connect(0, custom, custom.inputs.findIndex(i => i.name === "sigmas"));
+        apply.connect(0, custom, custom.inputs.findIndex(i => i.name === "model"));
+        apply.connect(0, advanced, advanced.inputs.findIndex(i => i.name === "model"));
+        app.canvas.ds.scale = 0.5;
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = apply;
+        return apply.id;
+    }""")
+    shown = timeline(page, node_id)
+    # SamplerCustom runs BasicScheduler's 10 steps; KSamplerAdvanced runs steps 4 to 10 of 30.
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 20 of 20 executed steps (assumed 20 steps)")
+    set_node_widget(page, "KSamplerAdvanced", "end_at_step", 14)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 10 of 10 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(10)
+
+
+def test_timeline_reaches_sampler_custom_advanced_through_its_guider(page):
+    if not page.evaluate("() => !!LiteGraph.registered_node_types.CFGGuider"):
+        pytest.skip("this host's ComfyUI lacks CFGGuider and SamplerCustomAdvanced (the 2024 CI host): "
+                    "set COMFYUI_PATH")
+    node_id = page.evaluate("""() => {
+        app.graph.clear();
+        const make = (type, x, y) => {
+            const node = LiteGraph.createNode(type);
+            node.pos = [x, y];
+            app.graph.add(node);
+            return node;
+        };
+        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+        const apply = make("CNR_ApplyControlResiduals", 20, 20), guider = make("CFGGuider", 360, 20);
+        const sampler = make("SamplerCustomAdvanced", 700, 20), strength = make("CNR_Img2ImgStrength", 360, 300);
+        set(strength, "steps", 10); set(strength, "strength", 0.25);
+        set(strength, "rule", "round (SplitSigmasDenoise)");
+        apply.connect(0, guider, guider.inputs.findIndex(i => i.name === "model"));
+        strength.connect(0, sampler, sampler.inputs.findIndex(i => i.name === "sigmas"));
+        guider.connect(0, sampler, sampler.inputs.findIndex(i => i.name === "guider"));
+        app.canvas.ds.scale = 0.5;
+        app.graph.setDirtyCanvas(true, true);
+        window.cnrNode = apply;
+        return apply.id;
+    }""")
+    # The round rule is Python's round(10 x 0.25): 2.5 rounds to even, 2 steps.
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 2 of 2 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(2)
+
+
+def test_timeline_follows_the_ksampler_steps_widget(page):
+    node_id = load_workflow(page, "controlnet_txt2img")
+    frontends.set_widget(page, "end_percent", 0.5)
+    set_node_widget(page, "KSampler", "steps", 12)
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text("acts on 6 of 12 executed steps")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(12)
+    active = shown.locator(".cnr-timeline-step").evaluate_all("cells => cells.map(c => c.dataset.active === 'true')")
+    assert active == [i < 6 for i in range(12)]
+
+
+def test_timeline_assumes_20_steps_once_the_model_output_is_unconnected(page):
+    node_id = load_workflow(page, "z_image_fun_controlnet_inpaint")
+    shown = timeline(page, node_id)
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(8)
+    page.evaluate("() => { window.cnrNode.disconnectOutput(0); app.graph.setDirtyCanvas(true, true); }")
+    playwright_api.expect(shown.locator(".cnr-timeline-label")).to_have_text(
+        "acts on 20 of 20 executed steps (assumed 20 steps)")
+    playwright_api.expect(shown.locator(".cnr-timeline-step")).to_have_count(20)
 
 
 def test_no_console_error_comes_from_the_extension(page):
