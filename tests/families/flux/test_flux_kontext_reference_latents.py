@@ -28,11 +28,6 @@ REL_TOL = 1e-4
 NOISE_TOKENS = 24
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

@@ -25,11 +25,6 @@ RUN = {"steps": 4, "cfg": 2.0, "latent": LATENT, "scheduler": "simple"}
 REL_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

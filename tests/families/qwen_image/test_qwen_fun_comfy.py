@@ -26,11 +26,6 @@ APPLY = "CNR_ApplyControlResiduals"
 REFERENCE_RULE = "reference (binary mask, nearest, SD3 shift)"
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

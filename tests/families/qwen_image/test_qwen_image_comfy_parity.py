@@ -32,11 +32,6 @@ MODEL_SIGMA = "model sigma (ComfyUI)"
 TOL, REL_TOL = 1e-5, 1e-4
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

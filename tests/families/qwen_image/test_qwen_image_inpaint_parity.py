@@ -43,11 +43,6 @@ def _soft_mask():
     return _grid_mask() * 0.7 + 0.2
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

@@ -23,11 +23,6 @@ NAME = "qwen_union_edit.safetensors"
 NOISE_TOKENS = (LATENT.shape[-2] // 2) * (LATENT.shape[-1] // 2)  # 4 x 6 = 24 tokens
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()

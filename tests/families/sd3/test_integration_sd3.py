@@ -22,11 +22,6 @@ DEPTH, LAYERS = 4, 2
 
 
 @pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-@pytest.fixture(scope="module")
 def files(nodes, tmp_path_factory):
     states = {"sd3_instantx.safetensors": instantx_state_dict(DEPTH, LAYERS),
               "sd35_canny.safetensors": sd35_state_dict(DEPTH, LAYERS, control_type=1)}

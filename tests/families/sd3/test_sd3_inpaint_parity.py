@@ -39,11 +39,6 @@ def _soft_phase_mask():
     return mask
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
 def forget_dropped_models_first(nodes):
     forget_dropped_models()
