@@ -78,3 +78,27 @@ def print_step_table(times: dict, baseline: str, native: str) -> None:
     for name, samples in times.items():
         med = statistics.median(samples)
         print(f"{name:<{width}}{med:>8.3f}{med / base:>14.3f}{med / native_s:>11.3f}")
+
+
+def cnr_controlnet(nodes, state_dict: dict, folder: Path, name: str, vae):
+    """``state_dict`` written as ``folder/name``, the folder listed as a ComfyUI controlnet folder, and the file
+    loaded through CNR_ControlNetLoader with CNR_HintVAE attaching ``vae``."""
+    import folder_paths
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(folder / name))
+    folder_paths.add_model_folder_path("controlnet", str(folder))
+    loaded = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load(name)[0]
+    return nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(loaded, vae)[0]
+
+
+def native_and_cnr_step_times(nodes, model, native, ours, vae, conditioning: tuple, latent: torch.Tensor,
+                              hint: torch.Tensor, native_name: str, steps: int, rounds: int) -> dict:
+    """:func:`interleaved_step_times` of three configurations at strength 1 over the whole run: "no control",
+    ComfyUI's own ControlNet ``native`` through ControlNetApplyAdvanced (as ``native_name``), and "CNR balanced",
+    the pack's ``ours`` through CNR_ApplyControlResiduals. ``conditioning`` is (positive, negative)."""
+    pos, neg = conditioning
+    npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0, vae=vae)[:2]
+    apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
+    patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
+    configs = {"no control": (model, pos, neg), native_name: (model, npos, nneg), "CNR balanced": (patched, pos, neg)}
+    return interleaved_step_times(configs, latent, steps, rounds)

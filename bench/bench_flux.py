@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
-from _common import DTYPE_FLAGS, interleaved_step_times, print_step_table, random_taesd_vae, randomized  # noqa: E402
+from _common import (DTYPE_FLAGS, cnr_controlnet, native_and_cnr_step_times, print_step_table,  # noqa: E402
+                     random_taesd_vae, randomized)
 
 TEXT_DIM, POOLED_DIM = 4096, 768
 TEXT_TOKENS = 256  # ComfyUI pads Flux's T5 tokens to at least 256
@@ -51,8 +52,6 @@ def build(args, folder: Path):
     import comfy.model_patcher
     import comfy.ops
     import comfy.supported_models
-    import folder_paths
-    from safetensors.torch import save_file
 
     # The loaders (ComfyUI's and ours) then pick this dtype, as they would on a GPU that computes in it.
     setattr(comfy.cli_args.args, DTYPE_FLAGS[args.dtype], True)
@@ -68,14 +67,11 @@ def build(args, folder: Path):
         latent_input=True, control_latent_channels=16, operations=comfy.ops.disable_weight_init, dtype=dtype,
         device="cpu", **_params(args.width, args.heads, args.cn_double, args.cn_single))
     randomized(net, 1)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "flux_bench.safetensors"))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
     native = comfy.controlnet.ControlNet(net, compression_ratio=1, latent_format=comfy.latent_formats.Flux(),
                                          load_device=mm.get_torch_device(), manual_cast_dtype=None,
                                          extra_conds=["y", "guidance"])
     vae = random_taesd_vae(2)
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("flux_bench.safetensors")[0]
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(ours, vae)[0]
+    ours = cnr_controlnet(nodes, net.state_dict(), folder, "flux_bench.safetensors", vae)
     n_params = (sum(p.numel() for p in base.diffusion_model.parameters()), sum(p.numel() for p in net.parameters()))
     return nodes, model, native, ours, vae, n_params
 
@@ -95,13 +91,8 @@ def main() -> None:
         neg = [[torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=gen), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
         latent = torch.zeros(1, 16, args.latent, args.latent)
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
-        npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
-                                                                      vae=vae)[:2]
-        apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
-        patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
-        configs = {"no control": (model, pos, neg), "ComfyUI Flux ControlNet": (model, npos, nneg),
-                   "CNR balanced": (patched, pos, neg)}
-        times = interleaved_step_times(configs, latent, args.steps, args.rounds)
+        times = native_and_cnr_step_times(nodes, model, native, ours, vae, (pos, neg), latent, hint,
+                                          "ComfyUI Flux ControlNet", args.steps, args.rounds)
     print(f"Flux base {n_base / 1e6:.0f}M ({args.double} double, {args.single} single blocks) + ControlNet "
           f"{n_net / 1e6:.0f}M ({args.cn_double} + {args.cn_single}) params, width {args.width}, random; latent "
           f"{args.latent}x{args.latent}, {args.dtype}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds (+1 "

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
-from _common import DTYPE_FLAGS, interleaved_step_times, print_step_table, randomized  # noqa: E402
+from _common import DTYPE_FLAGS, cnr_controlnet, native_and_cnr_step_times, print_step_table, randomized  # noqa: E402
 
 TEXT_DIM = 3584  # Qwen2.5-VL's hidden states, what Qwen-Image reads
 CHANNELS = 16  # the Wan-2.1 latent
@@ -62,8 +62,6 @@ def build(args, folder: Path):
     import comfy.model_patcher
     import comfy.ops
     import comfy.supported_models
-    import folder_paths
-    from safetensors.torch import save_file
 
     # The loaders (ComfyUI's and ours) then pick this dtype, as they would on a GPU that computes in it.
     setattr(comfy.cli_args.args, DTYPE_FLAGS[args.dtype], True)
@@ -79,14 +77,11 @@ def build(args, folder: Path):
         extra_condition_channels=0, operations=comfy.ops.disable_weight_init, dtype=dtype, device="cpu",
         **_params(args.width, args.heads, args.cn_blocks))
     randomized(net, 1)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "qwen_bench.safetensors"))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
     # As ComfyUI's load_controlnet_qwen_instantx wraps it.
     native = comfy.controlnet.ControlNet(net, compression_ratio=1, latent_format=comfy.latent_formats.Wan21(),
                                          load_device=mm.get_torch_device(), manual_cast_dtype=None, extra_conds=[])
     vae = _wan_vae(2)
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("qwen_bench.safetensors")[0]
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(ours, vae)[0]
+    ours = cnr_controlnet(nodes, net.state_dict(), folder, "qwen_bench.safetensors", vae)
     n_params = (sum(p.numel() for p in base.diffusion_model.parameters()), sum(p.numel() for p in net.parameters()))
     return nodes, model, native, ours, vae, n_params
 
@@ -106,13 +101,8 @@ def main() -> None:
         neg = [[torch.randn(1, args.text_tokens, TEXT_DIM, generator=gen), {}]]
         latent = torch.zeros(1, CHANNELS, 1, args.latent, args.latent)
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
-        npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
-                                                                      vae=vae)[:2]
-        apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
-        patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
-        configs = {"no control": (model, pos, neg), "ComfyUI Qwen-Image ControlNet": (model, npos, nneg),
-                   "CNR balanced": (patched, pos, neg)}
-        times = interleaved_step_times(configs, latent, args.steps, args.rounds)
+        times = native_and_cnr_step_times(nodes, model, native, ours, vae, (pos, neg), latent, hint,
+                                          "ComfyUI Qwen-Image ControlNet", args.steps, args.rounds)
     print(f"Qwen-Image base {n_base / 1e6:.0f}M ({args.blocks} blocks) + InstantX ControlNet {n_net / 1e6:.0f}M "
           f"({args.cn_blocks} blocks) params, width {args.width}, random; latent {args.latent}x{args.latent}, "
           f"{args.text_tokens} text tokens, {args.dtype}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds "
