@@ -28,9 +28,10 @@ def explicit_softmax_attention(calls: list):
     return attend
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nodes():
-    """ComfyUI booted on the CPU with the pack loaded: its ``nodes`` module (a test module may define its own)."""
+    """ComfyUI booted on the CPU with the pack (re)loaded, once per test module as each module booted it before:
+    its ``nodes`` module (a test module may define its own)."""
     return comfy_host.boot()
 
 
