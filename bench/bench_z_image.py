@@ -29,9 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
-from _common import DTYPE_FLAGS, interleaved_step_times  # noqa: E402
 
 CAPTION_DIM, CAPTION_TOKENS = 2560, 64
+DTYPE_FLAGS = {"bfloat16": "bf16_unet", "float16": "fp16_unet", "float32": "fp32_unet"}
 
 
 def _axes(head: int):
@@ -95,6 +95,16 @@ def build(args, folder: Path):
     return nodes, model, ours
 
 
+def run(model, pos, neg, latent, steps):
+    import comfy.sample
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    stamps = [time.perf_counter()]
+    out = comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", pos, neg, latent, seed=0,
+                              disable_pbar=True, callback=lambda *a: stamps.append(time.perf_counter()))
+    assert torch.isfinite(out).all()
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
 def control_forward_seconds(net, args, device, repeats: int) -> float:
     """Median time of the control's two stages alone on tensors of one step's shapes."""
     from cnr_pack.controlnet_core.families.z_image.model import position_ids
@@ -138,8 +148,13 @@ def main() -> None:
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
         apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
         patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
-        configs = {"no control": (model, pos, neg), "CNR Z-Image Fun": (patched, pos, neg)}
-        times = interleaved_step_times(configs, latent, args.steps, args.rounds)
+        configs = {"no control": model, "CNR Z-Image Fun": patched}
+        times = {name: [] for name in configs}
+        for round_index in range(args.rounds + 1):
+            for name, m in configs.items():
+                step_times = run(m, pos, neg, latent, args.steps)
+                if round_index:
+                    times[name] += step_times[1:]  # the first step also encodes the hint
         device = next(ours.net.parameters()).device
         alone = control_forward_seconds(ours.net, args, device, args.rounds * args.steps)
     base, with_control = statistics.median(times["no control"]), statistics.median(times["CNR Z-Image Fun"])
