@@ -16,10 +16,8 @@ held twice (ComfyUI's copy and ours), so a float32 run needs some 32 GB and a bf
         [--cn-double 5] [--cn-single 10] [--latent 32] [--steps 4] [--rounds 2] [--dtype bfloat16]
 """
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,10 +26,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
+from _common import (DTYPE_FLAGS, cnr_controlnet, native_and_cnr_step_times, print_step_table,  # noqa: E402
+                     random_taesd_vae, randomized)
 
 TEXT_DIM, POOLED_DIM = 4096, 768
 TEXT_TOKENS = 256  # ComfyUI pads Flux's T5 tokens to at least 256
-DTYPE_FLAGS = {"bfloat16": "bf16_unet", "float16": "fp16_unet", "float32": "fp32_unet"}
 
 
 def _params(width: int, heads: int, double: int, single: int) -> dict:
@@ -43,14 +42,6 @@ def _params(width: int, heads: int, double: int, single: int) -> dict:
             "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
 
 
-def _random(module, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    return module.eval()
-
-
 def build(args, folder: Path):
     nodes = comfy_host.boot()
     import comfy.cli_args
@@ -60,11 +51,7 @@ def build(args, folder: Path):
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.ops
-    import comfy.sd
     import comfy.supported_models
-    import comfy.taesd.taesd
-    import folder_paths
-    from safetensors.torch import save_file
 
     # The loaders (ComfyUI's and ours) then pick this dtype, as they would on a GPU that computes in it.
     setattr(comfy.cli_args.args, DTYPE_FLAGS[args.dtype], True)
@@ -73,36 +60,20 @@ def build(args, folder: Path):
                                           "image_model": "flux"})
     config.set_inference_dtype(dtype, None)
     base = config.get_model({})
-    _random(base.diffusion_model, 0)
+    randomized(base.diffusion_model, 0)
     model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
                                              offload_device=mm.unet_offload_device())
     net = comfy.ldm.flux.controlnet.ControlNetFlux(
         latent_input=True, control_latent_channels=16, operations=comfy.ops.disable_weight_init, dtype=dtype,
         device="cpu", **_params(args.width, args.heads, args.cn_double, args.cn_single))
-    _random(net, 1)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "flux_bench.safetensors"))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    randomized(net, 1)
     native = comfy.controlnet.ControlNet(net, compression_ratio=1, latent_format=comfy.latent_formats.Flux(),
                                          load_device=mm.get_torch_device(), manual_cast_dtype=None,
                                          extra_conds=["y", "guidance"])
-    gen = torch.Generator().manual_seed(2)
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=16).state_dict()
-    vae = comfy.sd.VAE(sd={k: v if v.ndim == 0 else torch.randn(v.shape, generator=gen) * 0.05
-                           for k, v in taesd.items()})
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("flux_bench.safetensors")[0]
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(ours, vae)[0]
+    vae = random_taesd_vae(2)
+    ours = cnr_controlnet(nodes, net.state_dict(), folder, "flux_bench.safetensors", vae)
     n_params = (sum(p.numel() for p in base.diffusion_model.parameters()), sum(p.numel() for p in net.parameters()))
     return nodes, model, native, ours, vae, n_params
-
-
-def run(model, pos, neg, latent, steps):
-    import comfy.sample
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
-    stamps = [time.perf_counter()]
-    out = comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", pos, neg, latent, seed=0,
-                              disable_pbar=True, callback=lambda *a: stamps.append(time.perf_counter()))
-    assert torch.isfinite(out).all()
-    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def main() -> None:
@@ -120,28 +91,13 @@ def main() -> None:
         neg = [[torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=gen), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
         latent = torch.zeros(1, 16, args.latent, args.latent)
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
-        npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
-                                                                      vae=vae)[:2]
-        apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
-        patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
-        configs = {"no control": (model, pos, neg), "ComfyUI Flux ControlNet": (model, npos, nneg),
-                   "CNR balanced": (patched, pos, neg)}
-        times = {name: [] for name in configs}
-        for round_index in range(args.rounds + 1):
-            for name, (m, p, n) in configs.items():
-                step_times = run(m, p, n, latent, args.steps)
-                if round_index:
-                    times[name] += step_times[1:]  # the first step also encodes the hint
+        times = native_and_cnr_step_times(nodes, model, native, ours, vae, (pos, neg), latent, hint,
+                                          "ComfyUI Flux ControlNet", args.steps, args.rounds)
     print(f"Flux base {n_base / 1e6:.0f}M ({args.double} double, {args.single} single blocks) + ControlNet "
           f"{n_net / 1e6:.0f}M ({args.cn_double} + {args.cn_single}) params, width {args.width}, random; latent "
           f"{args.latent}x{args.latent}, {args.dtype}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds (+1 "
           f"warm-up, first step of each run left out), torch threads {torch.get_num_threads()}, median s per step")
-    base = statistics.median(times["no control"])
-    native_s = statistics.median(times["ComfyUI Flux ControlNet"])
-    print(f"{'configuration':<28}{'s/step':>8}{'x no control':>14}{'x ComfyUI':>11}")
-    for name, samples in times.items():
-        med = statistics.median(samples)
-        print(f"{name:<28}{med:>8.3f}{med / base:>14.3f}{med / native_s:>11.3f}")
+    print_step_table(times, "no control", "ComfyUI Flux ControlNet")
     print("target: CNR balanced overhead over no control <= ComfyUI's")
 
 

@@ -27,10 +27,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 import comfy_host  # noqa: E402
+from _common import DTYPE_FLAGS, cnr_controlnet, native_and_cnr_step_times, print_step_table, randomized  # noqa: E402
 
 TEXT_DIM = 3584  # Qwen2.5-VL's hidden states, what Qwen-Image reads
 CHANNELS = 16  # the Wan-2.1 latent
-DTYPE_FLAGS = {"bfloat16": "bf16_unet", "float16": "fp16_unet", "float32": "fp32_unet"}
 
 
 def _params(width: int, heads: int, blocks: int) -> dict:
@@ -39,14 +39,6 @@ def _params(width: int, heads: int, blocks: int) -> dict:
     return {"patch_size": 2, "in_channels": 4 * CHANNELS, "out_channels": CHANNELS, "num_layers": blocks,
             "attention_head_dim": head, "num_attention_heads": heads, "joint_attention_dim": TEXT_DIM,
             "axes_dims_rope": (head - 2 * side, side, side)}
-
-
-def _random(module, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    return module.eval()
 
 
 def _wan_vae(seed: int):
@@ -70,8 +62,6 @@ def build(args, folder: Path):
     import comfy.model_patcher
     import comfy.ops
     import comfy.supported_models
-    import folder_paths
-    from safetensors.torch import save_file
 
     # The loaders (ComfyUI's and ours) then pick this dtype, as they would on a GPU that computes in it.
     setattr(comfy.cli_args.args, DTYPE_FLAGS[args.dtype], True)
@@ -80,33 +70,20 @@ def build(args, folder: Path):
                                                "image_model": "qwen_image"})
     config.set_inference_dtype(dtype, None)
     base = config.get_model({})
-    _random(base.diffusion_model, 0)
+    randomized(base.diffusion_model, 0)
     model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
                                              offload_device=mm.unet_offload_device())
     net = comfy.ldm.qwen_image.controlnet.QwenImageControlNetModel(
         extra_condition_channels=0, operations=comfy.ops.disable_weight_init, dtype=dtype, device="cpu",
         **_params(args.width, args.heads, args.cn_blocks))
-    _random(net, 1)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "qwen_bench.safetensors"))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    randomized(net, 1)
     # As ComfyUI's load_controlnet_qwen_instantx wraps it.
     native = comfy.controlnet.ControlNet(net, compression_ratio=1, latent_format=comfy.latent_formats.Wan21(),
                                          load_device=mm.get_torch_device(), manual_cast_dtype=None, extra_conds=[])
     vae = _wan_vae(2)
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_ControlNetLoader"]().load("qwen_bench.safetensors")[0]
-    ours = nodes.NODE_CLASS_MAPPINGS["CNR_HintVAE"]().attach(ours, vae)[0]
+    ours = cnr_controlnet(nodes, net.state_dict(), folder, "qwen_bench.safetensors", vae)
     n_params = (sum(p.numel() for p in base.diffusion_model.parameters()), sum(p.numel() for p in net.parameters()))
     return nodes, model, native, ours, vae, n_params
-
-
-def run(model, pos, neg, latent, steps):
-    import comfy.sample
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
-    stamps = [time.perf_counter()]
-    out = comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", pos, neg, latent, seed=0,
-                              disable_pbar=True, callback=lambda *a: stamps.append(time.perf_counter()))
-    assert torch.isfinite(out).all()
-    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def main() -> None:
@@ -124,29 +101,16 @@ def main() -> None:
         neg = [[torch.randn(1, args.text_tokens, TEXT_DIM, generator=gen), {}]]
         latent = torch.zeros(1, CHANNELS, 1, args.latent, args.latent)
         hint = torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=gen)
-        npos, nneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, hint, 1.0, 0.0, 1.0,
-                                                                      vae=vae)[:2]
-        apply = nodes.NODE_CLASS_MAPPINGS["CNR_ApplyControlResiduals"]()
-        patched = apply.apply(model, ours, hint, 1.0, 0.0, 1.0, "balanced", "crop", "executed steps (diffusers)")[0]
-        configs = {"no control": (model, pos, neg), "ComfyUI Qwen-Image ControlNet": (model, npos, nneg),
-                   "CNR balanced": (patched, pos, neg)}
-        times = {name: [] for name in configs}
-        for round_index in range(args.rounds + 1):
-            for name, (m, p, n) in configs.items():
-                step_times = run(m, p, n, latent, args.steps)
-                if round_index:
-                    times[name] += step_times[1:]  # the first step also encodes the hint
+        times = native_and_cnr_step_times(nodes, model, native, ours, vae, (pos, neg), latent, hint,
+                                          "ComfyUI Qwen-Image ControlNet", args.steps, args.rounds)
     print(f"Qwen-Image base {n_base / 1e6:.0f}M ({args.blocks} blocks) + InstantX ControlNet {n_net / 1e6:.0f}M "
           f"({args.cn_blocks} blocks) params, width {args.width}, random; latent {args.latent}x{args.latent}, "
           f"{args.text_tokens} text tokens, {args.dtype}, cfg 1, euler, {args.steps} steps x {args.rounds} rounds "
           f"(+1 warm-up, first step of each run left out), torch threads {torch.get_num_threads()}, median s per "
           f"step; {time.perf_counter() - started:.0f} s in all")
+    print_step_table(times, "no control", "ComfyUI Qwen-Image ControlNet")
     base = statistics.median(times["no control"])
     native_s = statistics.median(times["ComfyUI Qwen-Image ControlNet"])
-    print(f"{'configuration':<32}{'s/step':>8}{'x no control':>14}{'x ComfyUI':>11}")
-    for name, samples in times.items():
-        med = statistics.median(samples)
-        print(f"{name:<32}{med:>8.3f}{med / base:>14.3f}{med / native_s:>11.3f}")
     ours_s = statistics.median(times["CNR balanced"])
     print(f"overhead over no control: CNR {ours_s - base:.3f} s vs ComfyUI {native_s - base:.3f} s per step, ratio "
           f"{(ours_s - base) / (native_s - base):.3f}; target: CNR's <= ComfyUI's")

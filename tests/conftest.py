@@ -2,6 +2,7 @@
 holds the helpers tests of several modules share."""
 import pytest
 
+import comfy_host
 from comfy_host import REPO_ROOT, import_pack, is_current_host
 
 __all__ = ["REPO_ROOT", "explicit_softmax_attention", "skip_where_the_host_lacks"]
@@ -25,6 +26,13 @@ def explicit_softmax_attention(calls: list):
         weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
         return (weights @ v).transpose(1, 2).flatten(2)
     return attend
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    """ComfyUI booted on the CPU with the pack (re)loaded, once per test module as each module booted it before:
+    its ``nodes`` module (a test module may define its own)."""
+    return comfy_host.boot()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["Rope", "apply_rope", "default_axes_dim", "rope_frequencies"]
+__all__ = ["Rope", "apply_rope", "check_head_split", "default_axes_dim", "rope_frequencies"]
 
 
 def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
@@ -24,6 +24,21 @@ def default_axes_dim(head_dim: int) -> Tuple[int, int, int]:
     """
     side = (head_dim - head_dim // 8) // 4 * 2
     return head_dim - 2 * side, side, side
+
+
+def check_head_split(hidden_size: int, num_heads: int, axes_dim: Sequence[int]) -> None:
+    """Refuse a width the heads do not divide, or a rotary split :func:`rope_frequencies` cannot rotate.
+
+    The split must be three even numbers summing to the head width.
+
+    Raises:
+        ValueError: naming the sizes that do not fit.
+    """
+    if num_heads <= 0 or hidden_size % num_heads:
+        raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
+    head = hidden_size // num_heads
+    if len(axes_dim) != 3 or sum(axes_dim) != head or any(a % 2 for a in axes_dim):
+        raise ValueError(f"axes_dim {axes_dim} must be three even numbers summing to the head width {head}")
 
 
 Rope = Tuple[Tensor, Tensor]

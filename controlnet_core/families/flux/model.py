@@ -30,7 +30,7 @@ from .tokens import PATCH, position_ids
 from ...errors import ControlNetInputError
 from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.embeddings import per_row, timestep_embedding
-from ...layers.rotary import rope_frequencies
+from ...layers.rotary import check_head_split, rope_frequencies
 from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
 
@@ -95,11 +95,7 @@ class FluxControlNetConfig:
     family: str = "flux"
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden size {self.hidden_size} is not a multiple of {self.num_heads} heads")
-        head_dim = self.hidden_size // self.num_heads
-        if sum(self.axes_dim) != head_dim or any(a % 2 for a in self.axes_dim):
-            raise ValueError(f"axes_dim {self.axes_dim} must be even numbers summing to the head width {head_dim}")
+        check_head_split(self.hidden_size, self.num_heads, self.axes_dim)
         if (self.hint_input == "pixels") != bool(self.hint_convs):
             raise ValueError("hint_convs describe the pixel hint embedding: give them exactly when hint_input='pixels'")
 

@@ -33,7 +33,7 @@ from ...errors import ControlNetInputError
 from ...family import VAE_DOWNSCALE, HintInput, check_hint_batch
 from ...layers.attention import AttentionFn, scaled_dot_product
 from ...layers.embeddings import per_row
-from ...layers.rotary import rope_frequencies
+from ...layers.rotary import check_head_split, rope_frequencies
 from ...layers.tokens import pack_patches
 from ...residuals import ControlResiduals
 from .blocks import QwenImageBlock
@@ -90,11 +90,7 @@ class QwenFunConfig:
     family: str = "qwen_image"
 
     def __post_init__(self) -> None:
-        if self.num_heads <= 0 or self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden size {self.hidden_size} is not a multiple of {self.num_heads} heads")
-        head = self.hidden_size // self.num_heads
-        if len(self.axes_dim) != 3 or sum(self.axes_dim) != head or any(a % 2 for a in self.axes_dim):
-            raise ValueError(f"axes_dim {self.axes_dim} must be three even numbers summing to the head width {head}")
+        check_head_split(self.hidden_size, self.num_heads, self.axes_dim)
         if self.strength_curve not in STRENGTH_CURVES:
             raise ValueError(f"strength curve {self.strength_curve!r} is not one of {STRENGTH_CURVES}")
 

@@ -9,9 +9,9 @@ on the 8-pixel grid (Flux's latent scaling is the same on both sides) and differ
 """
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import forget_dropped_models, node_output, rel_diff, write_controlnet_folder
 from test_flux_comfy_parity import _comfy_controlnet, _flux_conditioning, _tiny_flux_model
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
@@ -40,28 +40,15 @@ def _soft_phase_mask():
     return mask
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    """Forget loaded-model entries whose patcher is gone (see tests/families/flux/test_integration_flux.py)."""
-    import gc
-
-    import comfy.model_management as mm
-    gc.collect()
-    mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def native(nodes, tmp_path_factory):
-    import folder_paths
     net = _comfy_controlnet(seed=6, latent_input=True, control_latent_channels=17)
-    folder = tmp_path_factory.mktemp("flux_inpainting")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / NAME))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "flux_inpainting", {NAME: net.state_dict()})
     return net
 
 
@@ -89,20 +76,11 @@ def _comfyui(native_net, vae, mask):
     return out[0], out[1]
 
 
-def _node(nodes, node_id, *args):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args)[0]
-
-
 def _ours(nodes, model, vae, mask, rule):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", NAME), vae)
-    control = _node(nodes, "CNR_InpaintControl", control, mask, rule)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
-                 "model sigma (ComfyUI)")
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", NAME), vae)
+    control = node_output(nodes, "CNR_InpaintControl", control, mask, rule)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
+                       "model sigma (ComfyUI)")
 
 
 def _sample_both(nodes, model, native, vae, mask, rule):
@@ -116,15 +94,15 @@ def _sample_both(nodes, model, native, vae, mask, rule):
 def test_comfyui_rule_samples_as_comfyuis_alimama_inpainting_node(nodes, model, native, vae, mask):
     ours, theirs = _sample_both(nodes, model, native, vae, mask(), COMFYUI)
     plain = comfy_host.sample(model, _flux_conditioning(1), _flux_conditioning(2), **RUN)
-    assert _rel(plain, theirs) > 1e-2, "the inpainting ControlNet must change the result"
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(plain, theirs) > 1e-2, "the inpainting ControlNet must change the result"
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 def test_reference_rule_samples_as_comfyui_on_a_binary_mask_on_the_8_pixel_grid(nodes, model, native, vae):
     ours, theirs = _sample_both(nodes, model, native, vae, _grid_mask(), REFERENCE)
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 def test_reference_rule_differs_from_comfyui_on_a_soft_mask_off_the_grid(nodes, model, native, vae):
     ours, theirs = _sample_both(nodes, model, native, vae, _soft_phase_mask(), REFERENCE)
-    assert _rel(ours, theirs) > 1e-3
+    assert rel_diff(ours, theirs) > 1e-3

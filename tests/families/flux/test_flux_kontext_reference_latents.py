@@ -8,9 +8,10 @@ ComfyUI's own ControlNet as in test_integration_flux.py.
 """
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import (forget_dropped_models, node_output, recording, rel_diff,
+                            write_controlnet_folder)
 from test_flux_comfy_parity import _comfy_controlnet, _flux_conditioning, _tiny_flux_model
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
@@ -27,35 +28,17 @@ REL_TOL = 1e-4
 NOISE_TOKENS = 24
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-def _forget_dropped_models():
-    """Forget loaded-model entries whose patcher is gone: ComfyUI's own ControlNet reloads every entry around its
-    hint VAE and fails on those (see test_integration_flux.py)."""
-    import gc
-
-    import comfy.model_management as mm
-    gc.collect()
-    mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    _forget_dropped_models()
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def native(nodes, tmp_path_factory):
     """ComfyUI's own tiny InstantX-style Flux ControlNet (double and single blocks, VAE-latent hint), also written
     as :data:`NAME`."""
-    import folder_paths
     net = _comfy_controlnet(latent_input=True, control_latent_channels=16)
-    folder = tmp_path_factory.mktemp("flux_kontext_controlnet")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / NAME))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "flux_kontext_controlnet", {NAME: net.state_dict()})
     return net
 
 
@@ -70,15 +53,10 @@ def vae(nodes):
     return tiny_sd3_vae()  # 16 latent channels, like Flux's VAE
 
 
-def _node(nodes, node_id, *args, **kwargs):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
-
-
 def _ours(nodes, model, vae, **optional):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", NAME), vae)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
-                 MODEL_SIGMA, **optional)
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", NAME), vae)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
+                       MODEL_SIGMA, **optional)
 
 
 def _comfyui(nodes, native_net, vae, conditioning):
@@ -98,35 +76,18 @@ def _edit_conditioning():
     return tuple(ReferenceLatent.execute(_flux_conditioning(seed), {"samples": REFERENCE})[0] for seed in (1, 2))
 
 
-def _recording(model, calls):
-    """``model`` with a UNet function wrapper that records the control and reference latents ComfyUI's Flux
-    receives; the Apply node chains its own wrapper in front of it."""
-    recorded = model.clone()
-
-    def record(apply_model, args):
-        calls.append((args["c"].get("control"), args["c"].get("ref_latents")))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    recorded.set_model_unet_function_wrapper(record)
-    return recorded
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 def _residuals(control):
     return [t for key in ("input", "output") for t in control.get(key) or () if t is not None]
 
 
 def test_the_reference_latent_reaches_the_model_and_changes_the_result(nodes, model):
     plain = comfy_host.sample(model, _flux_conditioning(1), _flux_conditioning(2), **RUN)
-    assert _rel(comfy_host.sample(model, *_edit_conditioning(), **RUN), plain) > 1e-3
+    assert rel_diff(comfy_host.sample(model, *_edit_conditioning(), **RUN), plain) > 1e-3
 
 
 def test_with_a_reference_latent_every_residual_covers_the_noise_tokens_only(nodes, native, vae, model):
     calls = []
-    comfy_host.sample(_ours(nodes, _recording(model, calls), vae), *_edit_conditioning(), **RUN)
+    comfy_host.sample(_ours(nodes, recording(model, calls), vae), *_edit_conditioning(), **RUN)
     assert len(calls) == RUN["steps"]
     for control, references in calls:
         assert [tuple(r.shape[-2:]) for r in references] == [tuple(REFERENCE.shape[-2:])]
@@ -140,7 +101,7 @@ def test_with_a_reference_latent_the_mask_weighs_the_noise_token_grid(nodes, nat
     mask = torch.zeros(1, IMAGE.shape[1], IMAGE.shape[2])
     mask[..., : IMAGE.shape[2] // 2] = 1
     calls = []
-    comfy_host.sample(_ours(nodes, _recording(model, calls), vae, mask=mask), *_edit_conditioning(), **RUN)
+    comfy_host.sample(_ours(nodes, recording(model, calls), vae, mask=mask), *_edit_conditioning(), **RUN)
     for control, _ in calls:
         for residual in _residuals(control):
             grid = residual.unflatten(1, (4, 6))
@@ -150,7 +111,7 @@ def test_with_a_reference_latent_the_mask_weighs_the_noise_token_grid(nodes, nat
 def test_with_a_reference_latent_sampling_equals_comfyuis_flux_controlnet(nodes, native, vae, model):
     edit = _edit_conditioning()
     expected = comfy_host.sample(model, *_comfyui(nodes, native, vae, edit), **RUN)
-    _forget_dropped_models()
+    forget_dropped_models()
     got = comfy_host.sample(_ours(nodes, model, vae), *edit, **RUN)
-    assert _rel(comfy_host.sample(model, *edit, **RUN), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(comfy_host.sample(model, *edit, **RUN), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL

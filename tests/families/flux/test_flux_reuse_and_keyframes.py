@@ -5,11 +5,11 @@ Runs only on a current ComfyUI (``COMFYUI_PATH``), as the other Flux node tests.
 import pytest
 import torch
 
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import node_output, write_controlnet_folder
 from test_flux_comfy_parity import _comfy_controlnet, _flux_conditioning, _tiny_flux_model
-from test_integration_flux import IMAGE, RUN, _node, _plain
+from test_integration_flux import IMAGE, RUN, _plain
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -19,11 +19,8 @@ pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
     nodes = comfy_host.boot()
-    import folder_paths
-    folder = tmp_path_factory.mktemp("flux_reuse")
-    net = _comfy_controlnet(depth_single_blocks=0)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "flux_reuse.safetensors"))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "flux_reuse",
+                            {"flux_reuse.safetensors": _comfy_controlnet(depth_single_blocks=0).state_dict()})
     return nodes
 
 
@@ -33,9 +30,9 @@ def model(nodes):
 
 
 def _sample(nodes, model, **optional):
-    control = _node(nodes, "CNR_ControlNetLoader", "flux_reuse.safetensors")
-    patched = _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
-                    "executed steps (diffusers)", **optional)
+    control = node_output(nodes, "CNR_ControlNetLoader", "flux_reuse.safetensors")
+    patched = node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 0.8, 0.0, 1.0, "balanced", "crop",
+                          "executed steps (diffusers)", **optional)
     seen = []
     handle = control.net.register_forward_pre_hook(lambda mod, inp: seen.append(1))
     try:
@@ -56,7 +53,7 @@ def test_flux_reuse_every_step_is_bit_identical_to_no_reuse(nodes, model):
 
 
 def test_flux_keyframe_of_strength_zero_from_the_start_leaves_the_model_as_without_control(nodes, model):
-    keyframes = _node(nodes, "CNR_StrengthKeyframe", 0.0, 0.0, 1, True, "none")
+    keyframes = node_output(nodes, "CNR_StrengthKeyframe", 0.0, 0.0, 1, True, "none")
     out, forwards = _sample(nodes, model, keyframes=keyframes)
     assert forwards == 0
     assert torch.equal(out, _plain(model))

@@ -7,9 +7,9 @@ test_flux_comfy_parity.py.
 """
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import forget_dropped_models, node_output, rel_diff, write_controlnet_folder
 from test_flux_comfy_parity import _comfy_controlnet, _flux_conditioning, _tiny_flux_model
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
@@ -25,33 +25,17 @@ RUN = {"steps": 4, "cfg": 2.0, "latent": LATENT, "scheduler": "simple"}
 REL_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    """Forget loaded-model entries whose patcher (a MODEL clone of an earlier test) is gone: ComfyUI's own
-    ControlNet reloads every entry around its hint VAE and fails on those. Between prompts a running
-    ComfyUI replaces its clones through the executor; tests drop them here."""
-    import gc
-
-    import comfy.model_management as mm
-    gc.collect()
-    mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def natives(nodes, tmp_path_factory):
     """ComfyUI's own tiny Flux ControlNets, also written to a controlnet folder for our loader."""
-    import folder_paths
     nets = {"union.safetensors": _comfy_controlnet(latent_input=True, num_union_modes=7, control_latent_channels=16),
             "xlabs.safetensors": _comfy_controlnet(depth_single_blocks=0)}
-    folder = tmp_path_factory.mktemp("flux_controlnet")
-    for name, net in nets.items():
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / name))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "flux_controlnet", {name: net.state_dict() for name, net in nets.items()})
     return nets
 
 
@@ -66,19 +50,14 @@ def vae(nodes):
     return tiny_sd3_vae()  # 16 latent channels, like Flux's VAE
 
 
-def _node(nodes, node_id, *args, **kwargs):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
-
-
 def _ours(nodes, model, name, vae=None, mode=None, strength=0.8, start=0.0, end=1.0, timing=MODEL_SIGMA, **optional):
-    control = _node(nodes, "CNR_ControlNetLoader", name)
+    control = node_output(nodes, "CNR_ControlNetLoader", name)
     if vae is not None:
-        control = _node(nodes, "CNR_HintVAE", control, vae)
+        control = node_output(nodes, "CNR_HintVAE", control, vae)
     if mode is not None:
-        control = _node(nodes, "CNR_FluxUnionMode", control, mode)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, start, end, "balanced", "crop",
-                 timing, **optional)
+        control = node_output(nodes, "CNR_FluxUnionMode", control, mode)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, start, end, "balanced",
+                       "crop", timing, **optional)
 
 
 def _comfyui(nodes, native_net, vae=None, control_type=None, strength=0.8, start=0.0, end=1.0, conditioning=None):
@@ -97,10 +76,6 @@ def _comfyui(nodes, native_net, vae=None, control_type=None, strength=0.8, start
     return nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, IMAGE, strength, start, end, vae=vae)[:2]
 
 
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 def _plain(model):
     return comfy_host.sample(model, _flux_conditioning(1), _flux_conditioning(2), **RUN)
 
@@ -109,16 +84,16 @@ def test_union_model_with_a_mode_and_hint_vae_samples_as_comfyuis_flux_controlne
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["union.safetensors"], vae, control_type=4), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "union.safetensors", vae, mode="pose"), _flux_conditioning(1),
                             _flux_conditioning(2), **RUN)
-    assert _rel(_plain(model), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(_plain(model), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_pixel_hint_model_samples_as_comfyuis_flux_controlnet(nodes, natives, model):
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["xlabs.safetensors"]), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "xlabs.safetensors"), _flux_conditioning(1), _flux_conditioning(2),
                             **RUN)
-    assert _rel(_plain(model), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(_plain(model), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_model_sigma_window_samples_as_comfyuis_percent_range(nodes, natives, model):
@@ -126,8 +101,8 @@ def test_model_sigma_window_samples_as_comfyuis_percent_range(nodes, natives, mo
     got = comfy_host.sample(_ours(nodes, model, "xlabs.safetensors", start=0.2, end=0.6), _flux_conditioning(1),
                             _flux_conditioning(2), **RUN)
     full = comfy_host.sample(model, *_comfyui(nodes, natives["xlabs.safetensors"]), **RUN)
-    assert _rel(full, expected) > 1e-3, "the window must leave steps out"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(full, expected) > 1e-3, "the window must leave steps out"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_executed_steps_window_controls_exactly_the_first_half_of_the_steps(nodes, natives, model):
@@ -142,8 +117,8 @@ def test_executed_steps_window_controls_exactly_the_first_half_of_the_steps(node
     half = steps(_ours(nodes, model, "xlabs.safetensors"), LATENT, noise, 0, 2)
     expected = steps(model, half, torch.zeros_like(noise), 2, 4)
     got = comfy_host.sample(controlled, pos, neg, **RUN)
-    assert _rel(_plain(model), expected) > 1e-3
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(_plain(model), expected) > 1e-3
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_mask_weights_each_image_token_by_the_mask_area_it_covers(nodes, natives, model):
@@ -178,8 +153,8 @@ def test_stacked_on_comfyuis_own_flux_controlnet_samples_as_two_comfyui_controln
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["union.safetensors"], vae, control_type=2,
                                                   conditioning=theirs), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "union.safetensors", vae, mode="depth"), *theirs, **RUN)
-    assert _rel(comfy_host.sample(model, *theirs, **RUN), expected) > 1e-3, "both controls must act"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(comfy_host.sample(model, *theirs, **RUN), expected) > 1e-3, "both controls must act"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_latent_hint_model_without_vae_is_refused_naming_the_hint_vae_node(nodes, natives, model):
@@ -188,16 +163,16 @@ def test_latent_hint_model_without_vae_is_refused_naming_the_hint_vae_node(nodes
 
 
 def test_union_mode_node_refuses_a_model_without_modes(nodes, natives):
-    control = _node(nodes, "CNR_ControlNetLoader", "xlabs.safetensors")
+    control = node_output(nodes, "CNR_ControlNetLoader", "xlabs.safetensors")
     with pytest.raises(ValueError, match="CNR_FluxUnionMode: controlnet: .*not a Flux union"):
-        _node(nodes, "CNR_FluxUnionMode", control, "canny")
+        node_output(nodes, "CNR_FluxUnionMode", control, "canny")
 
 
 def test_soft_control_modes_are_refused_on_flux(nodes, natives, model):
-    control = _node(nodes, "CNR_ControlNetLoader", "xlabs.safetensors")
+    control = node_output(nodes, "CNR_ControlNetLoader", "xlabs.safetensors")
     with pytest.raises(ValueError, match="control_mode: .*balanced"):
-        _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 1.0, 0.0, 1.0,
-              "my prompt is more important", "crop", MODEL_SIGMA)
+        node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, 1.0, 0.0, 1.0,
+                    "my prompt is more important", "crop", MODEL_SIGMA)
 
 
 def test_the_controlnet_attends_with_comfyuis_attention_kernel(nodes, natives, model, monkeypatch):

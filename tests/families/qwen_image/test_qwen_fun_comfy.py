@@ -8,11 +8,10 @@ the pack's blocks, binder and wrapper take no part in it.
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 import comfy_host
-from test_qwen_image_comfy_parity import (CHANNELS, IMAGE, MODEL_SIGMA, RUN, _conditioning, _forget_dropped_models,
-                                          _node, _rel, _tiny_qwen_model)
+from comfy_sampling import OneFrameVAE, forget_dropped_models, node_output, rel_diff, write_controlnet_folder
+from test_qwen_image_comfy_parity import CHANNELS, IMAGE, MODEL_SIGMA, RUN, _conditioning, _tiny_qwen_model
 from tiny_qwen_fun import DIM, HEAD_DIM, HEADS, fun_weights, tiny_fun_controlnet
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
@@ -27,38 +26,17 @@ APPLY = "CNR_ApplyControlResiduals"
 REFERENCE_RULE = "reference (binary mask, nearest, SD3 shift)"
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    _forget_dropped_models()
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def weights(nodes, tmp_path_factory):
     """A tiny Fun file for 16-channel latents (control_img_in 132 wide), in a controlnet folder."""
-    import folder_paths
     weights = fun_weights(tiny_fun_controlnet(seed=3, depth=2, latent_channels=CHANNELS))
-    folder = tmp_path_factory.mktemp("qwen_fun")
-    save_file(weights, str(folder / FUN))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "qwen_fun", {FUN: weights})
     return weights
-
-
-class OneFrameVAE:
-    """A 16-channel tiny VAE answering as ComfyUI's Wan-2.1 VAE does for one image: a (B, C, 1, h, w) latent."""
-
-    def __init__(self, vae):
-        self._vae = vae
-
-    def __getattr__(self, name):
-        return getattr(self._vae, name)
-
-    def encode(self, pixels):
-        return self._vae.encode(pixels).unsqueeze(2)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +51,13 @@ def model(nodes):
 
 
 def _loaded(nodes, vae, curve_sqrt=None):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", FUN), vae)
-    return control if curve_sqrt is None else _node(nodes, "CNR_QwenFunStrength", control, curve_sqrt)
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", FUN), vae)
+    return control if curve_sqrt is None else node_output(nodes, "CNR_QwenFunStrength", control, curve_sqrt)
 
 
 def _ours(nodes, model, vae, strength=0.8, curve_sqrt=None, **optional):
-    return _node(nodes, APPLY, model, _loaded(nodes, vae, curve_sqrt), IMAGE, strength, 0.0, 1.0, "balanced", "crop",
-                 MODEL_SIGMA, **optional)
+    return node_output(nodes, APPLY, model, _loaded(nodes, vae, curve_sqrt), IMAGE, strength, 0.0, 1.0, "balanced",
+                       "crop", MODEL_SIGMA, **optional)
 
 
 def _comfy_blocks(weights):
@@ -151,8 +129,8 @@ def test_sampling_through_the_apply_node_equals_the_reference_skips_on_comfyuis_
     reference.set_model_unet_function_wrapper(_reference_wrapper(model, vae, weights, 0.8))
     expected = _sample(reference)
     got = _sample(_ours(nodes, model, vae, strength=0.8))
-    assert _rel(_sample(model), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(_sample(model), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_zero_strength_leaves_sampling_unchanged(nodes, weights, vae, model):
@@ -162,7 +140,7 @@ def test_zero_strength_leaves_sampling_unchanged(nodes, weights, vae, model):
 def test_comfyuis_square_root_curve_is_the_linear_one_at_the_root(nodes, weights, vae, model):
     rooted = _sample(_ours(nodes, model, vae, strength=0.25, curve_sqrt=True))
     assert torch.equal(rooted, _sample(_ours(nodes, model, vae, strength=0.5)))
-    assert _rel(_sample(_ours(nodes, model, vae, strength=0.25)), rooted) > 1e-3, "the curve must matter"
+    assert rel_diff(_sample(_ours(nodes, model, vae, strength=0.25)), rooted) > 1e-3, "the curve must matter"
 
 
 def test_the_binding_places_the_skips_on_the_models_own_block_count(nodes, weights, vae, model):
@@ -182,8 +160,8 @@ def test_the_inpaint_mask_and_image_of_cnr_inpaintcontrol_fill_the_mask_and_inpa
     mask = torch.zeros(1, 64, 96)
     mask[:, 16:48, 32:80] = 1.0
     inpaint = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(5))
-    control = _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), mask, REFERENCE_RULE,
-                    inpaint_image=inpaint.movedim(1, -1))
+    control = node_output(nodes, "CNR_InpaintControl", _loaded(nodes, vae), mask, REFERENCE_RULE,
+                          inpaint_image=inpaint.movedim(1, -1))
     control_image = IMAGE.movedim(-1, 1)
     hint = bind(model, control, APPLY).encode_hint(control_image)
     latent_format = model.model.latent_format
@@ -200,14 +178,14 @@ def test_the_inpaint_mask_and_image_of_cnr_inpaintcontrol_fill_the_mask_and_inpa
 
 def test_cnr_inpaintcontrol_refuses_comfyuis_alimama_rule_on_a_fun_controlnet(nodes, weights, vae):
     with pytest.raises(ValueError, match="CNR_InpaintControl: rule: .*Fun ControlNet"):
-        _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 64, 96),
-              "ComfyUI (soft mask, nearest-exact, no SD3 shift)")
+        node_output(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 64, 96),
+                    "ComfyUI (soft mask, nearest-exact, no SD3 shift)")
 
 
 def test_cnr_inpaintcontrol_refuses_an_inpaint_image_of_another_size_than_the_mask(nodes, weights, vae):
     with pytest.raises(ValueError, match="CNR_InpaintControl: inpaint_image: is 96x64 but the mask is 48x32"):
-        _node(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 32, 48), REFERENCE_RULE,
-              inpaint_image=IMAGE)
+        node_output(nodes, "CNR_InpaintControl", _loaded(nodes, vae), torch.ones(1, 32, 48), REFERENCE_RULE,
+                    inpaint_image=IMAGE)
 
 
 def test_a_fun_controlnet_on_an_sd15_model_is_refused_naming_node_and_input(nodes, weights, vae):
@@ -241,9 +219,9 @@ def test_a_base_with_fewer_blocks_than_control_blocks_is_refused_naming_the_mode
 
 
 def test_the_fun_controlnet_without_its_hint_vae_is_refused_naming_the_node_to_add(nodes, weights, vae, model):
-    control = _node(nodes, "CNR_ControlNetLoader", FUN)
+    control = node_output(nodes, "CNR_ControlNetLoader", FUN)
     with pytest.raises(ValueError, match=rf"^{APPLY}: controlnet: .*connect the loader through CNR_HintVAE"):
-        _node(nodes, APPLY, model, control, IMAGE, 1.0, 0.0, 1.0, "balanced", "crop", MODEL_SIGMA)
+        node_output(nodes, APPLY, model, control, IMAGE, 1.0, 0.0, 1.0, "balanced", "crop", MODEL_SIGMA)
 
 
 def test_the_strength_curve_node_refuses_another_controlnet(nodes):
@@ -253,4 +231,4 @@ def test_the_strength_curve_node_refuses_another_controlnet(nodes):
     control = wrap_controlnet(load_controlnet(tiny_qwen_controlnet().state_dict()), "qwen_union.safetensors")
     with pytest.raises(ValueError, match=r"^CNR_QwenFunStrength: controlnet: 'qwen_union.safetensors' is not a "
                                          r"Qwen-Image Fun ControlNet"):
-        _node(nodes, "CNR_QwenFunStrength", control, True)
+        node_output(nodes, "CNR_QwenFunStrength", control, True)

@@ -2,12 +2,12 @@
 files refused with clear errors."""
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from cnr_pack.controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
 from cnr_pack.controlnet_core.families.qwen_image.format import claims_qwen_fun, claims_qwen_instantx
 from cnr_pack.controlnet_core.families.qwen_image.fun import QwenFunControlNet
 from cnr_pack.controlnet_core.loading.registry import detect_format
+from damaged_files import write_truncated, write_with_nan
 from tiny_qwen import AXES_DIM, LATENT_CHANNELS
 from tiny_qwen_fun import DIM, fun_weights, tiny_fun_controlnet
 
@@ -77,19 +77,12 @@ def test_a_qwen_image_2_1_fun_model_patch_is_refused_naming_comfyuis_loader(weig
 
 
 def test_a_truncated_file_is_refused_before_building(weights, tmp_path):
-    path = tmp_path / "qwen_fun.safetensors"
-    save_file(weights, str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[:len(data) - 1000])
+    path = write_truncated(weights, tmp_path / "qwen_fun.safetensors")
     with pytest.raises(WeightFileError, match="truncated"):
         load_controlnet(str(path))
 
 
 def test_a_file_holding_nan_is_refused_naming_the_tensor(weights, tmp_path):
-    path = tmp_path / "qwen_fun_nan.safetensors"
-    broken = dict(weights)
-    broken["control_blocks.2.after_proj.weight"] = broken["control_blocks.2.after_proj.weight"].clone()
-    broken["control_blocks.2.after_proj.weight"][0, 0] = float("nan")
-    save_file(broken, str(path))
+    path = write_with_nan(weights, "control_blocks.2.after_proj.weight", tmp_path / "qwen_fun_nan.safetensors")
     with pytest.raises(WeightFileError, match=r"tensor 'control_blocks\.2\.after_proj\.weight' holds 1 NaN"):
         load_controlnet(str(path))

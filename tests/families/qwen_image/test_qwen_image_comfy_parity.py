@@ -8,9 +8,9 @@ directly from its classes; its ControlNet is wrapped as ``load_controlnet_qwen_i
 """
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import OneFrameVAE, forget_dropped_models, node_output, rel_diff, write_controlnet_folder
 from cnr_pack.controlnet_core.families.qwen_image.model import expand_to_base
 from cnr_pack.controlnet_core.loading.registry import load_controlnet
 from tiny_qwen import AXES_DIM, randomize_qwen
@@ -32,25 +32,9 @@ MODEL_SIGMA = "model sigma (ComfyUI)"
 TOL, REL_TOL = 1e-5, 1e-4
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-def _forget_dropped_models():
-    """Forget loaded-model entries whose patcher is gone (a MODEL clone, or ComfyUI's ControlNet of an earlier
-    run): ComfyUI's own ControlNet reloads every entry around its hint VAE and fails on those (see
-    tests/families/flux/test_integration_flux.py)."""
-    import gc
-
-    import comfy.model_management as mm
-    gc.collect()
-    mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    _forget_dropped_models()
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 def _comfy_controlnet(seed=0, num_layers=2, extra_condition_channels=0):
@@ -72,20 +56,6 @@ def _tiny_qwen_model(nodes, num_layers=COMFY_BASE_BLOCKS, seed=5):
     randomize_qwen(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
-
-
-class OneFrameVAE:
-    """A 16-channel tiny VAE answering as ComfyUI's Wan-2.1 VAE does for one image: a one-frame latent
-    (B, C, 1, h, w), the shape the Wan21 latent format normalises."""
-
-    def __init__(self, vae):
-        self._vae = vae
-
-    def __getattr__(self, name):
-        return getattr(self._vae, name)
-
-    def encode(self, pixels):
-        return self._vae.encode(pixels).unsqueeze(2)
 
 
 @pytest.fixture(scope="module")
@@ -137,25 +107,16 @@ def test_comfyuis_odd_grid_centring_is_the_comfyui_option_and_differs_from_the_r
 @pytest.fixture(scope="module")
 def natives(nodes, tmp_path_factory):
     """ComfyUI's own tiny Qwen-Image ControlNets, also written to a controlnet folder for our loader."""
-    import folder_paths
     nets = {"qwen_union.safetensors": _comfy_controlnet(),
             "qwen_inpainting.safetensors": _comfy_controlnet(seed=4, extra_condition_channels=4)}
-    folder = tmp_path_factory.mktemp("qwen_controlnet")
-    for name, net in nets.items():
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / name))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "qwen_controlnet", {name: net.state_dict() for name, net in nets.items()})
     return nets
 
 
-def _node(nodes, node_id, *args, **kwargs):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
-
-
 def _ours(nodes, model, name, vae, strength=0.8, start=0.0, end=1.0, **optional):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", name), vae)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, start, end, "balanced", "crop",
-                 MODEL_SIGMA, **optional)
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", name), vae)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, start, end, "balanced",
+                       "crop", MODEL_SIGMA, **optional)
 
 
 def _conditioning(seed):
@@ -173,10 +134,6 @@ def _comfyui(nodes, native_net, vae, strength=0.8, start=0.0, end=1.0, condition
     return nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, native, IMAGE, strength, start, end, vae=vae)[:2]
 
 
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 def test_model_info_reads_a_qwen_image_model(nodes):
     from cnr_pack.nodes.model_info import image_token_width, model_family, text_width
     model = _tiny_qwen_model(nodes, num_layers=3)
@@ -185,7 +142,8 @@ def test_model_info_reads_a_qwen_image_model(nodes):
 
 def test_the_binding_spreads_residuals_over_the_models_own_block_count(nodes, natives, vae):
     from cnr_pack.nodes.bindings.registry import bind
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "qwen_union.safetensors"), vae)
+    loaded = node_output(nodes, "CNR_ControlNetLoader", "qwen_union.safetensors")
+    control = node_output(nodes, "CNR_HintVAE", loaded, vae)
     binding = bind(_tiny_qwen_model(nodes, num_layers=7), control, "CNR_ApplyControlResiduals")
     own = control.net(*(t[:, :, 0] if t.ndim == 5 else t for t in _inputs().values()))
     assert (binding.patch, binding.input_popped, binding.control.net.config.axes_dim) == (2, False, AXES_DIM)
@@ -205,19 +163,19 @@ def test_sampling_through_the_apply_node_equals_comfyuis_qwen_image_controlnet(n
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["qwen_union.safetensors"], vae), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae), _conditioning(1), _conditioning(2),
                             **RUN)
-    assert _rel(_plain(model), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(_plain(model), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_model_sigma_window_samples_as_comfyuis_percent_range(nodes, natives, vae, model):
     native = natives["qwen_union.safetensors"]
     full = comfy_host.sample(model, *_comfyui(nodes, native, vae), **RUN)
-    _forget_dropped_models()
+    forget_dropped_models()
     expected = comfy_host.sample(model, *_comfyui(nodes, native, vae, start=0.2, end=0.6), **RUN)
     got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae, start=0.2, end=0.6),
                             _conditioning(1), _conditioning(2), **RUN)
-    assert _rel(full, expected) > 1e-3, "the window must leave steps out"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(full, expected) > 1e-3, "the window must leave steps out"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_stacked_on_comfyuis_own_qwen_image_controlnet_samples_as_two_comfyui_controlnets(nodes, natives, vae,
@@ -225,11 +183,11 @@ def test_stacked_on_comfyuis_own_qwen_image_controlnet_samples_as_two_comfyui_co
     theirs = _comfyui(nodes, _comfy_controlnet(seed=8), vae, strength=0.5)
     expected = comfy_host.sample(model, *_comfyui(nodes, natives["qwen_union.safetensors"], vae,
                                                   conditioning=theirs), **RUN)
-    _forget_dropped_models()
+    forget_dropped_models()
     got = comfy_host.sample(_ours(nodes, model, "qwen_union.safetensors", vae), *theirs, **RUN)
-    _forget_dropped_models()
-    assert _rel(comfy_host.sample(model, *theirs, **RUN), expected) > 1e-3, "both controls must act"
-    assert _rel(got, expected) <= REL_TOL
+    forget_dropped_models()
+    assert rel_diff(comfy_host.sample(model, *theirs, **RUN), expected) > 1e-3, "both controls must act"
+    assert rel_diff(got, expected) <= REL_TOL
 
 
 def test_zero_block_weights_leave_sampling_unchanged(nodes, natives, vae, model):

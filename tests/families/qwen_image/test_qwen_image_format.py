@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 from cnr_pack.controlnet_core import ControlNetFormatError, WeightFileError, load_controlnet
 from cnr_pack.controlnet_core.families.qwen_image.format import claims_qwen_instantx
 from cnr_pack.controlnet_core.loading.registry import detect_format
+from damaged_files import write_truncated, write_with_nan
 from tiny_qwen import AXES_DIM, INPAINT_EXTRA, LATENT_CHANNELS, TEXT_DIM, tiny_qwen_controlnet
 
 
@@ -58,20 +59,13 @@ def test_a_tensor_of_the_wrong_shape_is_refused_naming_it(weights):
 
 
 def test_a_truncated_file_is_refused_before_building(weights, tmp_path):
-    path = tmp_path / "qwen_union.safetensors"
-    save_file(weights, str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[:len(data) - 1000])
+    path = write_truncated(weights, tmp_path / "qwen_union.safetensors")
     with pytest.raises(WeightFileError, match="truncated"):
         load_controlnet(str(path))
 
 
 def test_a_file_holding_nan_is_refused_naming_the_tensor(weights, tmp_path):
-    path = tmp_path / "qwen_union_nan.safetensors"
-    broken = dict(weights)
-    broken["controlnet_blocks.1.weight"] = broken["controlnet_blocks.1.weight"].clone()
-    broken["controlnet_blocks.1.weight"][0, 0] = float("nan")
-    save_file(broken, str(path))
+    path = write_with_nan(weights, "controlnet_blocks.1.weight", tmp_path / "qwen_union_nan.safetensors")
     with pytest.raises(WeightFileError, match=r"tensor 'controlnet_blocks\.1\.weight' holds 1 NaN"):
         load_controlnet(str(path))
 

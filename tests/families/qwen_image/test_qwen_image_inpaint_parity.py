@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import comfy_host
-from test_qwen_image_comfy_parity import (IMAGE, MODEL_SIGMA, REL_TOL, RUN, OneFrameVAE, _comfy_controlnet,
-                                          _conditioning, _forget_dropped_models, _node, _rel, _tiny_qwen_model)
+from comfy_sampling import OneFrameVAE, forget_dropped_models, node_output, rel_diff, write_controlnet_folder
+from test_qwen_image_comfy_parity import (IMAGE, MODEL_SIGMA, REL_TOL, RUN, _comfy_controlnet, _conditioning,
+                                          _tiny_qwen_model)
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -42,25 +43,16 @@ def _soft_mask():
     return _grid_mask() * 0.7 + 0.2
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    _forget_dropped_models()
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def native(nodes, tmp_path_factory):
     """ComfyUI's own tiny Inpainting ControlNet (68-wide embedder), also in a controlnet folder for our loader."""
-    import folder_paths
-    from safetensors.torch import save_file
     net = _comfy_controlnet(seed=4, extra_condition_channels=4)
-    folder = tmp_path_factory.mktemp("qwen_inpainting")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / NAME))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "qwen_inpainting", {NAME: net.state_dict()})
     return net
 
 
@@ -89,15 +81,15 @@ def _comfyui(nodes, native_net, vae, mask, strength=0.8):
 
 
 def _ours(nodes, model, vae, mask, rule, strength=0.8):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", NAME), vae)
-    control = _node(nodes, "CNR_InpaintControl", control, mask, rule)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, 0.0, 1.0, "balanced", "crop",
-                 MODEL_SIGMA)
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", NAME), vae)
+    control = node_output(nodes, "CNR_InpaintControl", control, mask, rule)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, IMAGE, strength, 0.0, 1.0, "balanced",
+                       "crop", MODEL_SIGMA)
 
 
 def _sample_both(nodes, model, native, vae, mask, rule):
     theirs = comfy_host.sample(model, *_comfyui(nodes, native, vae, mask), **RUN)
-    _forget_dropped_models()
+    forget_dropped_models()
     ours = comfy_host.sample(_ours(nodes, model, vae, mask, rule), _conditioning(1), _conditioning(2), **RUN)
     return ours, theirs
 
@@ -106,19 +98,19 @@ def _sample_both(nodes, model, native, vae, mask, rule):
 def test_comfyui_rule_samples_as_comfyuis_alimama_inpainting_node(nodes, native, vae, model, mask):
     ours, theirs = _sample_both(nodes, model, native, vae, mask(), COMFYUI)
     plain = comfy_host.sample(model, _conditioning(1), _conditioning(2), **RUN)
-    assert _rel(plain, theirs) > 1e-2, "the inpainting ControlNet must change the result"
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(plain, theirs) > 1e-2, "the inpainting ControlNet must change the result"
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 def test_reference_rule_samples_as_comfyui_on_a_binary_mask_on_the_8_pixel_grid(nodes, native, vae, model):
     ours, theirs = _sample_both(nodes, model, native, vae, _grid_mask(), REFERENCE)
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 @pytest.mark.parametrize("mask", [_soft_mask, _phase_mask], ids=["soft mask", "mask edge 4 px off the grid"])
 def test_reference_rule_differs_from_comfyui_where_the_mask_is_soft_or_off_the_grid(nodes, native, vae, model, mask):
     ours, theirs = _sample_both(nodes, model, native, vae, mask(), REFERENCE)
-    assert _rel(ours, theirs) > 1e-3
+    assert rel_diff(ours, theirs) > 1e-3
 
 
 def test_the_models_latent_format_normalises_as_the_qwen_image_inpaint_pipeline(nodes):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import comfy_host
-from safetensors.torch import save_file
-from test_qwen_image_comfy_parity import (IMAGE, LATENT, REL_TOL, RUN, OneFrameVAE, _comfy_controlnet, _comfyui,
-                                          _conditioning, _forget_dropped_models, _ours, _rel, _tiny_qwen_model)
+from comfy_sampling import OneFrameVAE, forget_dropped_models, recording, rel_diff, write_controlnet_folder
+from test_qwen_image_comfy_parity import (IMAGE, LATENT, REL_TOL, RUN, _comfy_controlnet, _comfyui, _conditioning,
+                                          _ours, _tiny_qwen_model)
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -23,24 +23,16 @@ NAME = "qwen_union_edit.safetensors"
 NOISE_TOKENS = (LATENT.shape[-2] // 2) * (LATENT.shape[-1] // 2)  # 4 x 6 = 24 tokens
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    _forget_dropped_models()
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def native(nodes, tmp_path_factory):
     """ComfyUI's own tiny Qwen-Image ControlNet, also written to a controlnet folder as :data:`NAME`."""
-    import folder_paths
     net = _comfy_controlnet()
-    folder = tmp_path_factory.mktemp("qwen_edit_controlnet")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / NAME))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "qwen_edit_controlnet", {NAME: net.state_dict()})
     return net
 
 
@@ -66,28 +58,15 @@ def _edit_conditioning(nodes):
     return _with_reference(nodes, _conditioning(1)), _with_reference(nodes, _conditioning(2))
 
 
-def _recording(model, calls):
-    """``model`` with a UNet function wrapper that records the control and reference latents the Qwen-Image
-    model receives; the Apply node chains its own wrapper in front of it."""
-    recorded = model.clone()
-
-    def record(apply_model, args):
-        calls.append((args["c"].get("control"), args["c"].get("ref_latents")))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    recorded.set_model_unet_function_wrapper(record)
-    return recorded
-
-
 def test_the_reference_latent_reaches_the_model_and_changes_the_result(nodes, model):
     plain = comfy_host.sample(model, _conditioning(1), _conditioning(2), **RUN)
     edited = comfy_host.sample(model, *_edit_conditioning(nodes), **RUN)
-    assert _rel(edited, plain) > 1e-2
+    assert rel_diff(edited, plain) > 1e-2
 
 
 def test_with_a_reference_latent_every_residual_covers_the_noise_tokens_only(nodes, native, vae, model):
     calls = []
-    patched = _ours(nodes, _recording(model, calls), NAME, vae)
+    patched = _ours(nodes, recording(model, calls), NAME, vae)
     comfy_host.sample(patched, *_edit_conditioning(nodes), **RUN)
     assert len(calls) == RUN["steps"]
     for control, references in calls:
@@ -100,7 +79,7 @@ def test_with_a_reference_latent_the_mask_weighs_the_noise_token_grid(nodes, nat
     mask = torch.zeros(1, IMAGE.shape[1], IMAGE.shape[2])
     mask[..., : IMAGE.shape[2] // 2] = 1
     calls = []
-    patched = _ours(nodes, _recording(model, calls), NAME, vae, mask=mask)
+    patched = _ours(nodes, recording(model, calls), NAME, vae, mask=mask)
     comfy_host.sample(patched, *_edit_conditioning(nodes), **RUN)
     for control, _ in calls:
         for residual in control["input"]:
@@ -112,7 +91,7 @@ def test_with_a_reference_latent_the_mask_weighs_the_noise_token_grid(nodes, nat
 def test_with_a_reference_latent_sampling_equals_comfyuis_qwen_image_controlnet(nodes, native, vae, model):
     edit = _edit_conditioning(nodes)
     expected = comfy_host.sample(model, *_comfyui(nodes, native, vae, conditioning=edit), **RUN)
-    _forget_dropped_models()
+    forget_dropped_models()
     got = comfy_host.sample(_ours(nodes, model, NAME, vae), *edit, **RUN)
-    assert _rel(comfy_host.sample(model, *edit, **RUN), expected) > 1e-2, "the control must change the result"
-    assert _rel(got, expected) <= REL_TOL
+    assert rel_diff(comfy_host.sample(model, *edit, **RUN), expected) > 1e-2, "the control must change the result"
+    assert rel_diff(got, expected) <= REL_TOL

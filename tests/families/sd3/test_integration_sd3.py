@@ -5,12 +5,12 @@ ComfyUI's SD3 arrived after the 2024-03 CI host, so these run only on a current 
 (``COMFYUI_PATH``). Tiny models as in test_sd3_comfyui.py.
 """
 import pytest
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import node_output, rel_diff, write_controlnet_folder
 from cnr_pack.controlnet_core.families.sd3.format import build_sd35
 from cnr_pack.controlnet_core.families.sd3.hint import sd35_hint_pixels
-from test_sd3_comfyui import (_image, _our_hint, _rel, comfyui_controlnet, conditioning, instantx_state_dict, sample,
+from test_sd3_comfyui import (_image, _our_hint, comfyui_controlnet, conditioning, instantx_state_dict, sample,
                               sd35_state_dict, tiny_sd3_model, tiny_sd3_vae, with_our_controlnet)
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
@@ -22,19 +22,10 @@ DEPTH, LAYERS = 4, 2
 
 
 @pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-@pytest.fixture(scope="module")
 def files(nodes, tmp_path_factory):
-    import folder_paths
     states = {"sd3_instantx.safetensors": instantx_state_dict(DEPTH, LAYERS),
               "sd35_canny.safetensors": sd35_state_dict(DEPTH, LAYERS, control_type=1)}
-    folder = tmp_path_factory.mktemp("sd3_controlnet")
-    for name, state in states.items():
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / name))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "sd3_controlnet", states)
     return states
 
 
@@ -43,15 +34,10 @@ def vae(nodes):
     return tiny_sd3_vae()
 
 
-def _node(nodes, node_id, *args, **kwargs):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)[0]
-
-
 def _ours(nodes, model, name, vae):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", name), vae)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, _image(), 1.0, 0.0, 1.0, "balanced", "crop",
-                 "model sigma (ComfyUI)")
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", name), vae)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, _image(), 1.0, 0.0, 1.0, "balanced", "crop",
+                       "model sigma (ComfyUI)")
 
 
 def test_instantx_controlnet_through_the_nodes_samples_as_comfyuis_own(nodes, files, vae):
@@ -60,8 +46,8 @@ def test_instantx_controlnet_through_the_nodes_samples_as_comfyuis_own(nodes, fi
     theirs = sample(model, *comfyui_controlnet(nodes, files["sd3_instantx.safetensors"], _image(), vae, positive,
                                                negative))
     ours = sample(_ours(nodes, model, "sd3_instantx.safetensors", vae), positive, negative)
-    assert _rel(sample(model, positive, negative), theirs) > 1e-2, "the ControlNet must change the result"
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(sample(model, positive, negative), theirs) > 1e-2, "the ControlNet must change the result"
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 def test_sd35_canny_through_the_nodes_samples_as_stabilitys_reference_not_as_comfyui(nodes, files, vae):
@@ -76,13 +62,14 @@ def test_sd35_canny_through_the_nodes_samples_as_stabilitys_reference_not_as_com
                        positive, negative)
     ours = sample(_ours(nodes, model, "sd35_canny.safetensors", vae), positive, negative)
     theirs = sample(model, *comfyui_controlnet(nodes, state, _image(), vae, positive, negative))
-    assert _rel(sample(model, positive, negative), reference) > 1e-2, "the ControlNet must change the result"
-    assert _rel(ours, reference) <= REL_TOL
-    assert _rel(ours, theirs) > 1e-3
+    assert rel_diff(sample(model, positive, negative), reference) > 1e-2, "the ControlNet must change the result"
+    assert rel_diff(ours, reference) <= REL_TOL
+    assert rel_diff(ours, theirs) > 1e-3
 
 
 def test_sd35_apply_leaves_the_loaded_controlnet_without_an_embedder(nodes, files, vae):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", "sd35_canny.safetensors"), vae)
-    _node(nodes, "CNR_ApplyControlResiduals", tiny_sd3_model(DEPTH), control, _image(), 1.0, 0.0, 1.0, "balanced",
-          "crop", "model sigma (ComfyUI)")
+    loaded = node_output(nodes, "CNR_ControlNetLoader", "sd35_canny.safetensors")
+    control = node_output(nodes, "CNR_HintVAE", loaded, vae)
+    node_output(nodes, "CNR_ApplyControlResiduals", tiny_sd3_model(DEPTH), control, _image(), 1.0, 0.0, 1.0, "balanced",
+                "crop", "model sigma (ComfyUI)")
     assert control.net.pos_embed is None

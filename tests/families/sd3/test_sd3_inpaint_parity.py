@@ -8,11 +8,11 @@ ComfyUI even on a binary mask on the 8-pixel grid. Needs a current ComfyUI (``CO
 """
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import comfy_host
+from comfy_sampling import forget_dropped_models, node_output, rel_diff, write_controlnet_folder
 from cnr_pack.controlnet_core.families.sd3.hint import SD3_VAE_SHIFT_FACTOR
-from test_sd3_comfyui import _image, _rel, conditioning, instantx_state_dict, sample, tiny_sd3_model, tiny_sd3_vae
+from test_sd3_comfyui import _image, conditioning, instantx_state_dict, sample, tiny_sd3_model, tiny_sd3_vae
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -39,28 +39,15 @@ def _soft_phase_mask():
     return mask
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
 @pytest.fixture(autouse=True)
-def forget_dropped_models(nodes):
-    """Forget loaded-model entries whose patcher is gone (see tests/families/flux/test_integration_flux.py)."""
-    import gc
-
-    import comfy.model_management as mm
-    gc.collect()
-    mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
+def forget_dropped_models_first(nodes):
+    forget_dropped_models()
 
 
 @pytest.fixture(scope="module")
 def state(nodes, tmp_path_factory):
-    import folder_paths
     weights = instantx_state_dict(DEPTH, LAYERS, extra_channels=1)
-    folder = tmp_path_factory.mktemp("sd3_inpainting")
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / NAME))
-    folder_paths.add_model_folder_path("controlnet", str(folder))
+    write_controlnet_folder(tmp_path_factory, "sd3_inpainting", {NAME: weights})
     return weights
 
 
@@ -87,16 +74,11 @@ def _comfyui(state, vae, mask, shift=None):
     return out[0], out[1]
 
 
-def _node(nodes, node_id, *args):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    return getattr(cls(), cls.FUNCTION)(*args)[0]
-
-
 def _ours(nodes, model, vae, mask, rule):
-    control = _node(nodes, "CNR_HintVAE", _node(nodes, "CNR_ControlNetLoader", NAME), vae)
-    control = _node(nodes, "CNR_InpaintControl", control, mask, rule)
-    return _node(nodes, "CNR_ApplyControlResiduals", model, control, _image(), 1.0, 0.0, 1.0, "balanced", "crop",
-                 "model sigma (ComfyUI)")
+    control = node_output(nodes, "CNR_HintVAE", node_output(nodes, "CNR_ControlNetLoader", NAME), vae)
+    control = node_output(nodes, "CNR_InpaintControl", control, mask, rule)
+    return node_output(nodes, "CNR_ApplyControlResiduals", model, control, _image(), 1.0, 0.0, 1.0, "balanced", "crop",
+                       "model sigma (ComfyUI)")
 
 
 def _sample_both(nodes, model, state, vae, mask, rule, shift=None):
@@ -108,15 +90,15 @@ def _sample_both(nodes, model, state, vae, mask, rule, shift=None):
 @pytest.mark.parametrize("mask", [_grid_mask, _soft_phase_mask], ids=["grid mask", "soft mask off the grid"])
 def test_comfyui_rule_samples_as_comfyuis_alimama_inpainting_node(nodes, model, state, vae, mask):
     ours, theirs = _sample_both(nodes, model, state, vae, mask(), COMFYUI)
-    assert _rel(sample(model, conditioning(1), conditioning(2)), theirs) > 1e-2, "the ControlNet must act"
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(sample(model, conditioning(1), conditioning(2)), theirs) > 1e-2, "the ControlNet must act"
+    assert rel_diff(ours, theirs) <= REL_TOL
 
 
 def test_reference_rule_shifts_the_latent_and_so_differs_from_comfyui_even_on_a_grid_mask(nodes, model, state, vae):
     ours, theirs = _sample_both(nodes, model, state, vae, _grid_mask(), REFERENCE)
-    assert _rel(ours, theirs) > 1e-3
+    assert rel_diff(ours, theirs) > 1e-3
 
 
 def test_reference_rule_on_a_grid_mask_is_comfyui_with_the_sd3_shift_put_back(nodes, model, state, vae):
     ours, theirs = _sample_both(nodes, model, state, vae, _grid_mask(), REFERENCE, shift=SD3_VAE_SHIFT_FACTOR)
-    assert _rel(ours, theirs) <= REL_TOL
+    assert rel_diff(ours, theirs) <= REL_TOL
