@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_host
-from tiny_z_image import WIDE, comfy_z_image, release_state_dict, tiny_controlnet, tiny_transformer
+from tiny_z_image import WIDE, release_state_dict, tiny_controlnet
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -21,21 +21,6 @@ IMAGE = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(11))  #
 RUN = {"steps": 3, "cfg": 2.0, "latent": LATENT, "scheduler": "simple"}
 EXECUTED = "executed steps (diffusers)"
 REFERENCE_RULE = "reference (binary mask, nearest, SD3 shift)"
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-@pytest.fixture(scope="module")
-def transformer():
-    return tiny_transformer(sizes=WIDE)
-
-
-@pytest.fixture(scope="module")
-def model(nodes, transformer):
-    return comfy_z_image(transformer)
 
 
 @pytest.fixture(scope="module")

@@ -12,29 +12,14 @@ import torch
 import comfy_host
 from cnr_pack.controlnet_core.families.z_image.model import position_ids
 from cnr_pack.controlnet_core.loading.registry import load_controlnet
-from tiny_z_image import (VERSIONS, WIDE, WIDE_AXES_DIM, base_stages, comfy_z_image, diffusers_denoise,
-                          diffusers_skips, inputs, release_state_dict, tiny_controlnet, tiny_transformer)
+from tiny_z_image import (VERSIONS, WIDE_AXES_DIM, base_stages, diffusers_denoise,
+                          diffusers_skips, inputs, release_state_dict, tiny_controlnet)
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
     reason="ComfyUI's Z-Image needs a current ComfyUI: set COMFYUI_PATH to run the Z-Image parity tests")]
 
 REL_TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-@pytest.fixture(scope="module")
-def transformer():
-    return tiny_transformer(sizes=WIDE)
-
-
-@pytest.fixture(scope="module")
-def model(nodes, transformer):
-    return comfy_z_image(transformer)
 
 
 def _rel(a, b) -> float:

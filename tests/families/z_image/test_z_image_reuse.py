@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import comfy_host
-from tiny_z_image import WIDE, comfy_z_image, inputs, release_state_dict, tiny_controlnet, tiny_transformer
+from tiny_z_image import WIDE, inputs, release_state_dict, tiny_controlnet
 
 pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
     not comfy_host.is_current_host(),
@@ -23,21 +23,6 @@ LATENT = torch.zeros(1, 16, 8, 12)
 IMAGE = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(11))  # 8x the latent
 STEPS = 10
 RUN = {"steps": STEPS, "cfg": 2.0, "latent": LATENT, "scheduler": "simple"}
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return comfy_host.boot()
-
-
-@pytest.fixture(scope="module")
-def transformer():
-    return tiny_transformer(sizes=WIDE)
-
-
-@pytest.fixture(scope="module")
-def model(nodes, transformer):
-    return comfy_z_image(transformer)
 
 
 @pytest.fixture(scope="module")
