@@ -317,8 +317,8 @@ def test_every_apply_node_of_a_shipped_workflow_counts_its_samplers_steps(page, 
     assert shown and shown == [[WORKFLOW_STEPS[name], "false"]] * len(shown)
 
 
-def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_where_they_disagree(page):
-    node_id = page.evaluate("""() => {
+# JavaScript opening a test graph: an empty graph, make(type, x, y) adds a node, set(node, widget, value).
+NEW_GRAPH = """
         app.graph.clear();
         const make = (type, x, y) => {
             const node = LiteGraph.createNode(type);
@@ -327,6 +327,11 @@ def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_wh
             return node;
         };
         const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+"""
+
+
+def test_timeline_counts_ksampler_advanced_and_scheduler_steps_and_assumes_20_where_they_disagree(page):
+    node_id = page.evaluate("() => {" + NEW_GRAPH + """
         const apply = make("CNR_ApplyControlResiduals", 20, 20);
         const custom = make("SamplerCustom", 360, 20), scheduler = make("BasicScheduler", 20, 420);
         const advanced = make("KSamplerAdvanced", 700, 20);
@@ -353,15 +358,7 @@ def test_timeline_reaches_sampler_custom_advanced_through_its_guider(page):
     if not page.evaluate("() => !!LiteGraph.registered_node_types.CFGGuider"):
         pytest.skip("this host's ComfyUI lacks CFGGuider and SamplerCustomAdvanced (the 2024 CI host): "
                     "set COMFYUI_PATH")
-    node_id = page.evaluate("""() => {
-        app.graph.clear();
-        const make = (type, x, y) => {
-            const node = LiteGraph.createNode(type);
-            node.pos = [x, y];
-            app.graph.add(node);
-            return node;
-        };
-        const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+    node_id = page.evaluate("() => {" + NEW_GRAPH + """
         const apply = make("CNR_ApplyControlResiduals", 20, 20), guider = make("CFGGuider", 360, 20);
         const sampler = make("SamplerCustomAdvanced", 700, 20), strength = make("CNR_Img2ImgStrength", 360, 300);
         set(strength, "steps", 10); set(strength, "strength", 0.25);
